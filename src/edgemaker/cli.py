@@ -1,0 +1,199 @@
+"""Command line: a thin layer over the library. Errors are one line; results go to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EdgemakerError
+from .progress import ConsoleProgress, Progress, SilentProgress
+
+
+def _progress(quiet: bool, as_json: bool) -> Progress:
+    return SilentProgress() if quiet or as_json else ConsoleProgress()
+
+
+def _emit(obj: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(obj, indent=2) if as_json else text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgemaker")
+def cli() -> None:
+    """Turn a folder of labelled images into a small, evaluated, int8 classifier for devices."""
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--backbone", default=None, help="Feature extractor (see `edgemaker backbones`).")
+@click.option("--epochs", type=int, default=None, help="Most epochs (early stopping picks the best).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--dropout", type=float, default=None)
+@click.option("--label-smoothing", type=float, default=None)
+@click.option("--class-weights", type=click.Choice(["auto", "balanced", "none"]), default=None,
+              help="auto: balanced weights when classes are imbalanced.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, augmentation and training.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip/rotate/zoom training views.")
+@click.option("--augment-views", type=int, default=None, help="Augmented copies per training image.")
+@click.option("--split", "split_text", default="80/10/10", show_default=True,
+              help="train/val/test percentages for folders without their own split.")
+@click.option("--formats", default="onnx-fp32,onnx-int8", show_default=True,
+              help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Where embeddings are cached.")
+@click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
+def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
+          class_weights, seed, augment, augment_views, split_text, formats, cache_dir, threads, quiet, as_json) -> None:
+    """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>) and export to --out."""
+    from dataclasses import replace
+
+    from .data.splits import SplitOptions
+    from .pipeline import parse_formats, train_run
+    from .tasks.options import AugmentationOptions, HParams, ImageClassifierOptions, ModelOptions
+
+    try:
+        hp = HParams(seed=seed)
+        changes = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                   "dropout": dropout, "label_smoothing": label_smoothing}
+        hp = replace(hp, **{k: v for k, v in changes.items() if v is not None})
+        if class_weights is not None:
+            hp = replace(hp, class_weights=None if class_weights == "none" else class_weights)
+        aug = AugmentationOptions(enabled=augment)
+        if augment_views is not None:
+            aug = replace(aug, views=augment_views)
+        options = ImageClassifierOptions(
+            model=ModelOptions(backbone) if backbone else ModelOptions(), hparams=hp, augmentation=aug,
+            cache_dir=cache_dir, threads=threads,
+        )
+        split = SplitOptions.parse(split_text, seed=seed)
+    except ValueError as exc:
+        raise EdgemakerError(f"invalid option: {exc}") from None
+    if backbone:
+        from .backbones import get_spec
+
+        get_spec(backbone)
+    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    if not quiet:
+        lines = [f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['splits']['test']} images), "
+                 f"total {metrics['timings']['total_s']:.1f} s"]
+        for e in metrics["exports"]:
+            lines.append(f"  {e['format']:<12} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
+                         f"{e['latency_ms']:.1f} ms  {out / e['path']}")
+        lines.append(f"report: {out / 'report.html'}")
+        click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def predict(model: Path, files: tuple[Path, ...], top_k: int, as_json: bool) -> None:
+    """Classify FILES with an exported MODEL file (labels travel inside it)."""
+    from .export.runtime import ExportedModel
+
+    m = ExportedModel(model)
+    results, failed = [], 0
+    for path in files:
+        try:
+            proba = m.predict_files([path])[0]
+        except EdgemakerError as exc:
+            failed += 1
+            results.append({"file": str(path), "error": str(exc)})
+            click.echo(f"error: {exc}", err=True)
+            continue
+        order = proba.argsort()[::-1][:top_k]
+        results.append({"file": str(path), "top": [{"label": m.labels[i], "probability": round(float(proba[i]), 4)}
+                                                   for i in order]})
+    if as_json:
+        click.echo(json.dumps({"model": str(model), "predictions": results}, indent=2))
+    else:
+        for r in results:
+            if "top" in r:
+                click.echo(f"{r['file']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]))
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
+    """Evaluate an exported MODEL on FOLDER (<class>/<files>; a test/ split is used if present)."""
+    from .evaluate.metrics import evaluate_predictions
+    from .export.runtime import ExportedModel
+    from .pipeline import evaluate_files
+    from .data.validate import validate_folder
+
+    progress = _progress(quiet, as_json)
+    m = ExportedModel(model)
+    report = validate_folder(folder, progress=progress, min_classes=1)
+    samples = report.samples
+    if report.presplit and any(s.split == "test" for s in samples):
+        samples = [s for s in samples if s.split == "test"]
+    unknown = sorted({s.label for s in samples} - set(m.labels))
+    if unknown:
+        raise EdgemakerError(f"{folder}: class '{unknown[0]}' is not one of the model's labels "
+                             f"({', '.join(m.labels)}); rename or remove that folder")
+    ev = evaluate_files([m], [s.path for s in samples], [s.label for s in samples], progress)[0]
+    result = {"model": str(model), "folder": str(folder), "skipped": len(report.skipped),
+              "size_bytes": m.size_bytes, **ev.to_dict()}
+    per = "\n".join(f"  {c:<20} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  n={v['support']}"
+                    for c, v in ev.per_class().items())
+    _emit(result, as_json, f"accuracy {ev.accuracy:.4f} on {len(samples)} images"
+                           f"{f' ({len(report.skipped)} skipped)' if report.skipped else ''}\n{per}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def validate(folder: Path, as_json: bool) -> None:
+    """Check a data FOLDER without training: counts, skipped files and why, duplicates."""
+    from .data.validate import validate_folder
+
+    report = validate_folder(folder, progress=_progress(False, as_json))
+    _emit(report.to_dict(), as_json, "\n".join(report.summary_lines()))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def backbones(as_json: bool) -> None:
+    """List the registered backbones."""
+    from .backbones import list_backbones
+
+    specs = list_backbones()
+    rows = [{"name": s.name, "modality": s.modality, "input_size": s.image.size if s.image else None,
+             "feature_dim": s.feature_dim, "parameters": s.parameters, "licence": s.licence,
+             "weights": s.weights.package or s.weights.location} for s in specs]
+    _emit({"backbones": rows}, as_json, "\n".join(
+        f"{r['name']:<22} {r['modality']:<6} {r['input_size']}px  {r['parameters'] / 1e6:.1f}M params  "
+        f"dim {r['feature_dim']}  weights: {r['weights']}" for r in rows))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EdgemakerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,176 @@
+"""The validation pass that runs before any heavy work: what is usable, what is skipped and why."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from ..features.cache import FeatureCache
+from ..progress import Progress, SilentProgress
+from .folders import SPLITS, FoundFile, scan_folder
+from .images import ImageDecodeError, decode_image
+
+_MEDIA_KIND = "image-v1"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One usable file: where it is, its class, its content hash and (if given) its split."""
+
+    path: Path
+    label: str
+    content: str
+    split: str | None = None
+
+
+@dataclass
+class ValidationReport:
+    root: Path
+    presplit: bool
+    samples: list[Sample]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (dropped copy, kept file)
+    conflicts: list[tuple[list[str], list[Path]]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({s.label for s in self.samples})
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(s.label for s in self.samples)
+        return {c: counts[c] for c in self.classes}
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{len(self.samples)} usable images in {len(self.classes)} classes ({self.root})"]
+        lines += [f"  {label}: {n}" for label, n in self.counts().items()]
+        if self.skipped:
+            reasons = Counter(r.split(" (")[0] for _, r in self.skipped)
+            lines.append(f"skipped {len(self.skipped)} files: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()))
+            lines += [f"  skip {p}: {r}" for p, r in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                lines.append(f"  ... and {len(self.skipped) - 20} more (see metrics.json)")
+        return lines
+
+    def to_dict(self) -> dict:
+        rel = self._rel
+        return {
+            "root": str(self.root),
+            "layout": "presplit" if self.presplit else "class-folders",
+            "classes": self.counts(),
+            "skipped": [{"path": rel(p), "reason": r} for p, r in self.skipped],
+            "duplicates": [{"dropped": rel(a), "kept": rel(b)} for a, b in self.duplicates],
+            "conflicts": [{"classes": c, "paths": [rel(p) for p in ps]} for c, ps in self.conflicts],
+        }
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def _hash_file(found: FoundFile) -> tuple[FoundFile, str | None, str | None]:
+    try:
+        with open(found.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return found, None, f"unreadable ({exc.strerror or exc})"
+    if not data:
+        return found, None, "empty file (0 bytes)"
+    return found, hashlib.sha256(data).hexdigest(), None
+
+
+def _check_image(path: Path) -> tuple[str | None, str | None]:
+    try:
+        im = decode_image(path.read_bytes(), min_side=32)
+    except ImageDecodeError as exc:
+        return str(exc), None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", None
+    return None, json.dumps({"width": im.width, "height": im.height})
+
+
+def validate_folder(
+    root: str | os.PathLike[str],
+    cache: FeatureCache | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    min_classes: int = 2,
+) -> ValidationReport:
+    """Scan, hash and decode-check every candidate file; raise DataError on what cannot be used."""
+    progress = progress or SilentProgress()
+    scanned = scan_folder(root)
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    report = ValidationReport(root=scanned.root, presplit=scanned.presplit, samples=[], skipped=list(scanned.ignored))
+
+    bar = progress.bar(len(scanned.files), "validate")
+    hashed: list[tuple[FoundFile, str]] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for found, content, problem in pool.map(_hash_file, scanned.files):
+            if problem:
+                report.skipped.append((found.path, problem))
+                bar.update()
+            else:
+                hashed.append((found, content))  # type: ignore[arg-type]
+        known = cache.get_media({c for _, c in hashed}, _MEDIA_KIND) if cache else {}
+        unknown = {}
+        for found, content in hashed:
+            if content not in known and content not in unknown:
+                unknown[content] = found.path
+        checked = dict(zip(unknown, pool.map(_check_image, unknown.values())))
+    if cache and checked:  # remember verdicts on content, except transient read failures
+        cache.put_media({c: v for c, v in checked.items() if not (v[0] or "").startswith("unreadable")}, _MEDIA_KIND)
+    results = {**known, **checked}
+
+    by_content: dict[str, list[FoundFile]] = defaultdict(list)
+    for found, content in hashed:
+        bar.update()
+        problem = results[content][0]
+        if problem:
+            report.skipped.append((found.path, problem))
+        else:
+            by_content[content].append(found)
+    bar.close()
+
+    order = {s: i for i, s in enumerate((*SPLITS, None))}
+    for content, copies in by_content.items():
+        labels = sorted({f.label for f in copies})
+        if len(labels) > 1:
+            report.conflicts.append((labels, [f.path for f in copies]))
+            for f in copies:
+                report.skipped.append((f.path, f"same image in classes {', '.join(labels)}"))
+            continue
+        copies.sort(key=lambda f: (order[f.split], str(f.path)))
+        kept = copies[0]
+        for dup in copies[1:]:
+            report.duplicates.append((dup.path, kept.path))
+            why = "would leak into evaluation" if dup.split != kept.split else "exact duplicate"
+            report.skipped.append((dup.path, f"duplicate of {kept.path.name} ({why})"))
+        report.samples.append(Sample(kept.path, kept.label, content, kept.split))
+    report.samples.sort(key=lambda s: (s.label, str(s.path)))
+    _check_usable(report, {f.label for f in scanned.files}, min_classes)
+    return report
+
+
+def _check_usable(report: ValidationReport, declared: set[str], min_classes: int) -> None:
+    root = report.root
+    if not report.samples:
+        hint = f"put images in one folder per class, e.g. {root / 'cats' / '001.jpg'}"
+        if report.skipped:
+            hint = f"all {len(report.skipped)} files were skipped (first: {report.skipped[0][0]}: {report.skipped[0][1]})"
+        raise DataError(f"{root}: no usable images; {hint}")
+    empty = sorted(declared - set(report.classes))
+    if empty:
+        raise DataError(
+            f"{root}: class folder '{empty[0]}' has no usable images; add images to it or remove the folder"
+        )
+    if len(report.classes) < min_classes:
+        raise DataError(
+            f"{root}: found only one class ('{report.classes[0]}'); a classifier needs at least 2 class folders"
+        )

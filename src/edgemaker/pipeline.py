@@ -1,0 +1,191 @@
+"""One training run, folder in -> run folder out. The CLI and the web app are thin layers over it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .atomic import write_json, write_text
+from .data.splits import SplitOptions, Splits, make_splits
+from .data.validate import ValidationReport, validate_folder
+from .errors import EdgemakerError
+from .evaluate.metrics import Evaluation, evaluate_predictions
+from .export.quantization import Quantization
+from .export.runtime import ExportedModel
+from .progress import Progress, SilentProgress
+from .tasks.image_classifier import ImageClassifier
+from .tasks.options import ImageClassifierOptions
+
+FORMATS = ("onnx-fp32", "onnx-int8", "onnx-dynamic", "onnx-fp16")
+DEFAULT_FORMATS = ("onnx-fp32", "onnx-int8")
+INT8_TOLERANCE = 0.01  # an int8 file more than 1 point below fp32 is reported loudly
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    items = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise EdgemakerError(f"unknown export format {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _quantization(fmt: str, splits: Splits) -> Quantization:
+    if fmt == "onnx-int8":
+        return Quantization.for_int8([s.path for s in splits.train])
+    return {"onnx-fp32": Quantization.none(), "onnx-dynamic": Quantization.for_dynamic(),
+            "onnx-fp16": Quantization.for_float16()}[fmt]
+
+
+def evaluate_files(models: Sequence[ExportedModel], paths: Sequence[Path], labels: Sequence[str],
+                   progress: Progress, batch_size: int = 16) -> list[Evaluation]:
+    """Run every exported file on the same decoded batches; one Evaluation per file."""
+    outputs: list[list[np.ndarray]] = [[] for _ in models]
+    bar = progress.bar(len(paths), "evaluate exports")
+    for start in range(0, len(paths), batch_size):
+        batch = models[0].load_inputs(paths[start : start + batch_size])
+        for i, model in enumerate(models):
+            outputs[i].append(model.predict_proba(batch))
+        bar.update(len(batch))
+    bar.close()
+    return [evaluate_predictions(m.labels, labels, np.concatenate(o) if o else np.zeros((0, len(m.labels))))
+            for m, o in zip(models, outputs)]
+
+
+def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
+    data, out = data_dir.resolve(), out_dir.resolve()
+    if out == data or data in out.parents:
+        raise EdgemakerError(f"{out_dir}: the output folder is inside the data folder {data_dir}; "
+                             "choose --out outside it (your data folder is never written to)")
+    if out.exists() and not out.is_dir():
+        raise EdgemakerError(f"{out_dir}: exists and is not a folder; choose another --out")
+
+
+def train_run(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    options: ImageClassifierOptions | None = None,
+    split: SplitOptions | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    progress: Progress | None = None,
+) -> dict:
+    """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    options = options or ImageClassifierOptions()
+    split = split or SplitOptions(seed=options.hparams.seed)
+    formats = parse_formats(formats)
+    progress = progress or SilentProgress()
+    _check_out_dir(data_dir, out_dir)
+    start = time.perf_counter()
+
+    cache = ImageClassifier.open_cache(options)
+    try:
+        report = validate_folder(data_dir, cache=cache, progress=progress)
+        splits = make_splits(report, split)
+        for line in report.summary_lines():
+            progress.log(line)
+        t_validate = time.perf_counter() - start
+
+        clf = ImageClassifier.create(splits.train, splits.val, options, progress, cache)
+        progress.log(f"trained: best epoch {clf.head.best_epoch_} of {len(clf.head.history_)} run")
+        t0 = time.perf_counter()
+        val_eval = clf.evaluate(splits.val)
+        test_eval = clf.evaluate(splits.test)
+        t_eval = time.perf_counter() - t0
+        progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
+
+        t0 = time.perf_counter()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        exported = [(fmt, clf.export(out_dir, _quantization(fmt, splits))) for fmt in formats]
+        models = [ExportedModel(path, options.threads) for _, path in exported]
+        file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
+        exports = []
+        for (fmt, path), model, ev in zip(exported, models, file_evals):
+            exports.append({
+                "format": fmt,
+                "path": path.name,
+                "size_bytes": path.stat().st_size,
+                "test_accuracy": round(ev.accuracy, 4),
+                "agreement_with_float": round(ev.agreement(test_eval), 4),
+                "latency_ms": round(model.latency_ms(), 3),
+                "quantization": model.metadata["quantization"],
+            })
+        if "onnx-fp32" not in formats:  # the fp32 file is the source of every quantized one
+            (out_dir / "model_fp32.onnx").unlink(missing_ok=True)
+        t_export = time.perf_counter() - t0
+    finally:
+        cache.close()
+
+    warnings = _accuracy_warnings(exports, test_eval)
+    for w in warnings:
+        progress.log(f"WARNING: {w}")
+    timings = {
+        "validate_s": t_validate,
+        "extract_s": clf.timings["extract_s"],
+        "train_s": clf.timings["train_s"],
+        "evaluate_s": t_eval,
+        "export_s": t_export,
+    }
+    timings["total_s"] = time.perf_counter() - start
+    metrics = _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split,
+                       {k: round(v, 3) for k, v in timings.items()})
+    write_text(out_dir / "labels.txt", "\n".join(clf.classes) + "\n")
+    write_json(out_dir / "split.json", _split_record(report, splits))
+    write_json(out_dir / "config.json", {"options": options.to_dict(), "split": vars(split), "formats": list(formats)})
+    write_json(out_dir / "metrics.json", metrics)
+    from .evaluate.report import write_report
+
+    write_report(out_dir / "report.html", metrics, splits, test_eval)
+    return metrics
+
+
+def _accuracy_warnings(exports: list[dict], float_eval: Evaluation) -> list[str]:
+    out = []
+    fp32 = next((e["test_accuracy"] for e in exports if e["format"] == "onnx-fp32"), round(float_eval.accuracy, 4))
+    for e in exports:
+        if e["quantization"] != "none" and fp32 - e["test_accuracy"] > INT8_TOLERANCE:
+            out.append(f"{e['format']} loses {100 * (fp32 - e['test_accuracy']):.1f} points of test accuracy "
+                       f"against fp32 ({e['test_accuracy']:.4f} vs {fp32:.4f}); prefer the fp32 file or add "
+                       "more varied training images for calibration")
+    return out
+
+
+def _split_record(report: ValidationReport, splits: Splits) -> dict:
+    rel = report._rel
+    return {"how": splits.how, "root": str(report.root),
+            "files": [{"path": rel(s.path), "label": s.label, "split": name, "sha256": s.content}
+                      for name, samples in splits.items() for s in samples]}
+
+
+def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings) -> dict:
+    spec = clf.spec
+    test = test_eval.to_dict()
+    return {
+        "edgemaker_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": "image_classification",
+        "classes": clf.classes,
+        "splits": splits.sizes(),
+        "split_how": splits.how,
+        "data": report.to_dict(),
+        "backbone": {"name": spec.name, "input_size": spec.image.size, "feature_dim": spec.feature_dim,
+                     "parameters": spec.parameters, "licence": spec.licence},
+        "training": {
+            "best_epoch": clf.head.best_epoch_,
+            "epochs_run": len(clf.head.history_),
+            "augmented_views": options.augmentation.active_views,
+            "class_weights": clf.head.class_weights_,
+            "history": [vars(h) for h in clf.head.history_],
+        },
+        "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},
+        "test": test,
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
+        "timings": timings,
+        "exports": exports,
+        "warnings": warnings,
+    }

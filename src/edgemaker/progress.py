@@ -1,0 +1,73 @@
+"""Progress reporting that the CLI shows as bars and scripts (--quiet, --json) switch off."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Bar(Protocol):
+    def update(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+class Progress(Protocol):
+    def bar(self, total: int, desc: str) -> Bar: ...
+    def log(self, message: str) -> None: ...
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SilentProgress:
+    def bar(self, total: int, desc: str) -> Bar:
+        return _NullBar()
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class ConsoleProgress:
+    """tqdm bars and messages on stderr, so stdout stays clean for results."""
+
+    def bar(self, total: int, desc: str) -> Bar:
+        from tqdm import tqdm
+
+        if total <= 0:  # nothing to do (e.g. everything cached): no empty bar
+            return _NullBar()
+        return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+
+class CallbackProgress:
+    """Forwards (stage, done, total) to a callback: the web app's hook."""
+
+    def __init__(self, callback: Callable[[str, int, int], None]) -> None:
+        self._callback = callback
+
+    def bar(self, total: int, desc: str) -> Bar:
+        callback = self._callback
+
+        class _Bar:
+            done = 0
+
+            def update(self, n: int = 1) -> None:
+                self.done += n
+                callback(desc, self.done, total)
+
+            def close(self) -> None:
+                pass
+
+        callback(desc, 0, total)
+        return _Bar()
+
+    def log(self, message: str) -> None:
+        self._callback(message, 0, 0)

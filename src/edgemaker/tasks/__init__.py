@@ -1,0 +1,1 @@
+"""Task API: create(train, validation, options) -> evaluate(test) -> export(dir, quantization)."""

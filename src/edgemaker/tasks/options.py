@@ -1,0 +1,74 @@
+"""Options as small nested dataclasses: each group validates itself and has sensible defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..backbones import DEFAULT_IMAGE_BACKBONE
+from ..data.images import Augmentation
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    backbone: str = DEFAULT_IMAGE_BACKBONE
+
+
+@dataclass(frozen=True)
+class AugmentationOptions:
+    """Training-time augmentation, as the seed: horizontal flip, rotation, zoom. Off for evaluation."""
+
+    enabled: bool = True
+    views: int = 2  # augmented copies of each training image, embedded once and cached
+    flip: bool = True
+    rotation_degrees: float = 15.0
+    zoom: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.views <= 16:
+            raise ValueError("augmentation views must be within 0..16")
+        self.augmentation()  # validates the ranges
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.flip, self.rotation_degrees, self.zoom)
+
+    @property
+    def active_views(self) -> int:
+        return self.views if self.enabled else 0
+
+
+@dataclass(frozen=True)
+class HParams:
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    weight_decay: float = 1e-4
+    class_weights: str | None = "auto"  # "auto": balanced weights when classes are imbalanced
+    patience: int = 15  # early stopping on validation accuracy, best epoch restored
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be at least 1")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("dropout and label_smoothing must be within [0, 1)")
+        if self.class_weights not in (None, "auto", "balanced"):
+            raise ValueError("class_weights must be auto, balanced or none")
+
+
+@dataclass(frozen=True)
+class ImageClassifierOptions:
+    model: ModelOptions = field(default_factory=ModelOptions)
+    hparams: HParams = field(default_factory=HParams)
+    augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
+    cache_dir: Path | None = None  # default: the user cache directory
+    threads: int | None = None  # ONNX Runtime threads; default: all cores
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        return d
