@@ -15,13 +15,31 @@ from .registry import get_builder
 from .spec import BackboneSpec
 from .weights import resolve_weights
 
-INPUT_NAME = "input"
+INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
 ONNX_OPSET = 17
 
 
 def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def _with_uint8_input(module, image):
+    """Prefix the builder's float NCHW network with uint8 NHWC -> (x - mean) / std -> NCHW."""
+    import torch
+
+    class UInt8Input(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = module
+            self.register_buffer("mean", torch.tensor(image.mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("inv_std", 1.0 / torch.tensor(image.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.permute(0, 3, 1, 2).to(torch.float32)
+            return self.net((x - self.mean) * self.inv_std)
+
+    return UInt8Input().eval()
 
 
 def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None) -> Path:
@@ -32,9 +50,9 @@ def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None) -> Path:
     weights = resolve_weights(spec.weights)
     import torch
 
-    module = get_builder(spec.name)(spec, weights)
     assert spec.image is not None
-    dummy = torch.zeros(1, 3, spec.image.size, spec.image.size)
+    module = _with_uint8_input(get_builder(spec.name)(spec, weights), spec.image)
+    dummy = torch.zeros(1, spec.image.size, spec.image.size, 3, dtype=torch.uint8)
     with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -78,11 +96,11 @@ class Backbone:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         assert self.spec.image is not None
         size = self.spec.image.size
-        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
-            raise ValueError(f"{self.spec.name} expects (N, 3, {size}, {size}), got {batch.shape}")
+        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3) or batch.dtype != np.uint8:
+            raise ValueError(f"{self.spec.name} expects uint8 (N, {size}, {size}, 3), got {batch.dtype} {batch.shape}")
         if batch.shape[0] == 0:
             return np.zeros((0, self.spec.feature_dim), np.float32)
-        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
+        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})[0]
         return out.astype(np.float32, copy=False)
 
 

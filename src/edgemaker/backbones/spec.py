@@ -38,7 +38,8 @@ class WeightsSource:
 
 @dataclass(frozen=True)
 class ImageInput:
-    """How an image becomes the backbone's input tensor (N, 3, size, size), RGB, (x - mean) / std."""
+    """How an image becomes the backbone's input: uint8 RGB (N, size, size, 3), normalised in-graph
+    as (x - mean) / std before the network's own (N, 3, size, size) float input."""
 
     size: int
     mean: tuple[float, float, float]
@@ -70,7 +71,7 @@ class BackboneSpec:
     parameters: int
     image: ImageInput | None = None
     description: str = ""
-    preprocessing_version: int = 1  # bump when preprocessing changes so cached embeddings are not reused
+    preprocessing_version: int = 2  # bump when preprocessing changes so cached embeddings are not reused
 
     def __post_init__(self) -> None:
         if not re.match(r"^[a-z0-9][a-z0-9_\-.]*$", self.name):

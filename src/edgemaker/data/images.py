@@ -108,7 +108,10 @@ def needed_side(spec: ImageInput, augmentation: Augmentation | None = None) -> i
 def preprocess(
     im: Image.Image, spec: ImageInput, augmentation: Augmentation | None = None, seed: int = 0
 ) -> np.ndarray:
-    """RGB image -> float32 (3, S, S): centre crop S/(S+pad)*min(h, w), bicubic resize, normalise.
+    """RGB image -> uint8 (S, S, 3): centre crop S/(S+pad)*min(h, w), bicubic resize.
+
+    Normalisation ((x - mean) / std) happens inside the model graph, so the same uint8 frames a
+    device camera gives are the model's input, and the host does no float work per pixel.
 
     With `augmentation`, the crop is zoomed and shifted, flipped and rotated, deterministically
     from `seed` (so a cached view can be recomputed bit for bit).
@@ -140,11 +143,10 @@ def preprocess(
         out = out.crop((off, off, off + size, off + size))
         if flip:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    arr = np.asarray(out, dtype=np.float32)
-    arr = (arr - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    arr = np.asarray(out, dtype=np.uint8)
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def load_for_model(data: bytes, spec: ImageInput) -> np.ndarray:
-    """Bytes of an image file -> the clean (unaugmented) input tensor for `spec`."""
+    """Bytes of an image file -> the clean (unaugmented) uint8 (S, S, 3) input for `spec`."""
     return preprocess(decode_image(data, needed_side(spec)), spec)

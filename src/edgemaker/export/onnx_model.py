@@ -34,14 +34,16 @@ def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str
         "quantization": quantization,
         "input": {
             "name": INPUT_NAME,
-            "layout": "NCHW",
+            "dtype": "uint8",
+            "layout": "NHWC",
             "color": "RGB",
             "size": image.size,
             "mean": list(image.mean),
             "std": list(image.std),
             "crop_padding": image.crop_padding,
             "resize": "bicubic",
-            "formula": "x = (pixel - mean) / std after centre crop size/(size+crop_padding)*min(h,w)",
+            "normalisation": "inside the graph: (pixel - mean) / std",
+            "crop": "centre crop of size/(size+crop_padding)*min(h,w), then resize to size x size",
         },
         "output": {"name": PROBABILITIES, "meaning": "softmax probabilities in label order"},
     }

@@ -53,7 +53,7 @@ class ExportedModel:
         return self.path.stat().st_size
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        out = self._session.run([PROBABILITIES], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        out = self._session.run([PROBABILITIES], {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
         return np.asarray(out, np.float64)
 
     def load_inputs(self, paths: Sequence[Path], workers: int = 4) -> np.ndarray:
@@ -68,7 +68,7 @@ class ExportedModel:
                 raise EdgemakerError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
         with ThreadPoolExecutor(workers) as pool:
-            return np.stack(list(pool.map(one, paths))) if paths else np.zeros((0, 3, 1, 1), np.float32)
+            return np.stack(list(pool.map(one, paths))) if paths else np.zeros((0, 1, 1, 3), np.uint8)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 16) -> np.ndarray:
         rows = []
@@ -78,7 +78,7 @@ class ExportedModel:
 
     def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
         """Median wall time of one batch-1 inference on this machine."""
-        x = np.zeros((1, 3, self.image_input.size, self.image_input.size), np.float32)
+        x = np.zeros((1, self.image_input.size, self.image_input.size, 3), np.uint8)
         for _ in range(warmup):
             self.predict_proba(x)
         times = []

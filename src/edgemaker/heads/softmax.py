@@ -71,94 +71,91 @@ class SoftmaxHead:
         """X: (N, dim), or (N, views, dim) where each epoch draws one view per sample (augmentation).
 
         `validation` = (X_val, y_val): enables early stopping with the best epoch restored.
+        Plain numpy (mini-batch AdamW on the softmax cross-entropy), deterministic for `random_state`.
         """
-        import torch
-
         self._validate_params()
         X = np.asarray(X, np.float32)
         if X.ndim == 2:
             X = X[:, None, :]
-        if X.ndim != 3 or len(X) != len(y) or len(X) == 0:
+        labels = np.asarray(y).tolist()
+        if X.ndim != 3 or len(X) != len(labels) or len(X) == 0:
             raise ValueError("X must be (N, dim) or (N, views, dim) with one label per row")
-        self.classes_ = np.array(sorted(set(np.asarray(y).tolist())))
-        if len(self.classes_) < 2:
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        self.classes_ = np.array(sorted(set(labels)))
+        k = len(self.classes_)
+        if k < 2:
             raise ValueError("need at least two classes")
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
-        y_idx = np.array([index[c] for c in np.asarray(y).tolist()], np.int64)
+        y_idx = np.array([index[c] for c in labels], np.int64)
         n, views, dim = X.shape
         self.n_features_in_ = dim
         self.mean_ = X[:, 0].mean(0)
         self.scale_ = X[:, 0].std(0) + 1e-6
-
-        gen = torch.Generator().manual_seed(self.random_state)
-        rng = np.random.default_rng(self.random_state)
-        torch.manual_seed(self.random_state)
-        linear = torch.nn.Linear(dim, len(self.classes_))
-        drop = torch.nn.Dropout(self.dropout)
-        weights = self._sample_weights(y_idx, len(self.classes_))
-        self.class_weights_ = None if weights is None else dict(zip(self.classes_.tolist(), weights.tolist()))
-        loss_fn = torch.nn.CrossEntropyLoss(
-            weight=None if weights is None else torch.from_numpy(weights), label_smoothing=self.label_smoothing
-        )
-        opt = torch.optim.AdamW(linear.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        Xs = torch.from_numpy((X - self.mean_) / self.scale_)
-        yt = torch.from_numpy(y_idx)
+        Xs = (X - self.mean_) / self.scale_
         if validation is not None:
-            Xv = np.asarray(validation[0], np.float32)
-            Xv = torch.from_numpy((Xv - self.mean_) / self.scale_)
-            yv = torch.tensor([index.get(c, -1) for c in np.asarray(validation[1]).tolist()])
-            if (yv < 0).any():
-                raise ValueError("validation has a class the training data does not")
-        plain_loss = torch.nn.CrossEntropyLoss()
+            Xv = (np.asarray(validation[0], np.float32) - self.mean_) / self.scale_
+            unknown = set(np.asarray(validation[1]).tolist()) - set(index)
+            if unknown:
+                raise ValueError(f"validation has classes the training data does not: {sorted(unknown)}")
+            yv = np.array([index[c] for c in np.asarray(validation[1]).tolist()], np.int64)
+
+        rng = np.random.default_rng(self.random_state)
+        weights = self._sample_weights(y_idx, k)
+        self.class_weights_ = None if weights is None else dict(zip(self.classes_.tolist(), weights.tolist()))
+        sample_w = np.ones(n, np.float32) if weights is None else weights[y_idx]
+        eps = self.label_smoothing
+        targets = np.full((n, k), eps / k, np.float32)
+        targets[np.arange(n), y_idx] += 1.0 - eps
+
+        bound = 1.0 / np.sqrt(dim)  # PyTorch's nn.Linear initialisation
+        W = rng.uniform(-bound, bound, (dim, k)).astype(np.float32)
+        b = rng.uniform(-bound, bound, k).astype(np.float32)
+        adam = _AdamW([W, b], self.learning_rate, self.weight_decay)
+        keep = 1.0 - self.dropout
 
         self.history_: list[EpochRecord] = []
-        best = (-1.0, float("inf"))
-        best_state = None
+        best_score = (-1.0, -np.inf)
+        best = (W.copy(), b.copy())
         self.best_epoch_ = 0
         waited = 0
         for epoch in range(1, self.epochs + 1):
-            linear.train()
-            drop.train()
-            order = torch.randperm(n, generator=gen)
-            pick = torch.from_numpy(rng.integers(0, views, size=n))
+            order = rng.permutation(n)
+            pick = rng.integers(0, views, size=n)
             total_loss, correct = 0.0, 0
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 xb = Xs[idx, pick[idx]]
-                logits = linear(drop(xb))
-                loss = loss_fn(logits, yt[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total_loss += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == yt[idx]).sum())
+                if self.dropout:
+                    xb = xb * (rng.random(xb.shape, dtype=np.float32) < keep) / keep
+                p = _softmax(xb @ W + b)
+                wb = sample_w[idx]
+                norm = wb.sum()
+                losses = -(targets[idx] * np.log(np.clip(p, 1e-12, None))).sum(1)
+                total_loss += float((wb * losses).sum() / norm) * len(idx)
+                correct += int((p.argmax(1) == y_idx[idx]).sum())
+                dz = (p - targets[idx]) * (wb / norm)[:, None]
+                adam.step([xb.T @ dz, dz.sum(0)])
             record = EpochRecord(epoch, total_loss / n, correct / n, None, None)
-            linear.eval()
             if validation is not None:
-                with torch.no_grad():
-                    logits = linear(Xv)
-                    record.val_loss = float(plain_loss(logits, yv))
-                    record.val_accuracy = float((logits.argmax(1) == yv).float().mean())
+                pv = _softmax(Xv @ W + b)
+                record.val_loss = float(-np.log(np.clip(pv[np.arange(len(yv)), yv], 1e-12, None)).mean())
+                record.val_accuracy = float((pv.argmax(1) == yv).mean())
                 score = (record.val_accuracy, -record.val_loss)
-                if score > (best[0], -best[1]):
-                    best = (record.val_accuracy, record.val_loss)
-                    best_state = {k: v.clone() for k, v in linear.state_dict().items()}
-                    self.best_epoch_ = epoch
-                    waited = 0
+                if score > best_score:
+                    best_score, best, self.best_epoch_, waited = score, (W.copy(), b.copy()), epoch, 0
                 else:
                     waited += 1
             self.history_.append(record)
             if validation is not None and waited >= self.patience:
                 break
-        if best_state is not None:
-            linear.load_state_dict(best_state)
-        else:
-            self.best_epoch_ = len(self.history_)
-        w = linear.weight.detach().numpy().astype(np.float64)
-        b = linear.bias.detach().numpy().astype(np.float64)
+        if validation is None:
+            best, self.best_epoch_ = (W, b), len(self.history_)
+        w = best[0].T.astype(np.float64)
+        bias = best[1].astype(np.float64)
         # Fold standardisation into the layer: W((x - m) / s) + b = (W / s) x + (b - W m / s).
         self.coef_ = (w / self.scale_).astype(np.float32)
-        self.intercept_ = (b - (w / self.scale_) @ self.mean_).astype(np.float32)
+        self.intercept_ = (bias - (w / self.scale_) @ self.mean_).astype(np.float32)
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -166,13 +163,40 @@ class SoftmaxHead:
         return X @ self.coef_.T + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        z = self.decision_function(X).astype(np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return _softmax(self.decision_function(X).astype(np.float64)).astype(np.float32)
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def score(self, X, y) -> float:
         return float((self.predict(X) == np.asarray(y)).mean())
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _AdamW:
+    """AdamW (decoupled weight decay), as torch.optim.AdamW with default betas."""
+
+    def __init__(self, params: list[np.ndarray], lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.lr, self.wd, self.betas, self.eps = params, lr, weight_decay, betas, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            p *= 1 - self.lr * self.wd
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            m_hat = m / (1 - b1**self.t)
+            v_hat = v / (1 - b2**self.t)
+            p -= (self.lr * m_hat / (np.sqrt(v_hat) + self.eps)).astype(p.dtype)
