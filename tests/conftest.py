@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated cache per session, generated images, a hash of any tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """One cache per test session: the backbone is exported once, the user's cache is untouched."""
+    path = tmp_path_factory.mktemp("edgemaker-cache")
+    old = os.environ.get("EDGEMAKER_CACHE_DIR")
+    os.environ["EDGEMAKER_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("EDGEMAKER_CACHE_DIR", None)
+    else:
+        os.environ["EDGEMAKER_CACHE_DIR"] = old
+
+
+def pattern_image(kind: str, rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """Easy-to-separate classes: stripes, checks, blobs, with random colours and phase."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    freq = rng.uniform(0.15, 0.3)
+    phase = rng.uniform(0, 6.28)
+    if kind == "stripes":
+        field = np.sin(xx * freq + phase)
+    elif kind == "checks":
+        field = np.sign(np.sin(xx * freq + phase) * np.sin(yy * freq + phase))
+    else:  # blobs
+        cx, cy = rng.uniform(size * 0.3, size * 0.7, 2)
+        field = np.where((xx - cx) ** 2 + (yy - cy) ** 2 < (size * rng.uniform(0.2, 0.35)) ** 2, 1.0, -1.0)
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = (field[..., None] + 1) / 2
+    arr = a * t + b * (1 - t) + rng.normal(0, 8, (size, size, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def make_image_folder(root: Path, classes=("stripes", "checks", "blobs"), per_class: int = 10, seed: int = 0,
+                      fmt: str = "png") -> Path:
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pattern_image(label, rng).save(root / label / f"{label}_{i:02d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "data")
+
+
+def tree_digest(root: Path) -> str:
+    """Names, sizes, contents and mtimes of everything under root: proves a folder was not written."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}|{st.st_mode}".encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} is absent (it lives in ../shared/data beside the checkout)")
+    return path
