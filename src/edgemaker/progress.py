@@ -41,7 +41,8 @@ class ConsoleProgress:
 
         if total <= 0:  # nothing to do (e.g. everything cached): no empty bar
             return _NullBar()
-        return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, leave=False, dynamic_ncols=True)
+        # disable=None: bars only on a terminal; logs and pipes get the summary lines alone.
+        return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,101 @@
+"""Export: the quantization value object, the stitched file, labels inside it, int8 that agrees."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import make_image_folder
+from edgemaker import AugmentationOptions, ImageClassifier, ImageClassifierOptions, Quantization, load_image_folder
+from edgemaker.errors import EdgemakerError
+from edgemaker.export.runtime import ExportedModel
+from edgemaker.pipeline import evaluate_files
+
+
+def test_quantization_value_object(tmp_path):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"x")
+    q = Quantization.for_int8([img, img, img], max_samples=2)
+    assert q.kind == "int8" and len(q.calibration_files()) == 2
+    assert Quantization.for_dynamic().kind == "dynamic" and Quantization.for_float16().kind == "float16"
+    with pytest.raises(ValueError, match="representative"):
+        Quantization.for_int8([])
+    with pytest.raises(ValueError, match="not found"):
+        Quantization.for_int8([tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="max_samples"):
+        Quantization.for_int8([img], max_samples=0)
+    with pytest.raises(ValueError, match="takes no representative"):
+        Quantization("dynamic", (img,))
+    with pytest.raises(ValueError, match="unknown"):
+        Quantization("int4")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("d") / "data", per_class=14)
+    splits = load_image_folder(root)
+    options = ImageClassifierOptions(augmentation=AugmentationOptions(views=1))
+    return splits, ImageClassifier.create(splits.train, splits.val, options)
+
+
+@pytest.mark.parametrize("quantization,max_mb", [
+    (Quantization.none(), 14.5), ("int8", 4.2), (Quantization.for_dynamic(), 4.5), (Quantization.for_float16(), 7.5),
+])
+def test_every_exported_file_runs_alone_and_agrees_with_the_float_model(trained, tmp_path, quantization, max_mb):
+    splits, clf = trained
+    if quantization == "int8":
+        quantization = Quantization.for_int8([s.path for s in splits.train])
+    path = clf.export(tmp_path, quantization)
+    assert path.stat().st_size < max_mb * 1e6
+    model = ExportedModel(path)
+    assert model.labels == clf.classes == ["blobs", "checks", "stripes"]
+    assert model.metadata["quantization"] == quantization.kind
+    samples = splits.train + splits.val + splits.test
+    exported = evaluate_files([model], [s.path for s in samples], [s.label for s in samples], clf.progress)[0]
+    float_eval = clf.evaluate(samples)
+    assert exported.agreement(float_eval) >= 0.9
+    assert exported.accuracy >= float_eval.accuracy - 0.1
+    assert model.latency_ms(runs=3, warmup=1) > 0
+
+
+def test_the_fp32_file_reproduces_the_in_memory_probabilities(trained, tmp_path):
+    splits, clf = trained
+    model = ExportedModel(clf.export(tmp_path))
+    proba_file = model.predict_files([s.path for s in splits.test])
+    proba_mem = clf.head.predict_proba(clf.embed(splits.test))
+    assert np.abs(proba_file - proba_mem).max() < 1e-4
+
+
+def test_labels_travel_in_the_metadata_and_in_labels_txt(trained, tmp_path):
+    splits, clf = trained
+    path = clf.export(tmp_path)
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert props["labels"].split("\n") == clf.classes
+    # A file without labels in its metadata falls back to labels.txt beside it.
+    m = onnx.load(str(path))
+    meta = [p for p in m.metadata_props if p.key == "edgemaker"][0]
+    import json
+
+    data = json.loads(meta.value)
+    data["labels"] = []
+    meta.value = json.dumps(data)
+    bare = tmp_path / "bare" / "model.onnx"
+    bare.parent.mkdir()
+    onnx.save(m, str(bare))
+    with pytest.raises(EdgemakerError, match="no labels"):
+        ExportedModel(bare)
+    (bare.parent / "labels.txt").write_text("\n".join(clf.classes) + "\n")
+    assert ExportedModel(bare).labels == clf.classes
+
+
+def test_foreign_or_missing_model_files_give_one_line_errors(tmp_path):
+    with pytest.raises(EdgemakerError, match="not found"):
+        ExportedModel(tmp_path / "none.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(EdgemakerError, match="cannot load"):
+        ExportedModel(junk)
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    with pytest.raises(EdgemakerError, match="unsupported model format"):
+        ExportedModel(tmp_path / "m.tflite")

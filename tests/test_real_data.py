@@ -1,0 +1,25 @@
+"""The acceptance runs on real photos (../shared/data); skipped cleanly where it is absent."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from conftest import shared_data, tree_digest
+from edgemaker.cli import cli
+
+
+def test_caltech_dev10_defaults_reach_97_percent_and_int8_keeps_it(tmp_path):
+    data = shared_data("caltech-dev10")
+    before = tree_digest(data)
+    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "run"), "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    exports = {e["format"]: e for e in metrics["exports"]}
+    assert metrics["test"]["accuracy"] >= 0.97
+    assert exports["onnx-fp32"]["test_accuracy"] >= 0.97
+    assert exports["onnx-fp32"]["test_accuracy"] - exports["onnx-int8"]["test_accuracy"] <= 0.01
+    assert exports["onnx-int8"]["size_bytes"] <= 0.3 * exports["onnx-fp32"]["size_bytes"]
+    assert tree_digest(data) == before
