@@ -1,0 +1,129 @@
+"""`make bench`: speed and size, each as a ratio against a baseline measured in the same run.
+
+extract_ratio       end-to-end extraction from image files on disk (decode + resize + ONNX Runtime,
+                    no cache) / the raw ONNX Runtime backbone on pre-decoded tensors. Goal >= 0.8.
+warm_retrain_ratio  a retrain of the same run with a warm cache / the cold run, counting what a retrain
+                    does (validate + features + head training). Goal <= 0.10.
+warm_full_run_ratio the same for the whole `train` run, exports and their evaluation included.
+int8_size_ratio     model_int8.onnx size / model_fp32.onnx size. Goal <= 0.30.
+Data: ../shared/data/caltech-dev10 when present, else a generated JPEG set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def dataset(tmp: Path) -> Path:
+    real = ROOT.parent / "shared" / "data" / "caltech-dev10"
+    if real.is_dir():
+        return real
+    from edgemaker.demo import make_dataset
+
+    make_dataset(tmp / "generated", per_class=120, seed=0)
+    return tmp / "generated"
+
+
+def extraction(data: Path, n: int = 480) -> dict:
+    from edgemaker import validate_folder
+    from edgemaker.backbones import DEFAULT_IMAGE_BACKBONE, get_builder, get_spec
+    from edgemaker.backbones.runtime import Backbone, _with_uint8_input
+    from edgemaker.backbones.weights import resolve_weights
+    from edgemaker.data.images import load_for_model
+    from edgemaker.features.extract import extract_embeddings
+
+    samples = validate_folder(data).samples[:n]
+    spec = get_spec(DEFAULT_IMAGE_BACKBONE)
+    backbone = Backbone(spec)
+    batch = 16
+    tensors = np.stack([load_for_model(s.path.read_bytes(), spec.image) for s in samples])
+    backbone.embed(tensors[:batch])
+
+    def raw() -> float:
+        t = time.perf_counter()
+        for i in range(0, len(tensors), batch):
+            backbone.embed(tensors[i : i + batch])
+        return len(tensors) / (time.perf_counter() - t)
+
+    raw_before = raw()
+    t = time.perf_counter()
+    extract_embeddings(samples, backbone, None, batch_size=batch)
+    e2e = len(samples) / (time.perf_counter() - t)
+    raw_after = raw()
+    raw_img_s = (raw_before + raw_after) / 2
+
+    import torch
+
+    module = _with_uint8_input(get_builder(spec.name)(spec, resolve_weights(spec.weights)), spec.image)
+    x = torch.from_numpy(tensors[:64])
+    with torch.no_grad():
+        module(x[:batch])
+        t = time.perf_counter()
+        for i in range(0, len(x), batch):
+            module(x[i : i + batch])
+        eager = len(x) / (time.perf_counter() - t)
+    return {"images": len(samples), "raw_ort_img_s": raw_img_s, "end_to_end_img_s": e2e,
+            "torch_eager_img_s": eager, "extract_ratio": e2e / raw_img_s, "ort_vs_eager": raw_img_s / eager}
+
+
+def runs(data: Path, tmp: Path) -> dict:
+    from edgemaker import ImageClassifierOptions
+    from edgemaker.pipeline import train_run
+
+    options = ImageClassifierOptions(cache_dir=tmp / "fresh-cache")  # cold: nothing cached, not even the ONNX backbone
+    cold = train_run(data, tmp / "cold", options)
+    warm = train_run(data, tmp / "warm", options)
+
+    def retrain(m: dict) -> float:
+        t = m["timings"]
+        return t["validate_s"] + t["extract_s"] + t["train_s"]
+
+    sizes = {e["format"]: e["size_bytes"] for e in cold["exports"]}
+    return {
+        "cold_retrain_s": retrain(cold), "warm_retrain_s": retrain(warm),
+        "warm_retrain_ratio": retrain(warm) / retrain(cold),
+        "cold_total_s": cold["timings"]["total_s"], "warm_total_s": warm["timings"]["total_s"],
+        "warm_full_run_ratio": warm["timings"]["total_s"] / cold["timings"]["total_s"],
+        "fp32_bytes": sizes["onnx-fp32"], "int8_bytes": sizes["onnx-int8"],
+        "int8_size_ratio": sizes["onnx-int8"] / sizes["onnx-fp32"],
+        "test_accuracy": {e["format"]: e["test_accuracy"] for e in cold["exports"]},
+        "cold_timings": cold["timings"], "warm_timings": warm["timings"],
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ.setdefault("EDGEMAKER_CACHE_DIR", str(tmp / "cache"))
+        data = dataset(tmp)
+        result = {"data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **runs(data, tmp)}
+    goals = [("extract_ratio", ">=", 0.8), ("warm_retrain_ratio", "<=", 0.10), ("int8_size_ratio", "<=", 0.30)]
+    print(f"data: {result['data']}  ({result['cpu_count']} cores)")
+    print(f"{'measure':<22}{'value':>10}   baseline / detail")
+    print(f"{'extract_ratio':<22}{result['extract_ratio']:>10.3f}   {result['end_to_end_img_s']:.1f} img/s from files "
+          f"vs {result['raw_ort_img_s']:.1f} img/s raw ORT (goal >= 0.8)")
+    print(f"{'ort_vs_eager':<22}{result['ort_vs_eager']:>10.2f}   raw ORT vs PyTorch eager {result['torch_eager_img_s']:.1f} img/s")
+    print(f"{'warm_retrain_ratio':<22}{result['warm_retrain_ratio']:>10.3f}   {result['warm_retrain_s']:.2f} s warm vs "
+          f"{result['cold_retrain_s']:.2f} s cold (validate+features+head; goal <= 0.10)")
+    print(f"{'warm_full_run_ratio':<22}{result['warm_full_run_ratio']:>10.3f}   {result['warm_total_s']:.2f} s vs "
+          f"{result['cold_total_s']:.2f} s (whole run, exports included)")
+    print(f"{'int8_size_ratio':<22}{result['int8_size_ratio']:>10.3f}   {result['int8_bytes'] / 1e6:.2f} MB vs "
+          f"{result['fp32_bytes'] / 1e6:.2f} MB (goal <= 0.30)")
+    print(f"test accuracy: {result['test_accuracy']}")
+    result["goals_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, op, v in goals}
+    (ROOT / "bench-results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("wrote bench-results.json")
+
+
+if __name__ == "__main__":
+    main()
