@@ -145,12 +145,14 @@ def train_run(
 
 def _accuracy_warnings(exports: list[dict], float_eval: Evaluation) -> list[str]:
     out = []
+    n = len(float_eval.y_true)
     fp32 = next((e["test_accuracy"] for e in exports if e["format"] == "onnx-fp32"), round(float_eval.accuracy, 4))
     for e in exports:
         if e["quantization"] != "none" and fp32 - e["test_accuracy"] > INT8_TOLERANCE:
+            extra = round((fp32 - e["test_accuracy"]) * n)
             out.append(f"{e['format']} loses {100 * (fp32 - e['test_accuracy']):.1f} points of test accuracy "
-                       f"against fp32 ({e['test_accuracy']:.4f} vs {fp32:.4f}); prefer the fp32 file or add "
-                       "more varied training images for calibration")
+                       f"against fp32 ({e['test_accuracy']:.4f} vs {fp32:.4f}: {extra} more wrong of {n} test "
+                       "images); prefer the fp32 file, or add more varied training images for calibration")
     return out
 
 
