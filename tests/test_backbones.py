@@ -16,28 +16,39 @@ from edgemaker.backbones.weights import load_state_dict, resolve_weights
 from edgemaker.errors import EdgemakerError
 
 
+def _batch(spec, n: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if spec.image is not None:
+        return rng.integers(0, 256, (n, spec.image.size, spec.image.size, 3), dtype=np.uint8)
+    t = np.arange(spec.audio.window_samples) / spec.audio.sample_rate
+    tones = [np.sin(2 * np.pi * f * t) * 0.3 for f in (220.0, 880.0, 3000.0)]
+    return (np.stack(tones[:n]) + rng.normal(0, 0.01, (n, len(t)))).astype(np.float32)
+
+
 @pytest.mark.parametrize("name", [s.name for s in list_backbones()])
 def test_every_registered_backbone_meets_the_embed_contract(name):
     spec = get_spec(name)
     backbone = Backbone(spec, threads=2)
-    size = spec.image.size
-    rng = np.random.default_rng(0)
-    batch = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    batch = _batch(spec)
     out = backbone.embed(batch)
     assert out.shape == (3, spec.feature_dim) and out.dtype == np.float32
     assert np.isfinite(out).all() and out.std() > 0
+    assert not np.allclose(out[0], out[1])  # different inputs, different embeddings
     assert np.array_equal(out, backbone.embed(batch))  # deterministic
     assert np.allclose(out[1:2], backbone.embed(batch[1:2]), atol=1e-4)  # batch-independent
     # The ONNX graph computes what the PyTorch module computes.
     import torch
 
-    module = _with_uint8_input(get_builder(name)(spec, resolve_weights(spec.weights)), spec.image)
+    module = get_builder(name)(spec, resolve_weights(spec.weights))
+    network = module.network if spec.audio is not None else module
+    if spec.image is not None:
+        module = _with_uint8_input(module, spec.image)
     with torch.no_grad():
         ref = module(torch.from_numpy(batch)).numpy()
     assert np.abs(ref - out).max() < 1e-3
-    assert spec.parameters == sum(p.numel() for p in module.net.parameters())
-    with pytest.raises(ValueError, match="uint8"):
-        backbone.embed(batch.astype(np.float32))
+    assert spec.parameters == sum(p.numel() for p in network.parameters())
+    with pytest.raises(ValueError, match="expects"):
+        backbone.embed(batch.astype(np.float64))
 
 
 def test_registry_rejects_duplicates_and_unknown_names():

@@ -75,7 +75,7 @@ def test_nested_folders_spaces_and_non_ascii_names(tmp_path):
     (lambda root: root.mkdir(), "no usable images"),
     (lambda root: make_image_folder(root, classes=("only",), per_class=5), "only one class"),
     (lambda root: make_image_folder(root, per_class=2), "needs at least 3"),
-    (lambda root: (make_image_folder(root), (root / "empty_class").mkdir()), "has no usable images"),
+    (lambda root: (make_image_folder(root), (root / "empty_class").mkdir()), "has no usable files"),
 ])
 def test_hard_errors_name_the_folder_and_the_fix(tmp_path, setup, message):
     root = tmp_path / "data"

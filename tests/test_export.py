@@ -63,7 +63,7 @@ def test_the_fp32_file_reproduces_the_in_memory_probabilities(trained, tmp_path)
     splits, clf = trained
     model = ExportedModel(clf.export(tmp_path))
     proba_file = model.predict_files([s.path for s in splits.test])
-    proba_mem = clf.head.predict_proba(clf.embed(splits.test))
+    proba_mem = clf.head.predict_proba(clf.embed(splits.test).vectors)
     assert np.abs(proba_file - proba_mem).max() < 1e-4
 
 

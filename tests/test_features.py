@@ -40,15 +40,17 @@ def test_second_extraction_is_served_from_the_cache(image_folder, tmp_path, lite
     samples = validate_folder(image_folder).samples
     cache = FeatureCache(tmp_path / "f.sqlite")
     first = Counting(lite0)
-    a = extract_embeddings(samples, first, cache, views=2, augmentation=Augmentation())
-    assert a.shape == (30, 3, 1280) and first.images == 90
+    emb = extract_embeddings(samples, first, cache, views=2, augmentation=Augmentation())
+    assert emb.vectors.shape == (90, 1280) and first.images == 90
+    assert (np.bincount(emb.owner) == 3).all() and sorted(set(emb.view.tolist())) == [0, 1, 2]
+    a = emb.vectors.reshape(30, 3, 1280)  # rows are sample-major, views in order
     again = Counting(lite0)
     b = extract_embeddings(samples, again, cache, views=2, augmentation=Augmentation())
-    assert again.images == 0 and np.array_equal(a, b)
+    assert again.images == 0 and np.array_equal(emb.vectors, b.vectors)
     # Views differ from the clean image and from each other; the clean view equals a plain run.
     assert not np.allclose(a[:, 0], a[:, 1]) and not np.allclose(a[:, 1], a[:, 2])
     plain = extract_embeddings(samples, lite0, None)
-    assert np.allclose(plain[:, 0], a[:, 0], atol=1e-5)
+    assert np.allclose(plain.vectors, a[:, 0], atol=1e-5) and np.array_equal(plain.owner, np.arange(30))
     # Different augmentation settings are different cache entries.
     other = Counting(lite0)
     extract_embeddings(samples, other, cache, views=1, augmentation=Augmentation(rotation_degrees=5))
@@ -63,7 +65,7 @@ def test_a_killed_extraction_resumes_from_committed_batches(image_folder, tmp_pa
     resumed = Counting(lite0)
     out = extract_embeddings(samples, resumed, cache, batch_size=8)
     assert resumed.images == 30 - 8
-    assert np.allclose(out[:, 0], extract_embeddings(samples, lite0, None)[:, 0], atol=1e-5)
+    assert np.allclose(out.vectors, extract_embeddings(samples, lite0, None).vectors, atol=1e-5)
 
 
 def _writer(path: str, seed: int) -> None:
@@ -93,7 +95,7 @@ def test_a_damaged_cache_file_is_set_aside_and_rebuilt(tmp_path):
     path.write_bytes(b"garbage, not sqlite" * 100)
     cache = FeatureCache(path)
     cache.put_many({("a", "b", 0): np.ones(4, np.float32)})
-    assert np.array_equal(cache.get_many([("a", "b", 0)], 4)[("a", "b", 0)], np.ones(4))
+    assert np.array_equal(cache.get_many([("a", "b", 0)], 4)[("a", "b", 0)], np.ones((1, 4)))
     assert list(tmp_path.glob("f.sqlite.corrupt-*"))
 
 

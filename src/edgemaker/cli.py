@@ -56,7 +56,7 @@ def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dr
 
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, HParams, ImageClassifierOptions, ModelOptions
+    from .tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
 
     try:
         hp = HParams(seed=seed)
@@ -68,7 +68,7 @@ def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dr
         aug = AugmentationOptions(enabled=augment)
         if augment_views is not None:
             aug = replace(aug, views=augment_views)
-        options = ImageClassifierOptions(
+        options = ClassifierOptions(
             model=ModelOptions(backbone) if backbone else ModelOptions(), hparams=hp, augmentation=aug,
             cache_dir=cache_dir, threads=threads,
         )

@@ -18,41 +18,56 @@ from .evaluate.metrics import Evaluation, evaluate_predictions
 from .export.quantization import Quantization
 from .export.runtime import ExportedModel
 from .progress import Progress, SilentProgress
-from .tasks.image_classifier import ImageClassifier
-from .tasks.options import ImageClassifierOptions
+from .tasks.classifier import Classifier, classifier_for
+from .tasks.options import ClassifierOptions
 
-FORMATS = ("onnx-fp32", "onnx-int8", "onnx-dynamic", "onnx-fp16")
+# format -> (quantization kind, with the audio front end in the graph)
+FORMATS = {
+    "onnx-fp32": ("none", True), "onnx-int8": ("int8", True), "onnx-dynamic": ("dynamic", True),
+    "onnx-fp16": ("float16", True),
+    "onnx-fp32-nofrontend": ("none", False), "onnx-int8-nofrontend": ("int8", False),
+}
+AUDIO_ONLY = ("onnx-fp32-nofrontend", "onnx-int8-nofrontend")
 DEFAULT_FORMATS = ("onnx-fp32", "onnx-int8")
 INT8_TOLERANCE = 0.01  # an int8 file more than 1 point below fp32 is reported loudly
 
 
-def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+def parse_formats(text: str | Sequence[str], modality: str | None = None) -> tuple[str, ...]:
     items = [f.strip() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
     unknown = [f for f in items if f not in FORMATS]
     if unknown or not items:
         raise EdgemakerError(f"unknown export format {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(FORMATS)}")
+    if modality == "image" and any(f in AUDIO_ONLY for f in items):
+        raise EdgemakerError(f"export format {next(f for f in items if f in AUDIO_ONLY)!r} is for sound models only")
     return tuple(dict.fromkeys(items))
 
 
 def _quantization(fmt: str, splits: Splits) -> Quantization:
-    if fmt == "onnx-int8":
+    kind = FORMATS[fmt][0]
+    if kind == "int8":
         return Quantization.for_int8([s.path for s in splits.train])
-    return {"onnx-fp32": Quantization.none(), "onnx-dynamic": Quantization.for_dynamic(),
-            "onnx-fp16": Quantization.for_float16()}[fmt]
+    return {"none": Quantization.none(), "dynamic": Quantization.for_dynamic(), "float16": Quantization.for_float16()}[kind]
 
 
 def evaluate_files(models: Sequence[ExportedModel], paths: Sequence[Path], labels: Sequence[str],
-                   progress: Progress, batch_size: int = 16) -> list[Evaluation]:
-    """Run every exported file on the same decoded batches; one Evaluation per file."""
+                   progress: Progress, workers: int = 4) -> list[Evaluation]:
+    """Run every exported file on each input, prepared once per input kind; one Evaluation per file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kinds = {m.input["kind"]: m for m in models}
     outputs: list[list[np.ndarray]] = [[] for _ in models]
     bar = progress.bar(len(paths), "evaluate exports")
-    for start in range(0, len(paths), batch_size):
-        batch = models[0].load_inputs(paths[start : start + batch_size])
-        for i, model in enumerate(models):
-            outputs[i].append(model.predict_proba(batch))
-        bar.update(len(batch))
+
+    def prepare(path: Path) -> dict[str, np.ndarray]:
+        return {kind: m.prepare(path) for kind, m in kinds.items()}
+
+    with ThreadPoolExecutor(workers) as pool:
+        for prepared in pool.map(prepare, paths):
+            for i, model in enumerate(models):
+                outputs[i].append(model.predict_prepared(prepared[model.input["kind"]]))
+            bar.update()
     bar.close()
-    return [evaluate_predictions(m.labels, labels, np.concatenate(o) if o else np.zeros((0, len(m.labels))))
+    return [evaluate_predictions(m.labels, labels, np.stack(o) if o else np.zeros((0, len(m.labels))))
             for m, o in zip(models, outputs)]
 
 
@@ -68,29 +83,37 @@ def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
 def train_run(
     data_dir: str | Path,
     out_dir: str | Path,
-    options: ImageClassifierOptions | None = None,
+    options: ClassifierOptions | None = None,
     split: SplitOptions | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
     progress: Progress | None = None,
+    task: str | None = None,
 ) -> dict:
-    """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content."""
+    """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content.
+
+    `task`: "image" or "audio"; None detects it from the files.
+    """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    options = options or ImageClassifierOptions()
+    options = options or ClassifierOptions()
     split = split or SplitOptions(seed=options.hparams.seed)
     formats = parse_formats(formats)
     progress = progress or SilentProgress()
     _check_out_dir(data_dir, out_dir)
     start = time.perf_counter()
 
-    cache = ImageClassifier.open_cache(options)
+    cache = Classifier.open_cache(options)
     try:
-        report = validate_folder(data_dir, cache=cache, progress=progress)
+        report = validate_folder(data_dir, cache=cache, progress=progress, modality=task)
+        formats = parse_formats(formats, report.modality)
         splits = make_splits(report, split)
         for line in report.summary_lines():
             progress.log(line)
         t_validate = time.perf_counter() - start
 
-        clf = ImageClassifier.create(splits.train, splits.val, options, progress, cache)
+        clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+        if clf.selection:
+            progress.log("backbones by validation accuracy: " + ", ".join(
+                f"{name} {v['val_accuracy']:.3f}" for name, v in clf.selection.items()) + f"; chose {clf.spec.name}")
         progress.log(f"trained: best epoch {clf.head.best_epoch_} of {len(clf.head.history_)} run")
         t0 = time.perf_counter()
         val_eval = clf.evaluate(splits.val)
@@ -100,7 +123,7 @@ def train_run(
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
-        exported = [(fmt, clf.export(out_dir, _quantization(fmt, splits))) for fmt in formats]
+        exported = [(fmt, clf.export(out_dir, _quantization(fmt, splits), FORMATS[fmt][1])) for fmt in formats]
         models = [ExportedModel(path, options.threads) for _, path in exported]
         file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
         exports = []
@@ -114,8 +137,9 @@ def train_run(
                 "latency_ms": round(model.latency_ms(), 3),
                 "quantization": model.metadata["quantization"],
             })
-        if "onnx-fp32" not in formats:  # the fp32 file is the source of every quantized one
-            (out_dir / "model_fp32.onnx").unlink(missing_ok=True)
+        for fp32_name, fmt in (("model_fp32.onnx", "onnx-fp32"), ("model_fp32_nofrontend.onnx", "onnx-fp32-nofrontend")):
+            if fmt not in formats:  # an fp32 file is the source of the quantized ones; keep it only if asked
+                (out_dir / fp32_name).unlink(missing_ok=True)
         t_export = time.perf_counter() - t0
     finally:
         cache.close()
@@ -135,7 +159,8 @@ def train_run(
                        {k: round(v, 3) for k, v in timings.items()})
     write_text(out_dir / "labels.txt", "\n".join(clf.classes) + "\n")
     write_json(out_dir / "split.json", _split_record(report, splits))
-    write_json(out_dir / "config.json", {"options": options.to_dict(), "split": vars(split), "formats": list(formats)})
+    write_json(out_dir / "config.json", {"task": report.modality, "options": options.to_dict(), "split": vars(split),
+                                         "formats": list(formats)})
     write_json(out_dir / "metrics.json", metrics)
     from .evaluate.report import write_report
 
@@ -146,8 +171,9 @@ def train_run(
 def _accuracy_warnings(exports: list[dict], float_eval: Evaluation) -> list[str]:
     out = []
     n = len(float_eval.y_true)
-    fp32 = next((e["test_accuracy"] for e in exports if e["format"] == "onnx-fp32"), round(float_eval.accuracy, 4))
     for e in exports:
+        source = "onnx-fp32-nofrontend" if e["format"].endswith("nofrontend") else "onnx-fp32"
+        fp32 = next((x["test_accuracy"] for x in exports if x["format"] == source), round(float_eval.accuracy, 4))
         if e["quantization"] != "none" and fp32 - e["test_accuracy"] > INT8_TOLERANCE:
             extra = round((fp32 - e["test_accuracy"]) * n)
             out.append(f"{e['format']} loses {100 * (fp32 - e['test_accuracy']):.1f} points of test accuracy "
@@ -169,13 +195,18 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
     return {
         "edgemaker_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "task": "image_classification",
+        "task": f"{report.modality}_classification",
         "classes": clf.classes,
         "splits": splits.sizes(),
         "split_how": splits.how,
         "data": report.to_dict(),
-        "backbone": {"name": spec.name, "input_size": spec.image.size, "feature_dim": spec.feature_dim,
-                     "parameters": spec.parameters, "licence": spec.licence},
+        "backbone": {"name": spec.name, "feature_dim": spec.feature_dim, "parameters": spec.parameters,
+                     "licence": spec.licence, "description": spec.description,
+                     **({"input_size": spec.image.size} if spec.image else
+                        {"sample_rate": spec.audio.sample_rate, "window_seconds": round(spec.audio.window_seconds, 4),
+                         "hop_seconds": round(spec.audio.hop_samples / spec.audio.sample_rate, 4),
+                         "frontend": spec.audio.frontend}),
+                     "selection": clf.selection or None},
         "training": {
             "best_epoch": clf.head.best_epoch_,
             "epochs_run": len(clf.head.history_),

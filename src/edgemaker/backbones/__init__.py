@@ -1,14 +1,19 @@
 """Backbone registry: frozen specs, one `embed(batch) -> (N, dim)` contract, ONNX Runtime execution."""
 
 from .registry import get_builder, get_spec, list_backbones, register_backbone, unregister_backbone
-from .spec import BackboneSpec, ImageInput, WeightsSource
+from .spec import AudioInput, BackboneSpec, ImageInput, WeightsSource
 
 from . import efficientnet_lite  # noqa: E402,F401  (registers the built-in backbones)
+from . import audio_backbones  # noqa: E402,F401
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
+# Audio: both are extracted and the head is fitted on each; validation accuracy picks one per dataset.
+DEFAULT_AUDIO_BACKBONES = ("aisfx", "efficientnet_lite0_mel")
 
 __all__ = [
+    "DEFAULT_AUDIO_BACKBONES",
     "DEFAULT_IMAGE_BACKBONE",
+    "AudioInput",
     "BackboneSpec",
     "ImageInput",
     "WeightsSource",

@@ -42,26 +42,46 @@ def _with_uint8_input(module, image):
     return UInt8Input().eval()
 
 
-def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None) -> Path:
-    """Return the cached ONNX graph of `spec`, exporting it from PyTorch the first time."""
-    target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}.onnx"
+def input_name(spec: BackboneSpec, frontend: bool = True) -> str:
+    if spec.image is not None:
+        return INPUT_NAME
+    return "waveform" if frontend else "logmel"
+
+
+def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None, frontend: bool = True) -> Path:
+    """Return the cached ONNX graph of `spec`, exporting it from PyTorch the first time.
+
+    Image graphs take uint8 NHWC; audio graphs take float waveform windows and compute their own
+    log-mel, or, with `frontend=False`, take the log-mel patch itself (for devices with a DSP front end).
+    """
+    suffix = "" if frontend else "-nofrontend"
+    target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}{suffix}.onnx"
     if target.is_file():
         return target
     weights = resolve_weights(spec.weights)
     import torch
 
-    assert spec.image is not None
-    module = _with_uint8_input(get_builder(spec.name)(spec, weights), spec.image)
-    dummy = torch.zeros(1, spec.image.size, spec.image.size, 3, dtype=torch.uint8)
+    module = get_builder(spec.name)(spec, weights)
+    if spec.image is not None:
+        module = _with_uint8_input(module, spec.image)
+        dummy = torch.zeros(1, spec.image.size, spec.image.size, 3, dtype=torch.uint8)
+    else:
+        assert spec.audio is not None
+        dummy = torch.zeros(1, spec.audio.window_samples)
+        if not frontend:
+            with torch.no_grad():
+                dummy = module.frontend(dummy)
+            module = module.network
+    name = input_name(spec, frontend)
     with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (dummy,),
             str(tmp),
-            input_names=[INPUT_NAME],
+            input_names=[name],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -91,16 +111,23 @@ class Backbone:
     def __init__(self, spec: BackboneSpec, threads: int | None = None, root: Path | None = None) -> None:
         self.spec = spec
         self.onnx_path = export_backbone_onnx(spec, root)
+        self.input_name = input_name(spec)
         self._session = make_session(self.onnx_path, threads)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        assert self.spec.image is not None
-        size = self.spec.image.size
-        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3) or batch.dtype != np.uint8:
-            raise ValueError(f"{self.spec.name} expects uint8 (N, {size}, {size}, 3), got {batch.dtype} {batch.shape}")
+        """uint8 (N, S, S, 3) images, or float32 (N, window_samples) audio -> (N, feature_dim)."""
+        if self.spec.image is not None:
+            size = self.spec.image.size
+            if batch.ndim != 4 or batch.shape[1:] != (size, size, 3) or batch.dtype != np.uint8:
+                raise ValueError(f"{self.spec.name} expects uint8 (N, {size}, {size}, 3), got {batch.dtype} {batch.shape}")
+        else:
+            assert self.spec.audio is not None
+            n = self.spec.audio.window_samples
+            if batch.ndim != 2 or batch.shape[1] != n or batch.dtype != np.float32:
+                raise ValueError(f"{self.spec.name} expects float32 (N, {n}), got {batch.dtype} {batch.shape}")
         if batch.shape[0] == 0:
             return np.zeros((0, self.spec.feature_dim), np.float32)
-        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})[0]
+        out = self._session.run([OUTPUT_NAME], {self.input_name: np.ascontiguousarray(batch)})[0]
         return out.astype(np.float32, copy=False)
 
 

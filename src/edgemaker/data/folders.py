@@ -9,6 +9,12 @@ from pathlib import Path
 from ..errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+
+
+def modality_of(path: Path) -> str:
+    return "audio" if path.suffix.lower() in AUDIO_EXTENSIONS else "image"
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 
@@ -42,7 +48,7 @@ def _class_dirs(parent: Path) -> list[Path]:
     return sorted((p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = IMAGE_EXTENSIONS) -> ScannedFolder:
+def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = MEDIA_EXTENSIONS) -> ScannedFolder:
     """List candidate files with their class (and split when the layout gives one). Reads no file."""
     root = Path(root)
     if not root.exists():

@@ -13,11 +13,11 @@ from pathlib import Path
 from ..errors import DataError
 from ..features.cache import FeatureCache
 from ..progress import Progress, SilentProgress
-from .folders import SPLITS, FoundFile, scan_folder
+from .folders import SPLITS, FoundFile, modality_of, scan_folder
 from .images import ImageDecodeError, decode_image
 
-_MEDIA_KIND = "image-v1"
-
+_MEDIA_KIND = {"image": "image-v1", "audio": "audio-v1"}
+SILENT_DB = -60.0
 
 @dataclass(frozen=True)
 class Sample:
@@ -37,6 +37,8 @@ class ValidationReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     duplicates: list[tuple[Path, Path]] = field(default_factory=list)  # (dropped copy, kept file)
     conflicts: list[tuple[list[str], list[Path]]] = field(default_factory=list)
+    modality: str = "image"
+    notes: list[tuple[Path, str]] = field(default_factory=list)  # usable, but worth knowing (silent clips)
 
     @property
     def classes(self) -> list[str]:
@@ -47,7 +49,8 @@ class ValidationReport:
         return {c: counts[c] for c in self.classes}
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{len(self.samples)} usable images in {len(self.classes)} classes ({self.root})"]
+        noun = "images" if self.modality == "image" else "sound clips"
+        lines = [f"{len(self.samples)} usable {noun} in {len(self.classes)} classes ({self.root})"]
         lines += [f"  {label}: {n}" for label, n in self.counts().items()]
         if self.skipped:
             reasons = Counter(r.split(" (")[0] for _, r in self.skipped)
@@ -55,17 +58,20 @@ class ValidationReport:
             lines += [f"  skip {p}: {r}" for p, r in self.skipped[:20]]
             if len(self.skipped) > 20:
                 lines.append(f"  ... and {len(self.skipped) - 20} more (see metrics.json)")
+        lines += [f"  note {p}: {n}" for p, n in self.notes[:20]]
         return lines
 
     def to_dict(self) -> dict:
         rel = self._rel
         return {
             "root": str(self.root),
+            "modality": self.modality,
             "layout": "presplit" if self.presplit else "class-folders",
             "classes": self.counts(),
             "skipped": [{"path": rel(p), "reason": r} for p, r in self.skipped],
             "duplicates": [{"dropped": rel(a), "kept": rel(b)} for a, b in self.duplicates],
             "conflicts": [{"classes": c, "paths": [rel(p) for p in ps]} for c, ps in self.conflicts],
+            "notes": [{"path": rel(p), "note": n} for p, n in self.notes],
         }
 
     def _rel(self, path: Path) -> str:
@@ -96,18 +102,51 @@ def _check_image(path: Path) -> tuple[str | None, str | None]:
     return None, json.dumps({"width": im.width, "height": im.height})
 
 
+def _check_audio(path: Path) -> tuple[str | None, str | None]:
+    from .audio import AudioDecodeError, check_audio
+
+    try:
+        return None, json.dumps(check_audio(path))
+    except AudioDecodeError as exc:
+        return str(exc), None
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", None
+
+
+def detect_modality(files: list[FoundFile], root: Path) -> str:
+    kinds = {modality_of(f.path) for f in files}
+    if len(kinds) > 1:
+        n_audio = sum(modality_of(f.path) == "audio" for f in files)
+        raise DataError(f"{root}: mixes images ({len(files) - n_audio}) and sounds ({n_audio}); keep one kind "
+                        "per data folder, or pass --task image / --task audio to use one kind only")
+    return kinds.pop() if kinds else "image"
+
+
 def validate_folder(
     root: str | os.PathLike[str],
     cache: FeatureCache | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
     min_classes: int = 2,
+    modality: str | None = None,
 ) -> ValidationReport:
-    """Scan, hash and decode-check every candidate file; raise DataError on what cannot be used."""
+    """Scan, hash and decode-check every candidate file; raise DataError on what cannot be used.
+
+    `modality`: "image" or "audio"; None detects it from the files (mixing both is an error).
+    """
     progress = progress or SilentProgress()
     scanned = scan_folder(root)
+    if modality is None:
+        modality = detect_modality(scanned.files, scanned.root)
+    other = [f for f in scanned.files if modality_of(f.path) != modality]
+    scanned.files = [f for f in scanned.files if modality_of(f.path) == modality]
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    report = ValidationReport(root=scanned.root, presplit=scanned.presplit, samples=[], skipped=list(scanned.ignored))
+    report = ValidationReport(root=scanned.root, presplit=scanned.presplit, samples=[], skipped=list(scanned.ignored),
+                              modality=modality)
+    report.skipped += [(f.path, f"not {'an image' if modality == 'image' else 'a sound'} ({modality} task)")
+                       for f in other]
+    kind = _MEDIA_KIND[modality]
+    check = _check_image if modality == "image" else _check_audio
 
     bar = progress.bar(len(scanned.files), "validate")
     hashed: list[tuple[FoundFile, str]] = []
@@ -118,14 +157,14 @@ def validate_folder(
                 bar.update()
             else:
                 hashed.append((found, content))  # type: ignore[arg-type]
-        known = cache.get_media({c for _, c in hashed}, _MEDIA_KIND) if cache else {}
+        known = cache.get_media({c for _, c in hashed}, kind) if cache else {}
         unknown = {}
         for found, content in hashed:
             if content not in known and content not in unknown:
                 unknown[content] = found.path
-        checked = dict(zip(unknown, pool.map(_check_image, unknown.values())))
+        checked = dict(zip(unknown, pool.map(check, unknown.values())))
     if cache and checked:  # remember verdicts on content, except transient read failures
-        cache.put_media({c: v for c, v in checked.items() if not (v[0] or "").startswith("unreadable")}, _MEDIA_KIND)
+        cache.put_media({c: v for c, v in checked.items() if not (v[0] or "").startswith("unreadable")}, kind)
     results = {**known, **checked}
 
     by_content: dict[str, list[FoundFile]] = defaultdict(list)
@@ -153,6 +192,9 @@ def validate_folder(
             why = "would leak into evaluation" if dup.split != kept.split else "exact duplicate"
             report.skipped.append((dup.path, f"duplicate of {kept.path.name} ({why})"))
         report.samples.append(Sample(kept.path, kept.label, content, kept.split))
+        info = results[content][1]
+        if modality == "audio" and info and json.loads(info)["loudest_db"] < SILENT_DB:
+            report.notes.append((kept.path, f"silent throughout (below {SILENT_DB:.0f} dBFS); kept whole"))
     report.samples.sort(key=lambda s: (s.label, str(s.path)))
     _check_usable(report, scanned.labels, min_classes)
     return report
@@ -161,14 +203,16 @@ def validate_folder(
 def _check_usable(report: ValidationReport, declared: set[str], min_classes: int) -> None:
     root = report.root
     if not report.samples:
-        hint = f"put images in one folder per class, e.g. {root / 'cats' / '001.jpg'}"
+        example = root / "cats" / "001.jpg" if report.modality == "image" else root / "dog" / "bark1.wav"
+        hint = f"put {'images' if report.modality == 'image' else 'sound files'} in one folder per class, e.g. {example}"
         if report.skipped:
             hint = f"all {len(report.skipped)} files were skipped (first: {report.skipped[0][0]}: {report.skipped[0][1]})"
-        raise DataError(f"{root}: no usable images; {hint}")
+        noun = "images" if report.modality == "image" else "sound files"
+        raise DataError(f"{root}: no usable {noun}; {hint}")
     empty = sorted(declared - set(report.classes))
     if empty:
         raise DataError(
-            f"{root}: class folder '{empty[0]}' has no usable images; add images to it or remove the folder"
+            f"{root}: class folder '{empty[0]}' has no usable files; add some to it or remove the folder"
         )
     if len(report.classes) < min_classes:
         raise DataError(

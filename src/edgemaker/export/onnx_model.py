@@ -14,39 +14,51 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME
 from ..backbones.spec import BackboneSpec
-from ..data.images import load_for_model
 from .quantization import Quantization
 
 PROBABILITIES = "probabilities"
 METADATA_KEY = "edgemaker"
 
 
-def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str) -> dict:
+def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str, options=None,
+                   frontend: bool = True) -> dict:
     """What a runtime needs besides the graph: labels and how to prepare the input."""
-    assert spec.image is not None
-    image = spec.image
-    return {
+    meta = {
         "edgemaker_version": __version__,
-        "task": "image_classification",
+        "task": f"{spec.modality}_classification",
         "labels": list(classes),
         "backbone": spec.name,
         "backbone_licence": spec.licence,
         "quantization": quantization,
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "color": "RGB",
-            "size": image.size,
-            "mean": list(image.mean),
-            "std": list(image.std),
-            "crop_padding": image.crop_padding,
-            "resize": "bicubic",
-            "normalisation": "inside the graph: (pixel - mean) / std",
-            "crop": "centre crop of size/(size+crop_padding)*min(h,w), then resize to size x size",
-        },
         "output": {"name": PROBABILITIES, "meaning": "softmax probabilities in label order"},
     }
+    if spec.image is not None:
+        image = spec.image
+        meta["input"] = {
+            "name": INPUT_NAME, "kind": "image", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
+            "size": image.size, "mean": list(image.mean), "std": list(image.std),
+            "crop_padding": image.crop_padding, "resize": "bicubic",
+            "normalisation": "inside the graph: (pixel - mean) / std",
+            "crop": "centre crop of size/(size+crop_padding)*min(h,w), then resize to size x size",
+        }
+        return meta
+    audio = spec.audio
+    assert audio is not None
+    silence = getattr(options, "silence", None)
+    meta["input"] = {
+        "name": "waveform" if frontend else "logmel",
+        "kind": "waveform" if frontend else "logmel",
+        "dtype": "float32",
+        "sample_rate": audio.sample_rate,
+        "window_samples": audio.window_samples,
+        "hop_samples": audio.hop_samples,
+        "mono": True,
+        "range": "[-1, 1]",
+        "frontend": audio.frontend + (" (inside the graph)" if frontend else " (computed by the caller)"),
+        "silence_threshold_db": silence.threshold_db if silence and silence.enabled else None,
+        "clip_result": "mean of the window probabilities",
+    }
+    return meta
 
 
 def set_metadata(model, metadata: dict) -> None:
@@ -91,10 +103,19 @@ def save_model(model, target: Path) -> Path:
     return target
 
 
-def _calibration_inputs(files: Sequence[Path], spec: BackboneSpec) -> Iterator[dict[str, np.ndarray]]:
-    assert spec.image is not None
+def _calibration_inputs(files: Sequence[Path], metadata: dict, limit: int) -> Iterator[dict[str, np.ndarray]]:
+    """Up to `limit` model inputs prepared exactly as at inference (see runtime.prepare_windows)."""
+    from .runtime import prepare_windows
+
+    spec = metadata["input"]
+    per_file = max(1, limit // max(len(files), 1)) if spec["kind"] != "image" else 1
+    given = 0
     for path in files:
-        yield {INPUT_NAME: load_for_model(Path(path).read_bytes(), spec.image)[None]}
+        for x in prepare_windows(Path(path), metadata)[:per_file]:
+            yield {spec["name"]: x[None]}
+            given += 1
+            if given >= limit:
+                return
 
 
 @contextlib.contextmanager
@@ -109,14 +130,23 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize(fp32_path: Path, target: Path, quantization: Quantization, spec: BackboneSpec, metadata: dict) -> Path:
+def _float_nodes(model_path: Path) -> list[str]:
+    """Nodes kept in float: the classifier head (uint8 probabilities would be too coarse) and an
+    audio front end (an int8 STFT would lose the quiet sounds)."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(model_path)).graph.node]
+    return [n for n in names if n.startswith(("head_", "/frontend/"))]
+
+
+def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata: dict) -> Path:
     """Write a quantized copy of the fp32 file; metadata (labels) is carried over."""
     import onnx
     from onnxruntime import quantization as q
 
     with atomic_path(target, suffix=".onnx") as tmp, _quiet_root_logger():
         if quantization.kind == "int8":
-            inputs = _calibration_inputs(quantization.calibration_files(), spec)
+            inputs = _calibration_inputs(quantization.calibration_files(), metadata, quantization.max_samples)
 
             class Reader(q.CalibrationDataReader):
                 def get_next(self):
@@ -133,13 +163,13 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, spec: Ba
                     activation_type=q.QuantType.QUInt8,
                     weight_type=q.QuantType.QInt8,
                     calibrate_method=q.CalibrationMethod.MinMax,
-                    # uint8 probabilities would be too coarse for confidences and top-k order.
-                    nodes_to_exclude=["head_softmax", "head_dense"],
+                    nodes_to_exclude=_float_nodes(prepared),
                 )
             finally:
                 prepared.unlink(missing_ok=True)
         elif quantization.kind == "dynamic":
-            q.quantize_dynamic(str(fp32_path), str(tmp), weight_type=q.QuantType.QInt8, per_channel=quantization.per_channel)
+            q.quantize_dynamic(str(fp32_path), str(tmp), weight_type=q.QuantType.QInt8, per_channel=quantization.per_channel,
+                               nodes_to_exclude=_float_nodes(fp32_path))
         elif quantization.kind == "float16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 

@@ -11,10 +11,45 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones.runtime import make_session
-from ..backbones.spec import ImageInput
+from ..backbones.spec import AudioInput, ImageInput
 from ..data.images import ImageDecodeError, load_for_model
 from ..errors import EdgemakerError
 from .onnx_model import METADATA_KEY, PROBABILITIES
+
+
+def _image_input(spec: dict) -> ImageInput:
+    return ImageInput(size=int(spec["size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
+                      crop_padding=int(spec["crop_padding"]))
+
+
+def _audio_input(spec: dict) -> AudioInput:
+    return AudioInput(int(spec["sample_rate"]), int(spec["window_samples"]), int(spec["hop_samples"]), spec["frontend"])
+
+
+def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndarray:
+    """A file -> the model inputs for it: (1, S, S, 3) uint8 for an image; (W, samples) float32
+    waveform windows, or (W, frames, mels) log-mel windows, for a sound. Bad files raise EdgemakerError."""
+    spec = metadata["input"]
+    try:
+        if spec["kind"] == "image":
+            return load_for_model(Path(path).read_bytes(), _image_input(spec))[None]
+        from ..backbones.audio_backbones import FRONTENDS
+        from ..data.audio import AudioDecodeError, SilenceOptions, clip_windows
+
+        threshold = spec.get("silence_threshold_db")
+        options = SilenceOptions(enabled=silence and threshold is not None,
+                                 threshold_db=threshold if threshold is not None else -60.0)
+        try:
+            windows = np.stack(list(clip_windows(Path(path), _audio_input(spec), options)))
+        except AudioDecodeError as exc:
+            raise EdgemakerError(f"{path}: {exc}") from None
+        if spec["kind"] == "logmel":
+            return FRONTENDS[metadata["backbone"]].compute(windows)
+        return windows
+    except ImageDecodeError as exc:
+        raise EdgemakerError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise EdgemakerError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 class ExportedModel:
@@ -32,12 +67,8 @@ class ExportedModel:
             raise EdgemakerError(f"{self.path}: not an edgemaker model (no '{METADATA_KEY}' metadata)")
         self.metadata = json.loads(props[METADATA_KEY])
         self.labels: list[str] = self._labels(self.metadata)
-        spec = self.metadata["input"]
-        self.image_input = ImageInput(
-            size=int(spec["size"]), mean=tuple(spec["mean"]), std=tuple(spec["std"]),
-            crop_padding=int(spec["crop_padding"]),
-        )
-        self.input_name = spec["name"]
+        self.input = self.metadata["input"]
+        self.modality = "image" if self.input["kind"] == "image" else "audio"
 
     def _labels(self, metadata: dict) -> list[str]:
         labels = metadata.get("labels")
@@ -53,32 +84,40 @@ class ExportedModel:
         return self.path.stat().st_size
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        out = self._session.run([PROBABILITIES], {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
+        """Model inputs (as from `prepare`) -> per-input probabilities."""
+        dtype = np.uint8 if self.input["kind"] == "image" else np.float32
+        out = self._session.run([PROBABILITIES], {self.input["name"]: np.ascontiguousarray(batch, dtype)})[0]
         return np.asarray(out, np.float64)
 
-    def load_inputs(self, paths: Sequence[Path], workers: int = 4) -> np.ndarray:
-        """Decode and preprocess files as the model expects; a bad file is a one-line error."""
+    def prepare(self, path: Path, silence: bool = True) -> np.ndarray:
+        return prepare_windows(path, self.metadata, silence)
 
-        def one(path: Path) -> np.ndarray:
-            try:
-                return load_for_model(Path(path).read_bytes(), self.image_input)
-            except ImageDecodeError as exc:
-                raise EdgemakerError(f"{path}: {exc}") from None
-            except OSError as exc:
-                raise EdgemakerError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    def predict_prepared(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """All windows of one file -> the file's probabilities (mean over windows)."""
+        rows = [self.predict_proba(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+        return np.concatenate(rows).mean(axis=0)
 
+    def window_probabilities(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Per-window probabilities of a sound on its own timeline (no silence removal): (starts_s, proba)."""
+        windows = self.prepare(path, silence=False)
+        proba = np.concatenate([self.predict_proba(windows[i : i + 16]) for i in range(0, len(windows), 16)])
+        hop = self.input.get("hop_samples", 0) / self.input.get("sample_rate", 1)
+        return np.arange(len(windows)) * hop, proba
+
+    def predict_files(self, paths: Sequence[Path], workers: int = 4) -> np.ndarray:
+        """(N, classes): one row per file; a sound's row is the mean over its windows."""
+        if not paths:
+            return np.zeros((0, len(self.labels)))
         with ThreadPoolExecutor(workers) as pool:
-            return np.stack(list(pool.map(one, paths))) if paths else np.zeros((0, 1, 1, 3), np.uint8)
-
-    def predict_files(self, paths: Sequence[Path], batch_size: int = 16) -> np.ndarray:
-        rows = []
-        for start in range(0, len(paths), batch_size):
-            rows.append(self.predict_proba(self.load_inputs(paths[start : start + batch_size])))
-        return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)))
+            return np.stack([self.predict_prepared(w) for w in pool.map(self.prepare, paths)])
 
     def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
-        """Median wall time of one batch-1 inference on this machine."""
-        x = np.zeros((1, self.image_input.size, self.image_input.size, 3), np.uint8)
+        """Median wall time of one batch-1 inference (one image or one audio window) on this machine."""
+        if self.input["kind"] == "image":
+            x = np.zeros((1, self.input["size"], self.input["size"], 3), np.uint8)
+        else:
+            dims = self._session.get_inputs()[0].shape
+            x = np.zeros([1, *[int(d) for d in dims[1:]]], np.float32)
         for _ in range(warmup):
             self.predict_proba(x)
         times = []

@@ -77,13 +77,13 @@ class FeatureCache:
                     f"SELECT content, backbone, view, vector FROM embeddings WHERE {where}", params
                 ):
                     vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape == (dim,):
-                        found[(content, backbone, view)] = vec
+                    if vec.size and vec.size % dim == 0:  # one row per window
+                        found[(content, backbone, view)] = vec.reshape(-1, dim)
         return found
 
     def put_many(self, items: Mapping[Key, np.ndarray]) -> None:
         """Store a batch in one transaction: all of it lands or none of it does."""
-        rows = [(*key, np.ascontiguousarray(vec, np.float32).tobytes()) for key, vec in items.items()]
+        rows = [(*key, np.ascontiguousarray(vec, np.float32).tobytes()) for key, vec in items.items()]  # (windows, dim)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -1,18 +1,21 @@
 """Embeddings for many files: cached lookups first, then decoding overlapped with inference.
 
-Decoding and resizing run in a thread pool (Pillow releases the GIL), ONNX Runtime runs batches in
-the calling thread, and every finished batch is committed to the cache, so a killed run resumes
-from what it had finished.
+A sample yields one window (an image) or many (a sound clip) per view; view 0 is the clean input,
+views 1.. are augmented. Decoding runs in background threads (Pillow, soundfile and soxr release
+the GIL), ONNX Runtime runs batches in the calling thread, and every finished batch is committed to
+the cache, so a killed run resumes from what it had finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -24,34 +27,59 @@ from ..progress import Progress, SilentProgress
 from .cache import FeatureCache, Key
 
 
+@dataclass
+class Embeddings:
+    """Window embeddings: row i belongs to sample `owner[i]`, view `view[i]`."""
+
+    vectors: np.ndarray  # (rows, dim) float32
+    owner: np.ndarray  # (rows,) int
+    view: np.ndarray  # (rows,) int
+    n_samples: int
+
+    def clean(self) -> Embeddings:
+        keep = self.view == 0
+        return Embeddings(self.vectors[keep], self.owner[keep], self.view[keep], self.n_samples)
+
+    def aggregate(self, row_values: np.ndarray) -> np.ndarray:
+        """Mean of per-row values (e.g. probabilities) over each sample's rows -> (n_samples, ...)."""
+        out = np.zeros((self.n_samples, *row_values.shape[1:]), np.float64)
+        np.add.at(out, self.owner, row_values)
+        counts = np.bincount(self.owner, minlength=self.n_samples).reshape(-1, *([1] * (row_values.ndim - 1)))
+        return out / np.maximum(counts, 1)
+
+
 def view_seed(content: str, view: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{content}:{view}".encode()).digest()[:8], "little")
 
 
-def cache_tag(backbone: Backbone, augmentation: Augmentation | None, view: int) -> str:
-    """Backbone id for the clean view; backbone id plus augmentation settings for the others."""
+def cache_tag(backbone: Backbone, augmentation, view: int, extra: str = "") -> str:
+    """Backbone id (+ preparation settings) for the clean view; plus augmentation for the others."""
+    tag = backbone.spec.cache_id + (f"|{extra}" if extra else "")
     if view == 0 or augmentation is None:
-        return backbone.spec.cache_id
+        return tag
     aug = hashlib.sha256(repr(astuple(augmentation)).encode()).hexdigest()[:12]
-    return f"{backbone.spec.cache_id}|aug-{aug}"
+    return f"{tag}|aug-{aug}"
 
 
-def _prepare(sample: Sample, views: Sequence[int], backbone: Backbone, augmentation: Augmentation | None):
-    spec = backbone.spec.image
-    assert spec is not None
+def _read_verified(sample: Sample) -> bytes:
     try:
         data = sample.path.read_bytes()
     except OSError as exc:
         raise DataError(f"{sample.path}: became unreadable during the run ({exc.strerror}); check the file") from None
     if hashlib.sha256(data).hexdigest() != sample.content:
         raise DataError(f"{sample.path}: file changed during the run; run again")
+    return data
+
+
+def _prepare_image(sample: Sample, views: Sequence[int], backbone: Backbone, augmentation: Augmentation | None):
+    spec = backbone.spec.image
+    assert spec is not None
+    data = _read_verified(sample)
     try:
         im = decode_image(data, needed_side(spec, augmentation if max(views) > 0 else None))
     except ImageDecodeError as exc:
         raise DataError(f"{sample.path}: {exc}") from None
-    return [
-        preprocess(im, spec, augmentation if v > 0 else None, view_seed(sample.content, v)) for v in views
-    ]
+    return [preprocess(im, spec, augmentation if v > 0 else None, view_seed(sample.content, v))[None] for v in views]
 
 
 def _ordered(pool: ThreadPoolExecutor, jobs: list, fn, window: int) -> Iterator:
@@ -69,24 +97,84 @@ def _ordered(pool: ThreadPoolExecutor, jobs: list, fn, window: int) -> Iterator:
             pending.append(pool.submit(fn, *nxt))
 
 
+_DONE = object()
+
+
+def _audio_windows(todo: list[tuple[Sample, list[int]]], backbone: Backbone, augmentation, silence,
+                   workers: int, depth: int = 512) -> Iterator[tuple[Sample, int, np.ndarray | None]]:
+    """(sample, view, window) items in order, decoded in background threads; None ends a (sample, view)."""
+    from ..data.audio import AudioDecodeError, clip_windows
+
+    spec = backbone.spec.audio
+    assert spec is not None
+    stop = threading.Event()
+    # Each worker handles every `workers`-th clip; a reorder buffer keeps the output in order.
+    slots: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in range(workers)]
+
+    def work(k: int) -> None:
+        try:
+            for i in range(k, len(todo), workers):
+                sample, views = todo[i]
+                data = _read_verified(sample)
+                for v in views:
+                    aug = augmentation if v > 0 else None
+                    try:
+                        for w in clip_windows(data, spec, silence, aug, view_seed(sample.content, v)):
+                            if stop.is_set():
+                                return
+                            slots[k].put((sample, v, w))
+                    except AudioDecodeError as exc:
+                        raise DataError(f"{sample.path}: {exc}") from None
+                    slots[k].put((sample, v, None))
+                slots[k].put(_DONE)
+        except BaseException as exc:  # surfaced in the consumer
+            slots[k].put(exc)
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(len(todo)):
+            slot = slots[i % workers]
+            while True:
+                item = slot.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is _DONE:
+                    break
+                yield item
+    finally:
+        stop.set()
+        for s in slots:  # unblock producers
+            while not s.empty():
+                s.get_nowait()
+
+
 def extract_embeddings(
     samples: Sequence[Sample],
     backbone: Backbone,
     cache: FeatureCache | None,
     views: int = 0,
-    augmentation: Augmentation | None = None,
+    augmentation=None,
     progress: Progress | None = None,
     batch_size: int = 16,
     workers: int | None = None,
     desc: str = "extract",
-) -> np.ndarray:
-    """Return (N, 1 + views, dim) float32: view 0 is the clean image, views 1.. are augmented."""
+    silence=None,
+) -> Embeddings:
+    """Embed view 0 (clean) and `views` augmented views of every sample; see `Embeddings`."""
     progress = progress or SilentProgress()
     if views and augmentation is None:
-        raise ValueError("augmented views need an Augmentation")
+        raise ValueError("augmented views need an augmentation")
+    audio = backbone.spec.audio is not None
+    if audio:
+        from ..data.audio import SilenceOptions
+
+        silence = silence or SilenceOptions()
+    extra = f"silence-{silence.enabled}-{silence.threshold_db}" if audio else ""
     dim = backbone.spec.feature_dim
     keys: list[list[Key]] = [
-        [(s.content, cache_tag(backbone, augmentation, v), v) for v in range(1 + views)] for s in samples
+        [(s.content, cache_tag(backbone, augmentation, v, extra), v) for v in range(1 + views)] for s in samples
     ]
     found = cache.get_many({k for row in keys for k in row}, dim) if cache else {}
     todo: dict[str, tuple[Sample, list[int]]] = {}
@@ -95,36 +183,71 @@ def extract_embeddings(
         if missing and s.content not in todo:
             todo[s.content] = (s, missing)
 
-    total = sum(len(v) for _, v in todo.values())
-    bar = progress.bar(total, desc)
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     batch_x: list[np.ndarray] = []
     batch_k: list[Key] = []
+    partial: dict[Key, list[np.ndarray]] = {}
+    finished: list[Key] = []
+    bar = progress.bar(sum(len(v) for _, v in todo.values()), desc)
 
     def flush() -> None:
-        if not batch_x:
-            return
-        vectors = backbone.embed(np.stack(batch_x))
-        new = {k: vectors[i] for i, k in enumerate(batch_k)}
-        if cache:
-            cache.put_many(new)
-        found.update(new)
-        bar.update(len(batch_k))
-        batch_x.clear()
-        batch_k.clear()
+        if batch_x:
+            vectors = backbone.embed(np.concatenate(batch_x))
+            for k, vec in zip(batch_k, vectors):
+                partial[k].append(vec)
+            batch_x.clear()
+            batch_k.clear()
+        done = {}
+        for k in finished:
+            windows = partial.pop(k)
+            if not windows:
+                raise DataError(f"no audio windows for {k[0][:12]}…; the clip may be empty")
+            done[k] = np.stack(windows)
+        finished.clear()
+        if done:
+            if cache:
+                cache.put_many(done)
+            found.update(done)
+            bar.update(len(done))
 
-    jobs = [(s, v, backbone, augmentation) for s, v in todo.values()]
-    with ThreadPoolExecutor(workers) as pool:
-        for (sample, wanted), tensors in zip(todo.values(), _ordered(pool, jobs, _prepare, 4 * batch_size)):
-            for v, x in zip(wanted, tensors):
-                batch_x.append(x)
-                batch_k.append((sample.content, cache_tag(backbone, augmentation, v), v))
+    def key_of(sample: Sample, v: int) -> Key:
+        return (sample.content, cache_tag(backbone, augmentation, v, extra), v)
+
+    if audio:
+        for sample, v, window in _audio_windows(list(todo.values()), backbone, augmentation, silence, workers):
+            key = key_of(sample, v)
+            partial.setdefault(key, [])
+            if window is None:
+                finished.append(key)
+            else:
+                batch_x.append(window[None])
+                batch_k.append(key)
+            if len(batch_x) >= batch_size:
+                flush()
+        flush()
+    else:
+        jobs = [(s, v, backbone, augmentation) for s, v in todo.values()]
+        with ThreadPoolExecutor(workers) as pool:
+            for (sample, wanted), tensors in zip(todo.values(), _ordered(pool, jobs, _prepare_image, 4 * batch_size)):
+                for v, x in zip(wanted, tensors):
+                    key = key_of(sample, v)
+                    partial[key] = []
+                    batch_x.append(x)
+                    batch_k.append(key)
+                    finished.append(key)
                 if len(batch_x) >= batch_size:
                     flush()
-        flush()
+            flush()
     bar.close()
-    out = np.empty((len(samples), 1 + views, dim), np.float32)
+
+    rows, owners, view_ids = [], [], []
     for i, row in enumerate(keys):
         for v, k in enumerate(row):
-            out[i, v] = found[k]
-    return out
+            block = found[k]
+            rows.append(block)
+            owners.append(np.full(len(block), i))
+            view_ids.append(np.full(len(block), v))
+    if not rows:
+        return Embeddings(np.zeros((0, dim), np.float32), np.zeros(0, int), np.zeros(0, int), len(samples))
+    return Embeddings(np.concatenate(rows).astype(np.float32, copy=False), np.concatenate(owners),
+                      np.concatenate(view_ids), len(samples))

@@ -5,32 +5,40 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..backbones import DEFAULT_IMAGE_BACKBONE
+from ..data.audio import AudioAugmentation, SilenceOptions
 from ..data.images import Augmentation
 
 
 @dataclass(frozen=True)
 class ModelOptions:
-    backbone: str = DEFAULT_IMAGE_BACKBONE
+    backbone: str | None = None  # None: the task's default (audio: chosen per dataset by validation)
 
 
 @dataclass(frozen=True)
 class AugmentationOptions:
-    """Training-time augmentation, as the seed: horizontal flip, rotation, zoom. Off for evaluation."""
+    """Training-time augmentation. Images: flip, rotation, zoom (the seed's). Sounds: gain,
+    background noise at a random SNR, time shift. Off for evaluation."""
 
     enabled: bool = True
-    views: int = 2  # augmented copies of each training image, embedded once and cached
+    views: int = 2  # augmented copies of each training sample, embedded once and cached
     flip: bool = True
     rotation_degrees: float = 15.0
     zoom: float = 0.2
+    gain_db: float = 6.0
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)
+    max_shift_seconds: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 <= self.views <= 16:
             raise ValueError("augmentation views must be within 0..16")
         self.augmentation()  # validates the ranges
+        self.audio_augmentation()
 
     def augmentation(self) -> Augmentation:
         return Augmentation(self.flip, self.rotation_degrees, self.zoom)
+
+    def audio_augmentation(self) -> AudioAugmentation:
+        return AudioAugmentation(self.gain_db, tuple(self.noise_snr_db), 0.5, self.max_shift_seconds)
 
     @property
     def active_views(self) -> int:
@@ -61,10 +69,11 @@ class HParams:
 
 
 @dataclass(frozen=True)
-class ImageClassifierOptions:
+class ClassifierOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     hparams: HParams = field(default_factory=HParams)
     augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
+    silence: SilenceOptions = field(default_factory=SilenceOptions)  # audio only
     cache_dir: Path | None = None  # default: the user cache directory
     threads: int | None = None  # ONNX Runtime threads; default: all cores
 
@@ -72,3 +81,8 @@ class ImageClassifierOptions:
         d = asdict(self)
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
         return d
+
+
+# The image task's name for the same options (MediaPipe Model Maker style).
+ImageClassifierOptions = ClassifierOptions
+AudioClassifierOptions = ClassifierOptions

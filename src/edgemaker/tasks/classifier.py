@@ -1,0 +1,176 @@
+"""Classifiers on a frozen backbone: cached window embeddings, a trained softmax head, exports.
+
+One implementation for both modalities; an image is a sample with one window, a sound clip a
+sample with many, and sample-level results are the mean of its windows' probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..backbones import DEFAULT_AUDIO_BACKBONES, DEFAULT_IMAGE_BACKBONE, get_spec
+from ..backbones.runtime import Backbone, export_backbone_onnx
+from ..backbones.spec import Modality
+from ..data.validate import Sample
+from ..errors import EdgemakerError
+from ..evaluate.metrics import Evaluation, evaluate_predictions
+from ..export import onnx_model
+from ..export.quantization import Quantization
+from ..features.cache import FeatureCache
+from ..features.extract import Embeddings, extract_embeddings
+from ..heads.softmax import SoftmaxHead
+from ..progress import Progress, SilentProgress
+from .options import ClassifierOptions
+
+EXPORT_NAMES = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
+
+
+def _head(options: ClassifierOptions) -> SoftmaxHead:
+    hp = options.hparams
+    return SoftmaxHead(
+        epochs=hp.epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
+        label_smoothing=hp.label_smoothing, weight_decay=hp.weight_decay, class_weight=hp.class_weights,
+        patience=hp.patience, random_state=hp.seed,
+    )
+
+
+def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
+    return np.array([samples[i].label for i in emb.owner])
+
+
+class Classifier:
+    modality: Modality = "image"
+
+    def __init__(self, backbone: Backbone, head: SoftmaxHead, options: ClassifierOptions,
+                 cache: FeatureCache | None, progress: Progress) -> None:
+        self.backbone = backbone
+        self.head = head
+        self.options = options
+        self.cache = cache
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.head.classes_]
+
+    @property
+    def spec(self):
+        return self.backbone.spec
+
+    @staticmethod
+    def open_cache(options: ClassifierOptions) -> FeatureCache:
+        return FeatureCache(options.cache_dir / "features.sqlite" if options.cache_dir else None)
+
+    @classmethod
+    def candidate_backbones(cls, options: ClassifierOptions) -> list[str]:
+        if options.model.backbone:
+            spec = get_spec(options.model.backbone)
+            if spec.modality != cls.modality:
+                raise EdgemakerError(f"backbone {spec.name!r} is for {spec.modality}, not {cls.modality}; "
+                                     "see `edgemaker backbones`")
+            return [spec.name]
+        return [DEFAULT_IMAGE_BACKBONE] if cls.modality == "image" else list(DEFAULT_AUDIO_BACKBONES)
+
+    def _embed(self, samples: Sequence[Sample], views: int, desc: str) -> Embeddings:
+        return _embed(self.backbone, samples, views, self.options, self.cache, self.progress, desc)
+
+    @classmethod
+    def create(
+        cls,
+        train: Sequence[Sample],
+        validation: Sequence[Sample],
+        options: ClassifierOptions | None = None,
+        progress: Progress | None = None,
+        cache: FeatureCache | None = None,
+    ) -> Classifier:
+        """Embed `train` (with augmented views) and `validation`, fit a head per candidate backbone,
+        keep the one with the best validation accuracy (ties: lower validation loss)."""
+        options = options or ClassifierOptions()
+        progress = progress or SilentProgress()
+        cache = cache or cls.open_cache(options)
+        extract_s = train_s = 0.0
+        best: tuple | None = None
+        scores: dict[str, dict] = {}
+        for name in cls.candidate_backbones(options):
+            t0 = time.perf_counter()
+            backbone = Backbone(get_spec(name), options.threads, options.cache_dir)
+            x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress,
+                             f"extract train ({name})")
+            x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
+            t1 = time.perf_counter()
+            head = _head(options).fit(x_train.vectors, _labels(train, x_train),
+                                      validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
+            model = cls(backbone, head, options, cache, progress)
+            t2 = time.perf_counter()
+            extract_s += t1 - t0
+            train_s += t2 - t1
+            if len(validation):
+                ev = model._evaluate_embeddings(validation, x_val)
+                scores[name] = {"val_accuracy": round(ev.accuracy, 4), "val_loss": round(ev.loss, 4)}
+                rank = (ev.accuracy, -ev.loss)
+            else:
+                rank = (0.0, 0.0)
+            if best is None or rank > best[0]:
+                best = (rank, model)
+        assert best is not None
+        model = best[1]
+        model.timings = {"extract_s": extract_s, "train_s": train_s}
+        model.selection = scores if len(scores) > 1 else {}
+        return model
+
+    def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:
+        return self._embed(samples, 0, desc)
+
+    def _evaluate_embeddings(self, samples: Sequence[Sample], emb: Embeddings) -> Evaluation:
+        proba = emb.aggregate(self.head.predict_proba(emb.vectors))
+        return evaluate_predictions(self.classes, [s.label for s in samples], proba)
+
+    def evaluate(self, data: Sequence[Sample]) -> Evaluation:
+        """The in-memory float model on `data`; a sample's result is the mean over its windows."""
+        return self._evaluate_embeddings(data, self.embed(data, "extract test"))
+
+    def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
+        return onnx_model.model_metadata(self.spec, self.classes, quantization, self.options, frontend)
+
+    def export(self, out_dir: str | Path, quantization: Quantization | None = None, frontend: bool = True) -> Path:
+        """Write the stitched model (fp32, or quantized from it) into `out_dir`; returns its path.
+
+        Audio models take raw audio windows and compute log-mel in the graph; `frontend=False` gives
+        the variant that takes the log-mel patch (for devices with a DSP front end).
+        """
+        quantization = quantization or Quantization.none()
+        out_dir = Path(out_dir)
+        suffix = "" if frontend else "_nofrontend"
+        fp32 = out_dir / f"{EXPORT_NAMES['none']}{suffix}.onnx"
+        graph = self.backbone.onnx_path if frontend else export_backbone_onnx(self.spec, self.options.cache_dir, False)
+        model = onnx_model.stitch(graph, self.head.coef_, self.head.intercept_, self.metadata("none", frontend))
+        onnx_model.save_model(model, fp32)
+        if quantization.kind == "none":
+            return fp32
+        return onnx_model.quantize(fp32, out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx", quantization,
+                                   self.metadata(quantization.kind, frontend))
+
+
+def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
+    aug = options.augmentation
+    augmentation = aug.augmentation() if backbone.spec.image else aug.audio_augmentation()
+    return extract_embeddings(samples, backbone, cache, views, augmentation if views else None, progress,
+                              desc=desc, silence=options.silence)
+
+
+class ImageClassifier(Classifier):
+    modality: Modality = "image"
+
+
+class AudioClassifier(Classifier):
+    modality: Modality = "audio"
+
+
+def classifier_for(modality: Modality) -> type[Classifier]:
+    return ImageClassifier if modality == "image" else AudioClassifier
