@@ -24,13 +24,16 @@ def _emit(obj: dict, as_json: bool, text: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgemaker")
 def cli() -> None:
-    """Turn a folder of labelled images into a small, evaluated, int8 classifier for devices."""
+    """Turn a folder of labelled images or sounds into a small, evaluated, int8 classifier for devices."""
 
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--backbone", default=None, help="Feature extractor (see `edgemaker backbones`).")
+@click.option("--task", type=click.Choice(["image", "audio"]), default=None,
+              help="Default: detected from the files (mixing images and sounds is an error).")
+@click.option("--backbone", default=None,
+              help="Feature extractor (see `edgemaker backbones`). Audio default: chosen by validation accuracy.")
 @click.option("--epochs", type=int, default=None, help="Most epochs (early stopping picks the best).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate", type=float, default=None)
@@ -45,15 +48,21 @@ def cli() -> None:
               help="train/val/test percentages for folders without their own split.")
 @click.option("--formats", default="onnx-fp32,onnx-int8", show_default=True,
               help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16.")
+@click.option("--silence-db", type=float, default=-60.0, show_default=True,
+              help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
+@click.option("--keep-silence", is_flag=True, help="Audio: do not remove quiet frames.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Where embeddings are cached.")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
-def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
-          class_weights, seed, augment, augment_views, split_text, formats, cache_dir, threads, quiet, as_json) -> None:
-    """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>) and export to --out."""
+def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
+          class_weights, seed, augment, augment_views, split_text, formats, silence_db, keep_silence, cache_dir,
+          threads, quiet, as_json) -> None:
+    """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
+    export to --out."""
     from dataclasses import replace
 
+    from .data.audio import SilenceOptions
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
     from .tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
@@ -69,7 +78,8 @@ def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dr
         if augment_views is not None:
             aug = replace(aug, views=augment_views)
         options = ClassifierOptions(
-            model=ModelOptions(backbone) if backbone else ModelOptions(), hparams=hp, augmentation=aug,
+            model=ModelOptions(backbone), hparams=hp, augmentation=aug,
+            silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
             cache_dir=cache_dir, threads=threads,
         )
         split = SplitOptions.parse(split_text, seed=seed)
@@ -79,13 +89,14 @@ def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dr
         from .backbones import get_spec
 
         get_spec(backbone)
-    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json))
+    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
     if not quiet:
-        lines = [f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['splits']['test']} images), "
-                 f"total {metrics['timings']['total_s']:.1f} s"]
+        noun = "images" if metrics["task"] == "image_classification" else "clips"
+        lines = [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
+                 f"({metrics['splits']['test']} {noun}), total {metrics['timings']['total_s']:.1f} s"]
         for e in metrics["exports"]:
             lines.append(f"  {e['format']:<12} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
                          f"{e['latency_ms']:.1f} ms  {out / e['path']}")
@@ -97,30 +108,41 @@ def train(data: Path, out: Path, backbone, epochs, batch_size, learning_rate, dr
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--windows", is_flag=True, help="Sounds: also the top label of every window, with its start time.")
 @click.option("--json", "as_json", is_flag=True)
-def predict(model: Path, files: tuple[Path, ...], top_k: int, as_json: bool) -> None:
-    """Classify FILES with an exported MODEL file (labels travel inside it)."""
+def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_json: bool) -> None:
+    """Classify FILES with an exported MODEL file (labels travel inside it). A sound's result is
+    the mean over its windows, so long recordings work as they are."""
     from .export.runtime import ExportedModel
 
     m = ExportedModel(model)
     results, failed = [], 0
+
+    def top(proba) -> list[dict]:
+        order = proba.argsort()[::-1][:top_k]
+        return [{"label": m.labels[i], "probability": round(float(proba[i]), 4)} for i in order]
+
     for path in files:
         try:
-            proba = m.predict_files([path])[0]
+            result = {"file": str(path), "top": top(m.predict_files([path])[0])}
+            if windows and m.modality == "audio":
+                starts, proba = m.window_probabilities(path)
+                result["windows"] = [{"start_s": round(float(t), 3), "label": m.labels[int(p.argmax())],
+                                      "probability": round(float(p.max()), 4)} for t, p in zip(starts, proba)]
         except EdgemakerError as exc:
             failed += 1
             results.append({"file": str(path), "error": str(exc)})
             click.echo(f"error: {exc}", err=True)
             continue
-        order = proba.argsort()[::-1][:top_k]
-        results.append({"file": str(path), "top": [{"label": m.labels[i], "probability": round(float(proba[i]), 4)}
-                                                   for i in order]})
+        results.append(result)
     if as_json:
         click.echo(json.dumps({"model": str(model), "predictions": results}, indent=2))
     else:
         for r in results:
             if "top" in r:
                 click.echo(f"{r['file']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]))
+            for w in r.get("windows", []):
+                click.echo(f"  {w['start_s']:8.2f}s  {w['label']} {w['probability']:.3f}")
     if failed:
         sys.exit(1)
 
@@ -139,7 +161,7 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
 
     progress = _progress(quiet, as_json)
     m = ExportedModel(model)
-    report = validate_folder(folder, progress=progress, min_classes=1)
+    report = validate_folder(folder, progress=progress, min_classes=1, modality=m.modality)
     samples = report.samples
     if report.presplit and any(s.split == "test" for s in samples):
         samples = [s for s in samples if s.split == "test"]
@@ -152,7 +174,8 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
               "size_bytes": m.size_bytes, **ev.to_dict()}
     per = "\n".join(f"  {c:<20} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  n={v['support']}"
                     for c, v in ev.per_class().items())
-    _emit(result, as_json, f"accuracy {ev.accuracy:.4f} on {len(samples)} images"
+    noun = "images" if m.modality == "image" else "clips"
+    _emit(result, as_json, f"accuracy {ev.accuracy:.4f} on {len(samples)} {noun}"
                            f"{f' ({len(report.skipped)} skipped)' if report.skipped else ''}\n{per}")
 
 
@@ -174,12 +197,13 @@ def backbones(as_json: bool) -> None:
     from .backbones import list_backbones
 
     specs = list_backbones()
-    rows = [{"name": s.name, "modality": s.modality, "input_size": s.image.size if s.image else None,
+    rows = [{"name": s.name, "modality": s.modality,
+             "input": f"{s.image.size}px" if s.image else f"{s.audio.window_seconds:.2f}s@{s.audio.sample_rate}Hz",
              "feature_dim": s.feature_dim, "parameters": s.parameters, "licence": s.licence,
              "weights": s.weights.package or s.weights.location} for s in specs]
     _emit({"backbones": rows}, as_json, "\n".join(
-        f"{r['name']:<22} {r['modality']:<6} {r['input_size']}px  {r['parameters'] / 1e6:.1f}M params  "
-        f"dim {r['feature_dim']}  weights: {r['weights']}" for r in rows))
+        f"{r['name']:<24} {r['modality']:<6} {r['input']:<14} {r['parameters'] / 1e6:.1f}M params  "
+        f"dim {r['feature_dim']}  licence {r['licence'].split(' ')[0]}  weights: {r['weights']}" for r in rows))
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from .weights import resolve_weights
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
 ONNX_OPSET = 17
+# Bump when the exported graph changes without changing what it computes (embeddings stay valid).
+GRAPH_VERSION = 2
 
 
 def default_threads() -> int:
@@ -55,7 +57,7 @@ def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None, frontend:
     log-mel, or, with `frontend=False`, take the log-mel patch itself (for devices with a DSP front end).
     """
     suffix = "" if frontend else "-nofrontend"
-    target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}{suffix}.onnx"
+    target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}-g{GRAPH_VERSION}{suffix}.onnx"
     if target.is_file():
         return target
     weights = resolve_weights(spec.weights)

@@ -7,6 +7,8 @@ import html
 import io
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import write_text
 from ..data.images import decode_image
 from ..data.splits import Splits
@@ -23,6 +25,7 @@ th{background:#eef0f7}td:first-child,th:first-child{text-align:left}
 .warn{background:#fff1f0;border:2px solid #e5484d;color:#8c1d20;padding:10px 14px;border-radius:8px;font-weight:600}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumbs figure{margin:0;background:#fff;padding:6px;border-radius:8px;
 width:124px;font-size:12px}.thumbs img{width:112px;height:112px;object-fit:cover;display:block}
+.thumbs figure.clip{width:236px}.thumbs img.spec{width:224px;height:96px;object-fit:fill}.thumbs audio{width:224px;height:32px}
 .muted{color:#667}svg text{font:11px system-ui,sans-serif}
 """
 
@@ -70,6 +73,40 @@ def _confusion(ev: Evaluation) -> str:
     return "".join(rows) + "</table>"
 
 
+def _audio_figure(path: Path) -> str:
+    """An inline player (first 10 s, 16 kHz mono) and a small log-mel spectrogram of a clip."""
+    try:
+        import soundfile as sf
+        from PIL import Image
+
+        from ..backbones.frontends import YAMNET_LOGMEL
+        from ..data.audio import stream_mono
+
+        samples, total = [], 0
+        for block in stream_mono(path, 16000):
+            samples.append(block)
+            total += len(block)
+            if total >= 160000:
+                break
+        wave = np.concatenate(samples)[:160000]
+        buf = io.BytesIO()
+        sf.write(buf, wave, 16000, format="WAV", subtype="PCM_16")
+        audio = base64.b64encode(buf.getvalue()).decode()
+        padded = np.pad(wave, (0, max(0, YAMNET_LOGMEL.win_length - len(wave))))
+        mel = YAMNET_LOGMEL.compute(padded).T[::-1]  # (mels, frames), low frequencies at the bottom
+        lo, hi = np.percentile(mel, 2), np.percentile(mel, 99.5)
+        level = np.clip((mel - lo) / max(hi - lo, 1e-6), 0, 1)
+        rgb = np.stack([level ** 0.6, level ** 1.5, 0.35 + 0.4 * level - 0.35 * level ** 2], -1)
+        img = Image.fromarray((rgb * 255).astype(np.uint8)).resize((224, 96))
+        png = io.BytesIO()
+        img.save(png, "PNG")
+        spec = base64.b64encode(png.getvalue()).decode()
+    except Exception:  # a figure must never break the report
+        return ""
+    return (f'<img class=spec alt="spectrogram of {_e(path.name)}" src="data:image/png;base64,{spec}">'
+            f'<audio controls preload=none src="data:audio/wav;base64,{audio}"></audio>')
+
+
 def _thumb(path: Path) -> str:
     try:
         im = decode_image(path.read_bytes(), min_side=112)
@@ -91,17 +128,21 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
-def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 60) -> None:
+def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 40) -> None:
     hist = metrics["training"]["history"]
     test = metrics["test"]
     exports = metrics["exports"]
     data = metrics["data"]
+    audio = metrics["task"] == "audio_classification"
+    noun = "clips" if audio else "images"
     out = [f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width'>"
            f"<title>edgemaker report</title><style>{_CSS}</style></head><body><main>",
-           f"<h1>Image classifier report</h1><p class=muted>{_e(data['root'])} · {_e(metrics['created'])} · "
-           f"edgemaker {_e(metrics['edgemaker_version'])}</p>"]
+           f"<h1>{'Sound' if audio else 'Image'} classifier report</h1><p class=muted>{_e(data['root'])} · "
+           f"{_e(metrics['created'])} · edgemaker {_e(metrics['edgemaker_version'])}</p>"]
     out += [f'<p class=warn role=alert>⚠ {_e(w)}</p>' for w in metrics["warnings"]]
-    best = max(exports, key=lambda e: (e["quantization"] != "none", -e["size_bytes"])) if exports else None
+    # The headline file: the int8 model with the front end in it, else the smallest quantized, else fp32.
+    best = max(exports, key=lambda e: (e["format"] == "onnx-int8", e["quantization"] != "none",
+                                       not e["format"].endswith("nofrontend"), -e["size_bytes"])) if exports else None
     cards = [("test accuracy (float)", f"{test['accuracy']:.1%}"), ("classes", len(metrics["classes"])),
              ("train / val / test", " / ".join(str(v) for v in metrics["splits"].values()))]
     if best:
@@ -110,20 +151,30 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     out.append("<div class=cards>" + "".join(f"<div class=card>{_e(k)}<b>{_e(v)}</b></div>" for k, v in cards) + "</div>")
 
     out.append("<h2>Exported files</h2><p class=muted>Each file was re-loaded and run on the test split by its own "
-               "runtime; latency is one image (batch 1) on this machine.</p>")
+               f"runtime{' (a clip: mean over its windows)' if audio else ''}; latency is one "
+               f"{'window' if audio else 'image'} (batch 1) on this machine.</p>")
     out.append(_table(["format", "file", "size", "test accuracy", "agrees with float", "latency (ms)"],
                       [[e["format"], e["path"], _mb(e["size_bytes"]), f"{e['test_accuracy']:.4f}",
                         f"{e['agreement_with_float']:.1%}", f"{e['latency_ms']:.2f}"] for e in exports]))
 
     out.append("<h2>Dataset</h2>")
-    out.append(f"<p>{_e(metrics['split_how'])}. Backbone <b>{_e(metrics['backbone']['name'])}</b> "
-               f"({metrics['backbone']['input_size']} px, licence: {_e(metrics['backbone']['licence'])}).</p>")
+    bb = metrics["backbone"]
+    shape = (f"{bb['window_seconds']} s windows every {bb['hop_seconds']} s at {bb['sample_rate']} Hz; {bb['frontend']}"
+             if audio else f"{bb['input_size']} px")
+    out.append(f"<p>{_e(metrics['split_how'])}. Backbone <b>{_e(bb['name'])}</b> ({_e(shape)}; licence: "
+               f"{_e(bb['licence'])}).</p>")
+    if bb.get("selection"):
+        out.append(f"<p>Backbone chosen by validation accuracy on this dataset: <b>{_e(bb['name'])}</b>.</p>")
+        out.append(_table(["backbone", "val accuracy (clips)", "val loss"],
+                          [[k, f"{v['val_accuracy']:.4f}", f"{v['val_loss']:.4f}"] for k, v in bb["selection"].items()]))
     counts = {name: {} for name, _ in splits.items()}
     for name, samples in splits.items():
         for s in samples:
             counts[name][s.label] = counts[name].get(s.label, 0) + 1
     out.append(_table(["class", "train", "val", "test"],
                       [[c, *(counts[n].get(c, 0) for n in ("train", "val", "test"))] for c in metrics["classes"]]))
+    if data.get("notes"):
+        out.append(_table(["file", "note"], [[n["path"], n["note"]] for n in data["notes"][:200]]))
     if data["skipped"]:
         out.append(f"<details><summary>{len(data['skipped'])} files skipped</summary>")
         out.append(_table(["file", "reason"], [[s["path"], s["reason"]] for s in data["skipped"][:500]]))
@@ -132,30 +183,31 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     out.append("<h2>Training</h2>")
     out.append(f"<p>Best epoch {metrics['training']['best_epoch']} of {metrics['training']['epochs_run']} run "
                f"(early stopping on validation, best epoch restored); {metrics['training']['augmented_views']} "
-               "augmented views per training image.</p>")
+               f"augmented views per training {'clip' if audio else 'image'}.</p>")
     out.append(_line_chart("accuracy", {"train": [h["train_accuracy"] for h in hist],
                                         "val": [h["val_accuracy"] for h in hist]}, 1.0))
     out.append(_line_chart("loss", {"train": [h["train_loss"] for h in hist], "val": [h["val_loss"] for h in hist]}))
 
     out.append(f"<h2>Test results</h2><p>Accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f} on "
-               f"{test['samples']} images (float model).</p>")
+               f"{test['samples']} {noun} (float model{'; a clip is the mean of its windows' if audio else ''}).</p>")
     out.append(_confusion(test_eval))
     out.append(_table(["class", "precision", "recall", "F1", "support"],
                       [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
                        for c, m in test["per_class"].items()]))
     wrong = [i for i in range(len(splits.test)) if test_eval.y_pred[i] != test_eval.y_true[i]]
-    out.append(f"<h2>Misclassified test images ({len(wrong)})</h2>")
+    out.append(f"<h2>Misclassified test {noun} ({len(wrong)})</h2>")
     if wrong:
         figs = []
         for i in wrong[:max_thumbs]:
             s = splits.test[i]
             pred = test_eval.classes[test_eval.y_pred[i]]
             conf = test_eval.probabilities[i].max()
-            figs.append(f'<figure><img alt="{_e(s.path.name)}" src="{_thumb(s.path)}"><figcaption>true <b>{_e(s.label)}</b>'
+            media = _audio_figure(s.path) if audio else f'<img alt="{_e(s.path.name)}" src="{_thumb(s.path)}">'
+            figs.append(f'<figure{" class=clip" if audio else ""}>{media}<figcaption>true <b>{_e(s.label)}</b>'
                         f"<br>predicted <b>{_e(pred)}</b> ({conf:.0%})<br><span class=muted>{_e(s.path.name)}</span>"
                         "</figcaption></figure>")
         out.append("<div class=thumbs>" + "".join(figs) + "</div>")
     else:
-        out.append("<p>None: every test image was classified correctly.</p>")
+        out.append(f"<p>None: every test {noun[:-1]} was classified correctly.</p>")
     out.append("</main></body></html>")
     write_text(target, "\n".join(out))
