@@ -24,7 +24,10 @@ demo: install
 	$(BIN)/edgemaker train $(DEMO)/shapes --out demo-run
 	$(BIN)/edgemaker predict demo-run/model_int8.onnx $(DEMO)/holdout/circle/circle_000.jpg $(DEMO)/holdout/triangle/triangle_000.jpg
 	$(BIN)/edgemaker evaluate demo-run/model_int8.onnx $(DEMO)/holdout
-	@echo "Open demo-run/report.html to see the report."
+	$(BIN)/edgemaker train $(DEMO)/sounds --out demo-run-audio
+	$(BIN)/edgemaker predict demo-run-audio/model_int8.onnx $(DEMO)/sounds-holdout/knock/knock_000.wav --windows
+	$(BIN)/edgemaker evaluate demo-run-audio/model_int8.onnx $(DEMO)/sounds-holdout
+	@echo "Open demo-run/report.html and demo-run-audio/report.html to see the reports."
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -33,4 +36,4 @@ bench: install
 	$(BIN)/python bench/bench.py
 
 clean:
-	rm -rf demo-run $(DEMO) bench-results.json .pytest_cache
+	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json .pytest_cache

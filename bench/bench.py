@@ -6,7 +6,10 @@ warm_retrain_ratio  a retrain of the same run with a warm cache / the cold run, 
                     does (validate + features + head training). Goal <= 0.10.
 warm_full_run_ratio the same for the whole `train` run, exports and their evaluation included.
 int8_size_ratio     model_int8.onnx size / model_fp32.onnx size. Goal <= 0.30.
-Data: ../shared/data/caltech-dev10 when present, else a generated JPEG set.
+audio rows          clips/s of end-to-end extraction for each audio backbone (decode, resample, silence
+                    removal, windows, in-graph log-mel, network), windows/s of the raw backbone on
+                    ready windows, and the windowing overhead (1 - end-to-end / raw, in window terms).
+Data: ../shared/data/caltech-dev10 and esc10-dev9 when present, else generated sets.
 """
 
 from __future__ import annotations
@@ -101,12 +104,46 @@ def runs(data: Path, tmp: Path) -> dict:
     }
 
 
+def audio(tmp: Path) -> dict:
+    from edgemaker import validate_folder
+    from edgemaker.backbones import DEFAULT_AUDIO_BACKBONES, get_spec
+    from edgemaker.backbones.runtime import Backbone
+    from edgemaker.data.audio import clip_windows
+    from edgemaker.features.extract import extract_embeddings
+
+    real = ROOT.parent / "shared" / "data" / "esc10-dev9"
+    if real.is_dir():
+        data = real / "train"
+    else:
+        from edgemaker.demo import make_sound_dataset
+
+        make_sound_dataset(tmp / "sounds", per_class=40, seed=0)
+        data = tmp / "sounds"
+    samples = validate_folder(data).samples[:120]
+    rows = {}
+    for name in DEFAULT_AUDIO_BACKBONES:
+        backbone = Backbone(get_spec(name))
+        windows = np.concatenate([np.stack(list(clip_windows(s.path, backbone.spec.audio))) for s in samples])
+        backbone.embed(windows[:16])
+        t = time.perf_counter()
+        for i in range(0, len(windows), 16):
+            backbone.embed(windows[i : i + 16])
+        raw_windows_s = len(windows) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        emb = extract_embeddings(samples, backbone, None)
+        elapsed = time.perf_counter() - t
+        rows[name] = {"clips_s": len(samples) / elapsed, "windows_s": len(emb.vectors) / elapsed,
+                      "raw_windows_s": raw_windows_s, "windows_per_clip": len(emb.vectors) / len(samples),
+                      "windowing_overhead": 1 - (len(emb.vectors) / elapsed) / raw_windows_s}
+    return {"audio_data": str(data), "audio_clips": len(samples), "audio": rows}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ.setdefault("EDGEMAKER_CACHE_DIR", str(tmp / "cache"))
         data = dataset(tmp)
-        result = {"data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **runs(data, tmp)}
+        result = {"data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **runs(data, tmp), **audio(tmp)}
     goals = [("extract_ratio", ">=", 0.8), ("warm_retrain_ratio", "<=", 0.10), ("int8_size_ratio", "<=", 0.30)]
     print(f"data: {result['data']}  ({result['cpu_count']} cores)")
     print(f"{'measure':<22}{'value':>10}   baseline / detail")
@@ -120,6 +157,11 @@ def main() -> None:
     print(f"{'int8_size_ratio':<22}{result['int8_size_ratio']:>10.3f}   {result['int8_bytes'] / 1e6:.2f} MB vs "
           f"{result['fp32_bytes'] / 1e6:.2f} MB (goal <= 0.30)")
     print(f"test accuracy: {result['test_accuracy']}")
+    print(f"audio ({result['audio_clips']} clips of {result['audio_data']}):")
+    for name, row in result["audio"].items():
+        print(f"  {name:<24}{row['clips_s']:>8.1f} clips/s  {row['windows_s']:>7.1f} windows/s end-to-end vs "
+              f"{row['raw_windows_s']:.1f} raw ({row['windows_per_clip']:.1f} windows/clip); windowing overhead "
+              f"{row['windowing_overhead']:.1%}")
     result["goals_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, op, v in goals}
     (ROOT / "bench-results.json").write_text(json.dumps(result, indent=2) + "\n")
     print("wrote bench-results.json")

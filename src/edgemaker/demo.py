@@ -1,4 +1,4 @@
-"""Generate a small labelled image set offline (shapes on textured backgrounds) for `make demo`."""
+"""Generate small labelled image and sound sets offline for `make demo` (and for tests)."""
 
 from __future__ import annotations
 
@@ -41,15 +41,55 @@ def make_dataset(root: Path, per_class: int, seed: int) -> None:
             draw_shape(shape, rng).save(folder / f"{shape}_{i:03d}.jpg", quality=90)
 
 
+SOUNDS = ("whistle", "knock", "hum")
+SOUND_RATE = 16000
+
+
+def synth_sound(kind: str, rng: np.random.Generator, seconds: float = 2.0, rate: int = SOUND_RATE) -> np.ndarray:
+    """One clip of `kind` over quiet room noise: random pitch, timing and loudness."""
+    t = np.arange(int(seconds * rate)) / rate
+    out = rng.normal(0, 0.003, len(t))
+    if kind == "whistle":  # a gliding tone
+        f0, f1 = rng.uniform(900, 1600), rng.uniform(1400, 2600)
+        start, length = rng.uniform(0, 0.6), rng.uniform(0.7, 1.2)
+        on = (t >= start) & (t < start + length)
+        phase = 2 * np.pi * np.cumsum(np.where(on, f0 + (f1 - f0) * (t - start) / length, 0)) / rate
+        out += on * np.sin(phase) * rng.uniform(0.2, 0.5)
+    elif kind == "knock":  # decaying broadband clicks
+        for onset in np.sort(rng.uniform(0, seconds - 0.2, rng.integers(2, 5))):
+            i = int(onset * rate)
+            n = int(0.12 * rate)
+            burst = rng.normal(0, 1, n) * np.exp(-np.arange(n) / (0.015 * rate))
+            out[i : i + n] += np.convolve(burst, np.ones(6) / 6, "same")[: len(out) - i] * rng.uniform(0.3, 0.7)
+    else:  # hum: a low harmonic buzz
+        f = rng.uniform(90, 180)
+        out += sum(np.sin(2 * np.pi * f * k * t + rng.uniform(0, 6)) / k for k in range(1, 6)) * rng.uniform(0.05, 0.2)
+    return np.clip(out, -1, 1).astype(np.float32)
+
+
+def make_sound_dataset(root: Path, per_class: int, seed: int) -> None:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    for kind in SOUNDS:
+        folder = root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            sf.write(folder / f"{kind}_{i:03d}.wav", synth_sound(kind, rng), SOUND_RATE, subtype="PCM_16")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=40)
-    parser.add_argument("--holdout", type=int, default=15, help="images per class in a separate holdout folder")
+    parser.add_argument("--holdout", type=int, default=15, help="files per class in a separate holdout folder")
     args = parser.parse_args()
     make_dataset(args.out / "shapes", args.per_class, seed=1)
     make_dataset(args.out / "holdout", args.holdout, seed=2)
-    print(f"wrote {args.out / 'shapes'} ({args.per_class}/class) and {args.out / 'holdout'} ({args.holdout}/class)")
+    make_sound_dataset(args.out / "sounds", args.per_class // 2, seed=3)
+    make_sound_dataset(args.out / "sounds-holdout", args.holdout, seed=4)
+    print(f"wrote {args.out}/shapes, holdout ({args.per_class}, {args.holdout} images per class) and "
+          f"{args.out}/sounds, sounds-holdout ({args.per_class // 2}, {args.holdout} clips per class)")
 
 
 if __name__ == "__main__":
