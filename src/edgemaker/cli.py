@@ -181,12 +181,13 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
 
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["image", "audio"]), default=None, help="Default: detected from the files.")
 @click.option("--json", "as_json", is_flag=True)
-def validate(folder: Path, as_json: bool) -> None:
+def validate(folder: Path, task: str | None, as_json: bool) -> None:
     """Check a data FOLDER without training: counts, skipped files and why, duplicates."""
     from .data.validate import validate_folder
 
-    report = validate_folder(folder, progress=_progress(False, as_json))
+    report = validate_folder(folder, progress=_progress(False, as_json), modality=task)
     _emit(report.to_dict(), as_json, "\n".join(report.summary_lines()))
 
 

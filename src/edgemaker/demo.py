@@ -32,13 +32,19 @@ def draw_shape(shape: str, rng: np.random.Generator, size: int = 160) -> Image.I
     return im
 
 
-def make_dataset(root: Path, per_class: int, seed: int) -> None:
+def _write_classes(root: Path, classes, per_class: int, seed: int, write) -> None:
+    """write(kind, rng, path_without_suffix) for `per_class` files of each class, seeded."""
     rng = np.random.default_rng(seed)
-    for shape in SHAPES:
-        folder = root / shape
+    for kind in classes:
+        folder = root / kind
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            draw_shape(shape, rng).save(folder / f"{shape}_{i:03d}.jpg", quality=90)
+            write(kind, rng, folder / f"{kind}_{i:03d}")
+
+
+def make_dataset(root: Path, per_class: int, seed: int) -> None:
+    _write_classes(root, SHAPES, per_class, seed,
+                   lambda kind, rng, stem: draw_shape(kind, rng).save(stem.with_suffix(".jpg"), quality=90))
 
 
 SOUNDS = ("whistle", "knock", "hum")
@@ -70,12 +76,8 @@ def synth_sound(kind: str, rng: np.random.Generator, seconds: float = 2.0, rate:
 def make_sound_dataset(root: Path, per_class: int, seed: int) -> None:
     import soundfile as sf
 
-    rng = np.random.default_rng(seed)
-    for kind in SOUNDS:
-        folder = root / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            sf.write(folder / f"{kind}_{i:03d}.wav", synth_sound(kind, rng), SOUND_RATE, subtype="PCM_16")
+    _write_classes(root, SOUNDS, per_class, seed, lambda kind, rng, stem: sf.write(
+        stem.with_suffix(".wav"), synth_sound(kind, rng), SOUND_RATE, subtype="PCM_16"))
 
 
 def main() -> None:

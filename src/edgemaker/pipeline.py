@@ -17,6 +17,7 @@ from .errors import EdgemakerError
 from .evaluate.metrics import Evaluation, evaluate_predictions
 from .export.quantization import Quantization
 from .export.runtime import ExportedModel
+from .features.extract import ordered_map
 from .progress import Progress, SilentProgress
 from .tasks.classifier import Classifier, classifier_for
 from .tasks.options import ClassifierOptions
@@ -62,7 +63,7 @@ def evaluate_files(models: Sequence[ExportedModel], paths: Sequence[Path], label
         return {kind: m.prepare(path) for kind, m in kinds.items()}
 
     with ThreadPoolExecutor(workers) as pool:
-        for prepared in pool.map(prepare, paths):
+        for prepared in ordered_map(pool, [(p,) for p in paths], prepare, 2 * workers):
             for i, model in enumerate(models):
                 outputs[i].append(model.predict_prepared(prepared[model.input["kind"]]))
             bar.update()

@@ -82,7 +82,7 @@ def _prepare_image(sample: Sample, views: Sequence[int], backbone: Backbone, aug
     return [preprocess(im, spec, augmentation if v > 0 else None, view_seed(sample.content, v))[None] for v in views]
 
 
-def _ordered(pool: ThreadPoolExecutor, jobs: list, fn, window: int) -> Iterator:
+def ordered_map(pool: ThreadPoolExecutor, jobs: list, fn, window: int) -> Iterator:
     """Like pool.map, but keeps at most `window` jobs in flight (bounded memory)."""
     pending: deque[Future] = deque()
     it = iter(jobs)
@@ -101,12 +101,14 @@ _DONE = object()
 
 
 def _audio_windows(todo: list[tuple[Sample, list[int]]], backbone: Backbone, augmentation, silence,
-                   workers: int, depth: int = 512) -> Iterator[tuple[Sample, int, np.ndarray | None]]:
-    """(sample, view, window) items in order, decoded in background threads; None ends a (sample, view)."""
+                   workers: int, buffer_bytes: int = 32_000_000) -> Iterator[tuple[Sample, int, np.ndarray | None]]:
+    """(sample, view, window) items in order, decoded in background threads; None ends a (sample, view).
+    Each thread buffers at most `buffer_bytes` of windows ahead of the model."""
     from ..data.audio import AudioDecodeError, clip_windows
 
     spec = backbone.spec.audio
     assert spec is not None
+    depth = max(8, buffer_bytes // (4 * spec.window_samples))
     stop = threading.Event()
     # Each worker handles every `workers`-th clip; a reorder buffer keeps the output in order.
     slots: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in range(workers)]
@@ -228,7 +230,7 @@ def extract_embeddings(
     else:
         jobs = [(s, v, backbone, augmentation) for s, v in todo.values()]
         with ThreadPoolExecutor(workers) as pool:
-            for (sample, wanted), tensors in zip(todo.values(), _ordered(pool, jobs, _prepare_image, 4 * batch_size)):
+            for (sample, wanted), tensors in zip(todo.values(), ordered_map(pool, jobs, _prepare_image, 4 * batch_size)):
                 for v, x in zip(wanted, tensors):
                     key = key_of(sample, v)
                     partial[key] = []
