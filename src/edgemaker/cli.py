@@ -46,8 +46,13 @@ def cli() -> None:
 @click.option("--augment-views", type=int, default=None, help="Augmented copies per training image.")
 @click.option("--split", "split_text", default="80/10/10", show_default=True,
               help="train/val/test percentages for folders without their own split.")
-@click.option("--formats", default="onnx-fp32,onnx-int8", show_default=True,
-              help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16.")
+@click.option("--formats", default="onnx-fp32,onnx-int8,tflite-int8", show_default=True,
+              help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16, tflite-fp32, tflite-int8, "
+                   "tflite-dynamic, tflite-fp16, c-array (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
+@click.option("--input-size", type=int, default=None,
+              help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
+@click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
+@click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
               help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
 @click.option("--keep-silence", is_flag=True, help="Audio: do not remove quiet frames.")
@@ -56,8 +61,8 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
-          class_weights, seed, augment, augment_views, split_text, formats, silence_db, keep_silence, cache_dir,
-          threads, quiet, as_json) -> None:
+          class_weights, seed, augment, augment_views, split_text, formats, input_size, max_flash, max_ram,
+          silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
     from dataclasses import replace
@@ -78,18 +83,23 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         if augment_views is not None:
             aug = replace(aug, views=augment_views)
         options = ClassifierOptions(
-            model=ModelOptions(backbone), hparams=hp, augmentation=aug,
+            model=ModelOptions(backbone, input_size), hparams=hp, augmentation=aug,
             silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
             cache_dir=cache_dir, threads=threads,
         )
         split = SplitOptions.parse(split_text, seed=seed)
+        from .export.device import parse_size
+
+        flash_limit = parse_size(max_flash) if max_flash else None
+        ram_limit = parse_size(max_ram) if max_ram else None
     except ValueError as exc:
         raise EdgemakerError(f"invalid option: {exc}") from None
     if backbone:
         from .backbones import get_spec
 
         get_spec(backbone)
-    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task)
+    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task,
+                        flash_limit, ram_limit)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -98,8 +108,9 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         lines = [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
                  f"({metrics['splits']['test']} {noun}), total {metrics['timings']['total_s']:.1f} s"]
         for e in metrics["exports"]:
-            lines.append(f"  {e['format']:<12} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
-                         f"{e['latency_ms']:.1f} ms  {out / e['path']}")
+            ram = f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else ""
+            lines.append(f"  {e['format']:<14} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
+                         f"{e['latency_ms']:.1f} ms{ram}  {out / e['path']}")
         lines.append(f"report: {out / 'report.html'}")
         click.echo("\n".join(lines))
 
@@ -113,9 +124,9 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
 def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_json: bool) -> None:
     """Classify FILES with an exported MODEL file (labels travel inside it). A sound's result is
     the mean over its windows, so long recordings work as they are."""
-    from .export.runtime import ExportedModel
+    from .export.runtime import load_exported
 
-    m = ExportedModel(model)
+    m = load_exported(model)
     results, failed = [], 0
 
     def top(proba) -> list[dict]:
@@ -155,12 +166,12 @@ def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_
 def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
     """Evaluate an exported MODEL on FOLDER (<class>/<files>; a test/ split is used if present)."""
     from .evaluate.metrics import evaluate_predictions
-    from .export.runtime import ExportedModel
+    from .export.runtime import load_exported
     from .pipeline import evaluate_files
     from .data.validate import validate_folder
 
     progress = _progress(quiet, as_json)
-    m = ExportedModel(model)
+    m = load_exported(model)
     report = validate_folder(folder, progress=progress, min_classes=1, modality=m.modality)
     samples = report.samples
     if report.presplit and any(s.split == "test" for s in samples):

@@ -16,21 +16,31 @@ from .data.validate import ValidationReport, validate_folder
 from .errors import EdgemakerError
 from .evaluate.metrics import Evaluation, evaluate_predictions
 from .export.quantization import Quantization
-from .export.runtime import ExportedModel
+from .export.runtime import ExportedModel, load_exported
 from .features.extract import ordered_map
 from .progress import Progress, SilentProgress
 from .tasks.classifier import Classifier, classifier_for
 from .tasks.options import ClassifierOptions
 
-# format -> (quantization kind, with the audio front end in the graph)
+# format -> (runtime, quantization kind, audio front end in the graph; None: only where it stays full-integer)
 FORMATS = {
-    "onnx-fp32": ("none", True), "onnx-int8": ("int8", True), "onnx-dynamic": ("dynamic", True),
-    "onnx-fp16": ("float16", True),
-    "onnx-fp32-nofrontend": ("none", False), "onnx-int8-nofrontend": ("int8", False),
+    "onnx-fp32": ("onnx", "none", True), "onnx-int8": ("onnx", "int8", True),
+    "onnx-dynamic": ("onnx", "dynamic", True), "onnx-fp16": ("onnx", "float16", True),
+    "onnx-fp32-nofrontend": ("onnx", "none", False), "onnx-int8-nofrontend": ("onnx", "int8", False),
+    "tflite-fp32": ("tflite", "none", True), "tflite-int8": ("tflite", "int8", None),
+    "tflite-dynamic": ("tflite", "dynamic", True), "tflite-fp16": ("tflite", "float16", True),
+    "c-array": ("c", "int8", None),
 }
 AUDIO_ONLY = ("onnx-fp32-nofrontend", "onnx-int8-nofrontend")
-DEFAULT_FORMATS = ("onnx-fp32", "onnx-int8")
-INT8_TOLERANCE = 0.01  # an int8 file more than 1 point below fp32 is reported loudly
+DEFAULT_FORMATS = ("onnx-fp32", "onnx-int8", "tflite-int8")
+INT8_TOLERANCE = 0.01  # a quantized file more than 1 point below its fp32 source is reported loudly
+
+
+def _frontend(fmt: str, modality: str) -> bool:
+    """A full-int8 sound model takes log-mel: an int8 STFT would lose quiet sounds, and
+    microcontrollers compute mel features in DSP anyway."""
+    wanted = FORMATS[fmt][2]
+    return modality == "image" if wanted is None else wanted
 
 
 def parse_formats(text: str | Sequence[str], modality: str | None = None) -> tuple[str, ...]:
@@ -44,7 +54,7 @@ def parse_formats(text: str | Sequence[str], modality: str | None = None) -> tup
 
 
 def _quantization(fmt: str, splits: Splits) -> Quantization:
-    kind = FORMATS[fmt][0]
+    kind = FORMATS[fmt][1]
     if kind == "int8":
         return Quantization.for_int8([s.path for s in splits.train])
     return {"none": Quantization.none(), "dynamic": Quantization.for_dynamic(), "float16": Quantization.for_float16()}[kind]
@@ -89,6 +99,8 @@ def train_run(
     formats: Sequence[str] = DEFAULT_FORMATS,
     progress: Progress | None = None,
     task: str | None = None,
+    max_flash: int | None = None,
+    max_ram: int | None = None,
 ) -> dict:
     """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content.
 
@@ -124,12 +136,12 @@ def train_run(
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
-        exported = [(fmt, clf.export(out_dir, _quantization(fmt, splits), FORMATS[fmt][1])) for fmt in formats]
-        models = [ExportedModel(path, options.threads) for _, path in exported]
+        exported = _export_all(clf, out_dir, formats, splits, report.modality)
+        models = [load_exported(path, options.threads) for _, path in exported]
         file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
         exports = []
         for (fmt, path), model, ev in zip(exported, models, file_evals):
-            exports.append({
+            entry = {
                 "format": fmt,
                 "path": path.name,
                 "size_bytes": path.stat().st_size,
@@ -137,10 +149,23 @@ def train_run(
                 "agreement_with_float": round(ev.agreement(test_eval), 4),
                 "latency_ms": round(model.latency_ms(), 3),
                 "quantization": model.metadata["quantization"],
-            })
-        for fp32_name, fmt in (("model_fp32.onnx", "onnx-fp32"), ("model_fp32_nofrontend.onnx", "onnx-fp32-nofrontend")):
+                "input": model.input["kind"],
+                "peak_ram_bytes": None,
+                "macs": None,
+            }
+            if path.suffix == ".tflite":
+                from .export.device import budget
+
+                b = budget(path)
+                entry.update(peak_ram_bytes=b.peak_ram_bytes, macs=b.macs)
+            exports.append(entry)
+        if "c-array" in formats:
+            exports.append(_c_array(out_dir, exports, clf))
+        for fp32_name, fmt in (("model_fp32.onnx", "onnx-fp32"), ("model_fp32_nofrontend.onnx", "onnx-fp32-nofrontend"),
+                               ("model_fp32.tflite", "tflite-fp32"), ("model_fp32_nofrontend.tflite", "tflite-fp32")):
             if fmt not in formats:  # an fp32 file is the source of the quantized ones; keep it only if asked
                 (out_dir / fp32_name).unlink(missing_ok=True)
+                (out_dir / (fp32_name + ".json")).unlink(missing_ok=True)
         t_export = time.perf_counter() - t0
     finally:
         cache.close()
@@ -162,18 +187,67 @@ def train_run(
     write_json(out_dir / "split.json", _split_record(report, splits))
     write_json(out_dir / "config.json", {"task": report.modality, "options": options.to_dict(), "split": vars(split),
                                          "formats": list(formats)})
-    write_json(out_dir / "metrics.json", metrics)
     from .evaluate.report import write_report
 
+    budget_problems = check_budgets(exports, max_flash, max_ram)
+    metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
+    write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir / "report.html", metrics, splits, test_eval)
+    if budget_problems:
+        raise EdgemakerError(budget_problems[0])
     return metrics
+
+
+def _export_all(clf: Classifier, out_dir: Path, formats: Sequence[str], splits: Splits, modality: str):
+    """[(format, path)] for every file format asked (c-array is built from tflite-int8 afterwards)."""
+    from .export.tflite import export_tflite, require_tflite
+
+    wanted = [f for f in formats if f != "c-array"]
+    if "c-array" in formats and "tflite-int8" not in wanted:
+        wanted.append("tflite-int8")  # the C array holds exactly this file's bytes
+    if any(FORMATS[f][0] == "tflite" for f in wanted):
+        require_tflite()
+    out = []
+    for fmt in wanted:
+        runtime, _, _ = FORMATS[fmt]
+        frontend = _frontend(fmt, modality)
+        q = _quantization(fmt, splits)
+        path = clf.export(out_dir, q, frontend) if runtime == "onnx" else export_tflite(clf, out_dir, q, frontend)
+        out.append((fmt, path))
+    return out
+
+
+def _c_array(out_dir: Path, exports: list[dict], clf: Classifier) -> dict:
+    from .export.device import write_c_array
+    from .export.tflite import read_metadata
+
+    source = next(e for e in exports if e["format"] == "tflite-int8")
+    tflite = out_dir / source["path"]
+    _, cc = write_c_array(tflite, out_dir, read_metadata(tflite))
+    return {**source, "format": "c-array", "path": cc.name, "size_bytes": tflite.stat().st_size,
+            "source": source["path"], "note": "model_data.cc holds exactly the bytes of " + source["path"]}
+
+
+def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | None) -> list[str]:
+    from .export.device import Budget, check_budget
+
+    problems = []
+    for e in exports:
+        if e["peak_ram_bytes"] is None:
+            continue
+        b = Budget(e["size_bytes"], e["peak_ram_bytes"], e["macs"] or 0, 0)
+        msg = check_budget(e["path"], b, max_flash, max_ram)
+        if msg:
+            problems.append(msg)
+    return problems
 
 
 def _accuracy_warnings(exports: list[dict], float_eval: Evaluation) -> list[str]:
     out = []
     n = len(float_eval.y_true)
     for e in exports:
-        source = "onnx-fp32-nofrontend" if e["format"].endswith("nofrontend") else "onnx-fp32"
+        family = "tflite" if e["format"].startswith(("tflite", "c-")) else "onnx"
+        source = f"{family}-fp32" + ("-nofrontend" if e["format"].endswith("nofrontend") else "")
         fp32 = next((x["test_accuracy"] for x in exports if x["format"] == source), round(float_eval.accuracy, 4))
         if e["quantization"] != "none" and fp32 - e["test_accuracy"] > INT8_TOLERANCE:
             extra = round((fp32 - e["test_accuracy"]) * n)

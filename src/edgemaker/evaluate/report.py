@@ -153,9 +153,22 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     out.append("<h2>Exported files</h2><p class=muted>Each file was re-loaded and run on the test split by its own "
                f"runtime{' (a clip: mean over its windows)' if audio else ''}; latency is one "
                f"{'window' if audio else 'image'} (batch 1) on this machine.</p>")
-    out.append(_table(["format", "file", "size", "test accuracy", "agrees with float", "latency (ms)"],
-                      [[e["format"], e["path"], _mb(e["size_bytes"]), f"{e['test_accuracy']:.4f}",
-                        f"{e['agreement_with_float']:.1%}", f"{e['latency_ms']:.2f}"] for e in exports]))
+    out.append(_table(["format", "file", "input", "size (flash)", "test accuracy", "agrees with float",
+                       "latency (ms)", "peak RAM", "MACs"],
+                      [[e["format"], e["path"], e.get("input", ""), _mb(e["size_bytes"]), f"{e['test_accuracy']:.4f}",
+                        f"{e['agreement_with_float']:.1%}", f"{e['latency_ms']:.2f}",
+                        _mb(e["peak_ram_bytes"]) if e.get("peak_ram_bytes") else "–",
+                        f"{e['macs'] / 1e6:.1f} M" if e.get("macs") else "–"] for e in exports]))
+    out.append("<p class=muted>Peak RAM: tensor-arena estimate from a liveness analysis of the .tflite graph. "
+               "MACs: multiply-accumulates of one inference (convolutions and dense layers).</p>")
+    budget = metrics.get("budget") or {}
+    if budget.get("max_flash_bytes") or budget.get("max_ram_bytes"):
+        limits = ", ".join(f"{k} {_mb(v)}" for k, v in (("flash", budget.get("max_flash_bytes")),
+                                                         ("RAM", budget.get("max_ram_bytes"))) if v)
+        if budget.get("problems"):
+            out += [f'<p class=warn role=alert>Device budget ({_e(limits)}): {_e(p)}</p>' for p in budget["problems"]]
+        else:
+            out.append(f"<p>Device budget ({_e(limits)}): every device file fits.</p>")
 
     out.append("<h2>Dataset</h2>")
     bb = metrics["backbone"]

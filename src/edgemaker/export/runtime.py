@@ -60,7 +60,7 @@ class ExportedModel:
         if not self.path.is_file():
             raise EdgemakerError(f"{self.path}: model file not found")
         if self.path.suffix.lower() != ".onnx":
-            raise EdgemakerError(f"{self.path}: unsupported model format '{self.path.suffix}'; pass an .onnx file")
+            raise EdgemakerError(f"{self.path}: unsupported model format '{self.path.suffix}'; pass an .onnx or .tflite file")
         self._session = make_session(self.path, threads)
         props = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
@@ -128,5 +128,10 @@ class ExportedModel:
         return float(np.median(times))
 
 
-def load_exported(path: str | Path) -> ExportedModel:
-    return ExportedModel(path)
+def load_exported(path: str | Path, threads: int | None = None):
+    """An exported .onnx or .tflite file, with the same interface either way."""
+    if Path(path).suffix.lower() == ".tflite":
+        from .tflite import TFLiteModel
+
+        return TFLiteModel(path, threads)
+    return ExportedModel(path, threads)

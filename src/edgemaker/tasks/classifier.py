@@ -99,7 +99,10 @@ class Classifier:
         scores: dict[str, dict] = {}
         for name in cls.candidate_backbones(options):
             t0 = time.perf_counter()
-            backbone = Backbone(get_spec(name), options.threads, options.cache_dir)
+            spec = get_spec(name)
+            if options.model.input_size and spec.image is not None:
+                spec = spec.with_image_size(options.model.input_size)
+            backbone = Backbone(spec, options.threads, options.cache_dir)
             x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress,
                              f"extract train ({name})")
             x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")

@@ -12,6 +12,11 @@ from ..data.images import Augmentation
 @dataclass(frozen=True)
 class ModelOptions:
     backbone: str | None = None  # None: the task's default (audio: chosen per dataset by validation)
+    input_size: int | None = None  # images: the backbone rebuilt for this input size (smaller devices)
+
+    def __post_init__(self) -> None:
+        if self.input_size is not None and not 32 <= self.input_size <= 512:
+            raise ValueError("input_size must be within 32..512")
 
 
 @dataclass(frozen=True)

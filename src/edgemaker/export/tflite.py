@@ -1,0 +1,313 @@
+"""TFLite export: the stitched classifier converted with litert-torch, quantized with
+ai-edge-quantizer (full int8: int8 weights, activations, input and output), evaluated with the
+LiteRT interpreter. Heavy packages, imported lazily (`pip install 'edgemaker[tflite]'`).
+
+Labels and the input recipe travel inside the file as associated files: a zip archive appended to
+the flatbuffer (the mechanism TFLite model metadata uses), so `zipfile` reads them and interpreters
+ignore them. A small JSON beside the file repeats the input's scale and zero point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path, write_json
+from ..errors import EdgemakerError, MissingDependencyError
+from .quantization import Quantization
+
+METADATA_NAME = "edgemaker.json"
+LABELS_NAME = "labels.txt"
+
+
+def require_tflite() -> None:
+    for module, package in (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"),
+                            ("ai_edge_litert", "ai-edge-litert")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise MissingDependencyError(package, "tflite", "TFLite export") from None
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The converter and quantizer print progress and C++ logs; keep the console for our own lines."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def torch_classifier(clf, frontend: bool = True):
+    """(module, example input) for the whole classifier, float32 in and probabilities out.
+
+    Images: float NHWC pixels in 0..255 (normalised inside). Sounds: a float32 waveform window with
+    the log-mel front end in float32 (TFLite has no float64), or the log-mel patch when `frontend`
+    is False.
+    """
+    import torch
+
+    from ..backbones import get_builder
+    from ..backbones.weights import resolve_weights
+
+    spec = clf.spec
+    body = get_builder(spec.name)(spec, resolve_weights(spec.weights))
+    if spec.image is not None:
+        mean = torch.tensor(spec.image.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        inv_std = 1.0 / torch.tensor(spec.image.std, dtype=torch.float32).view(1, 3, 1, 1)
+        example = torch.rand(1, spec.image.size, spec.image.size, 3) * 255
+
+        def prepare(x):
+            return (x.permute(0, 3, 1, 2) - mean) * inv_std
+    else:
+        from ..backbones.audio_backbones import FRONTENDS
+
+        fe = FRONTENDS[spec.name]
+        if frontend:
+            body.frontend = fe.torch_module(double_precision=False)
+            example = torch.randn(1, spec.audio.window_samples) * 0.1
+        else:
+            body = body.network
+            example = torch.from_numpy(fe.compute(np.random.default_rng(0).normal(0, 0.1, spec.audio.window_samples)))[None]
+
+        def prepare(x):
+            return x
+    head = torch.nn.Linear(clf.head.coef_.shape[1], clf.head.coef_.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(clf.head.coef_))
+        head.bias.copy_(torch.from_numpy(clf.head.intercept_))
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = body, head
+
+        def forward(self, x):
+            return torch.softmax(self.head(self.body(prepare(x))), dim=-1)
+
+    return Classifier().eval(), example
+
+
+def convert(module, example, target: Path) -> Path:
+    require_tflite()
+    import litert_torch
+    import torch
+
+    with _quiet(), torch.no_grad(), atomic_path(target, suffix=".tflite") as tmp:
+        litert_torch.convert(module, (example,)).export(str(tmp))
+    return target
+
+
+def _signature(path: Path) -> tuple[str, str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    sigs = Interpreter(model_path=str(path)).get_signature_list()
+    name = next(iter(sigs))
+    return name, sigs[name]["inputs"][0]
+
+
+def quantize(fp32: Path, target: Path, quantization: Quantization, calibration: Iterator[np.ndarray]) -> Path:
+    """int8 (static, calibrated), dynamic (int8 weights) or float16 (fp16 weights) from the fp32 file."""
+    require_tflite()
+    from ai_edge_quantizer import Quantizer, recipe
+
+    recipes = {"int8": recipe.static_wi8_ai8, "dynamic": recipe.dynamic_wi8_afp32}
+    with _quiet(), atomic_path(target, suffix=".tflite") as tmp:
+        if quantization.kind == "float16":
+            _float16_weights(fp32, tmp)
+            return target
+        quantizer = Quantizer(str(fp32), recipes[quantization.kind]())
+        result = None
+        if quantizer.need_calibration:
+            name, input_name = _signature(fp32)
+            data = [{input_name: x.astype(np.float32)[None]} for x in calibration]
+            if not data:
+                raise EdgemakerError("int8 TFLite export needs calibration samples (training data)")
+            result = quantizer.calibrate({name: data})
+        quantizer.quantize(result).export_model(str(tmp), overwrite=True)
+    return target
+
+
+def _float16_weights(fp32: Path, target: Path) -> None:
+    """Store float weights as float16 with DEQUANTIZE ops in front (TFLite's float16 quantization)."""
+    from ai_edge_quantizer import Quantizer
+    from ai_edge_quantizer.recipe import AlgorithmName, TFLOperationName
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+
+    manager = RecipeManager()
+    manager.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
+    quantizer = Quantizer(str(fp32), manager.get_quantization_recipe())
+    quantizer.quantize().export_model(str(target), overwrite=True)
+
+
+def embed_metadata(path: Path, metadata: dict) -> None:
+    """Append labels.txt and edgemaker.json as a zip (associated files), atomically."""
+    data = path.read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(LABELS_NAME, "\n".join(metadata["labels"]) + "\n")
+        z.writestr(METADATA_NAME, json.dumps(metadata, indent=2))
+    with atomic_path(path, suffix=".tflite") as tmp:
+        tmp.write_bytes(data + buf.getvalue())
+
+
+def read_metadata(path: Path) -> dict | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(METADATA_NAME))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError):
+        return None
+
+
+def io_quantization(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    return {"input": {"dtype": np.dtype(i["dtype"]).name, "shape": [int(d) for d in i["shape"]],
+                      "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
+            "output": {"dtype": np.dtype(o["dtype"]).name, "scale": float(o["quantization"][0]),
+                       "zero_point": int(o["quantization"][1])}}
+
+
+def export_tflite(clf, out_dir: Path, quantization: Quantization, calibration_files, frontend: bool = True) -> Path:
+    """Write model_<kind>.tflite (plus its .json) for `clf`; the fp32 file is kept as the source."""
+    from .runtime import prepare_windows
+
+    suffix = "" if frontend else "_nofrontend"
+    fp32 = out_dir / f"model_fp32{suffix}.tflite"
+    meta = clf.metadata("none", frontend)
+    done = clf.__dict__.setdefault("_tflite_fp32", set())  # converted in this process, for this head
+    if (fp32, id(clf.head)) not in done or not fp32.is_file():
+        convert(*torch_classifier(clf, frontend), fp32)
+        _finish(fp32, meta)
+        done.add((fp32, id(clf.head)))
+    if quantization.kind == "none":
+        return fp32
+    names = {"int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
+    target = out_dir / f"{names[quantization.kind]}{suffix}.tflite"
+
+    def calibration() -> Iterator[np.ndarray]:
+        given = 0
+        for path in quantization.calibration_files() if quantization.kind == "int8" else []:
+            windows = prepare_windows(Path(path), meta)
+            for x in windows[: max(1, quantization.max_samples // max(len(quantization.representative), 1))]:
+                yield x.astype(np.float32)
+                given += 1
+                if given >= quantization.max_samples:
+                    return
+
+    quantize(fp32, target, quantization, calibration())
+    _finish(target, clf.metadata(quantization.kind, frontend))
+    return target
+
+
+def _finish(path: Path, metadata: dict) -> None:
+    quant = io_quantization(path)
+    metadata = {**metadata, "tflite": quant}
+    metadata["input"] = {**metadata["input"], "tflite_dtype": quant["input"]["dtype"],
+                         "scale": quant["input"]["scale"], "zero_point": quant["input"]["zero_point"]}
+    if metadata["input"]["kind"] == "image":
+        metadata["input"]["tflite_values"] = "float pixels 0..255" if quant["input"]["dtype"] == "float32" else \
+            "int8: round(pixel / scale) + zero_point"
+    embed_metadata(path, metadata)
+    write_json(path.with_name(path.name + ".json"), metadata)
+
+
+class TFLiteModel:
+    """A .tflite classifier run by the LiteRT interpreter; the same interface as ExportedModel."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        require_tflite()
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise EdgemakerError(f"{self.path}: model file not found")
+        meta = read_metadata(self.path)
+        beside = self.path.with_name(self.path.name + ".json")
+        if meta is None and beside.is_file():
+            meta = json.loads(beside.read_text())
+        if meta is None:
+            raise EdgemakerError(f"{self.path}: not an edgemaker model (no {METADATA_NAME} inside nor beside it)")
+        self.metadata = meta
+        self.labels = list(meta["labels"])
+        self.input = meta["input"]
+        self.modality = "image" if self.input["kind"] == "image" else "audio"
+        try:
+            self._it = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count() or 1)
+        except (ValueError, RuntimeError) as exc:
+            raise EdgemakerError(f"{self.path}: the TFLite interpreter cannot load it ({str(exc).splitlines()[0]})") from None
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+        self._shape = tuple(int(d) for d in self._in["shape"])
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def prepare(self, path: Path, silence: bool = True) -> np.ndarray:
+        from .runtime import prepare_windows
+
+        return prepare_windows(path, self.metadata, silence)
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        if np.issubdtype(dtype, np.floating):
+            return x.astype(dtype)
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x.astype(np.float32) / scale) + zero, info.min, info.max).astype(dtype)
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        rows = []
+        for x in batch:  # the converted graph has a fixed batch of 1
+            self._it.set_tensor(self._in["index"], self._quantize_input(x[None]).reshape(self._shape))
+            self._it.invoke()
+            y = self._it.get_tensor(self._out["index"])[0]
+            if not np.issubdtype(y.dtype, np.floating):
+                scale, zero = self._out["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            rows.append(y.astype(np.float64))
+        return np.stack(rows)
+
+    def predict_prepared(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        return self.predict_proba(windows).mean(axis=0)
+
+    def predict_files(self, paths, workers: int = 4) -> np.ndarray:
+        return np.stack([self.predict_prepared(self.prepare(p)) for p in paths]) if paths else np.zeros((0, len(self.labels)))
+
+    def window_probabilities(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        windows = self.prepare(path, silence=False)
+        hop = self.input.get("hop_samples", 0) / self.input.get("sample_rate", 1)
+        return np.arange(len(windows)) * hop, self.predict_proba(windows)
+
+    def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
+        x = np.zeros(self._shape, self._in["dtype"])
+        for _ in range(warmup):
+            self._it.set_tensor(self._in["index"], x)
+            self._it.invoke()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self._it.set_tensor(self._in["index"], x)
+            self._it.invoke()
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.median(times))
