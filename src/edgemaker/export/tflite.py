@@ -186,7 +186,7 @@ def io_quantization(path: Path) -> dict:
                        "zero_point": int(o["quantization"][1])}}
 
 
-def export_tflite(clf, out_dir: Path, quantization: Quantization, calibration_files, frontend: bool = True) -> Path:
+def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool = True) -> Path:
     """Write model_<kind>.tflite (plus its .json) for `clf`; the fp32 file is kept as the source."""
     from .runtime import prepare_windows
 

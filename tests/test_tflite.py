@@ -1,0 +1,147 @@
+"""TFLite: every variant runs in LiteRT and agrees with the float model; labels inside; the C array
+compiles and holds the exact bytes; full-int8 means no float operator; budgets and small inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import make_image_folder
+from edgemaker import AugmentationOptions, ClassifierOptions, ImageClassifier, ModelOptions, Quantization, load_image_folder
+from edgemaker.cli import cli
+from edgemaker.errors import EdgemakerError
+from edgemaker.export.device import budget, float_ops, parse_size, write_c_array
+from edgemaker.export.runtime import load_exported
+from edgemaker.export.tflite import read_metadata
+from edgemaker.pipeline import evaluate_files
+
+pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("d") / "data", per_class=12)
+    splits = load_image_folder(root)
+    clf = ImageClassifier.create(splits.train, splits.val, ClassifierOptions(augmentation=AugmentationOptions(views=1)))
+    return splits, clf, tmp_path_factory.mktemp("tflite")
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    from edgemaker.export.tflite import export_tflite
+
+    splits, clf, out = trained
+    files = {kind: export_tflite(clf, out, q, frontend=True) for kind, q in [
+        ("fp32", Quantization.none()), ("int8", Quantization.for_int8([s.path for s in splits.train])),
+        ("dynamic", Quantization.for_dynamic()), ("fp16", Quantization.for_float16())]}
+    return files
+
+
+def test_every_tflite_variant_agrees_with_the_float_model(trained, exported):
+    splits, clf, _ = trained
+    samples = splits.train + splits.val + splits.test
+    float_eval = clf.evaluate(samples)
+    models = [load_exported(p) for p in exported.values()]
+    evals = evaluate_files(models, [s.path for s in samples], [s.label for s in samples], clf.progress)
+    for kind, model, ev in zip(exported, models, evals):
+        assert model.labels == clf.classes
+        assert ev.agreement(float_eval) >= (0.99 if kind in ("fp32", "fp16") else 0.9), kind
+    sizes = {k: p.stat().st_size for k, p in exported.items()}
+    assert sizes["int8"] <= 0.31 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def test_fp32_tflite_reproduces_the_onnx_probabilities(trained, exported, tmp_path):
+    splits, clf, _ = trained
+    onnx_model = load_exported(clf.export(tmp_path))
+    tfl = load_exported(exported["fp32"])
+    paths = [s.path for s in splits.test]
+    assert np.abs(onnx_model.predict_files(paths) - tfl.predict_files(paths)).max() < 1e-3
+
+
+def test_full_int8_has_int8_io_and_no_float_operator(exported):
+    meta = read_metadata(exported["int8"])
+    assert meta["tflite"]["input"]["dtype"] == "int8" and meta["tflite"]["output"]["dtype"] == "int8"
+    assert meta["input"]["scale"] > 0 and -128 <= meta["input"]["zero_point"] <= 127
+    assert float_ops(exported["int8"]) == []
+    assert float_ops(exported["fp32"])  # the float model is all float
+
+
+def test_labels_and_recipe_travel_inside_the_file(exported, trained):
+    _, clf, _ = trained
+    with zipfile.ZipFile(exported["int8"]) as z:
+        assert z.read("labels.txt").decode().split() == clf.classes
+        assert json.loads(z.read("edgemaker.json"))["input"]["kind"] == "image"
+    beside = exported["int8"].with_name(exported["int8"].name + ".json")
+    assert json.loads(beside.read_text())["input"]["zero_point"] == read_metadata(exported["int8"])["input"]["zero_point"]
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+def test_c_array_compiles_and_holds_exactly_the_tflite_bytes(exported, tmp_path):
+    h, cc = write_c_array(exported["int8"], tmp_path, read_metadata(exported["int8"]))
+    source = cc.read_text()
+    body = source[source.index("{") + 1 : source.index("};")]
+    data = bytes(int(x, 16) for x in re.findall(r"0x([0-9a-f]{2})", body))
+    assert data == exported["int8"].read_bytes()
+    assert f"g_model_data_len = {len(data)};" in source and "alignas(16)" in source
+    assert "kModelDataInputZeroPoint" in h.read_text()
+    subprocess.run(["cc", "-std=c++17", "-x", "c++", "-c", str(cc), "-o", str(tmp_path / "m.o")], check=True,
+                   cwd=tmp_path)
+    with pytest.raises(EdgemakerError, match="not a full-integer model, float operators: 0:"):
+        write_c_array(exported["fp32"], tmp_path, read_metadata(exported["fp32"]))
+
+
+def test_budget_counts_flash_ram_and_macs(exported):
+    b32, b8 = budget(exported["fp32"]), budget(exported["int8"])
+    assert b8.flash_bytes == exported["int8"].stat().st_size
+    assert b8.peak_ram_bytes * 3 < b32.peak_ram_bytes  # int8 activations take a quarter of the bytes
+    # EfficientNet-Lite0 at 224 px: ~385 M MACs (the converter's own estimate is 387.5 M, elementwise included)
+    assert 370e6 < b8.macs < 400e6 and b8.macs == b32.macs
+    assert parse_size("512K") == 512_000 and parse_size("1MiB") == 1024**2
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_smaller_input_size_shrinks_ram_and_macs(trained, tmp_path):
+    from edgemaker.export.tflite import export_tflite
+
+    splits, _, _ = trained
+    small = ImageClassifier.create(splits.train, splits.val, ClassifierOptions(
+        model=ModelOptions(input_size=96), augmentation=AugmentationOptions(enabled=False)))
+    assert small.spec.image.size == 96
+    path = export_tflite(small, tmp_path, Quantization.for_int8([s.path for s in splits.train]))
+    b = budget(path)
+    assert b.macs < 0.25 * 385e6 and load_exported(path).input["size"] == 96
+
+
+def test_cli_tflite_c_array_and_a_budget_that_does_not_fit(tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), "--augment-views", "0", "--json",
+                                      "--formats", "tflite-int8,c-array", "--max-flash", "10M", "--max-ram", "4M"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    formats = {e["format"]: e for e in metrics["exports"]}
+    assert set(formats) == {"tflite-int8", "c-array"}
+    assert formats["c-array"]["size_bytes"] == (out / "model_int8.tflite").stat().st_size
+    assert formats["tflite-int8"]["peak_ram_bytes"] > 0 and formats["tflite-int8"]["macs"] > 0
+    assert (out / "model_data.cc").is_file() and not (out / "model_fp32.tflite").exists()
+    assert "peak RAM" in (out / "report.html").read_text()
+    pred = CliRunner().invoke(cli, ["predict", str(out / "model_int8.tflite"), str(data / "blobs" / "blobs_00.png")])
+    assert pred.exit_code == 0 and pred.output.startswith(str(data / "blobs" / "blobs_00.png"))
+    ev = CliRunner().invoke(cli, ["evaluate", str(out / "model_int8.tflite"), str(data), "--json"])
+    assert ev.exit_code == 0 and json.loads(ev.stdout)["samples"] == 24
+
+    tight = subprocess.run([__import__("sys").executable, "-m", "edgemaker", "train", str(data), "--out",
+                            str(tmp_path / "tight"), "--augment-views", "0", "--formats", "tflite-int8",
+                            "--max-flash", "1M", "--max-ram", "256K"], capture_output=True, text=True)
+    assert tight.returncode == 2 and "Traceback" not in tight.stderr
+    last = [line for line in tight.stderr.splitlines() if line.startswith("error: ")]
+    assert last and "does not fit the device budget" in last[0] and "--input-size" in last[0]
