@@ -216,8 +216,8 @@ def test_audio_cli_end_to_end(tmp_path):
 
 def test_esc10_dev9_defaults_reach_90_percent_and_int8_keeps_it(tmp_path):
     data = shared_data("esc10-dev9")
-    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "run"), "--json"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "run"), "--json", "--formats",
+                                      "onnx-fp32,onnx-int8,tflite-fp32,tflite-int8"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     exports = {e["format"]: e for e in metrics["exports"]}
@@ -225,3 +225,7 @@ def test_esc10_dev9_defaults_reach_90_percent_and_int8_keeps_it(tmp_path):
     assert metrics["test"]["accuracy"] >= 0.90
     assert exports["onnx-fp32"]["test_accuracy"] >= 0.90
     assert exports["onnx-fp32"]["test_accuracy"] - exports["onnx-int8"]["test_accuracy"] <= 0.01
+    # Full-int8 TFLite (log-mel input): a quarter of the size; at most one of the 72 clips lost.
+    assert exports["tflite-int8"]["input"] == "logmel" and exports["tflite-fp32"]["input"] == "waveform"
+    assert exports["tflite-int8"]["size_bytes"] <= 0.3 * exports["tflite-fp32"]["size_bytes"]
+    assert exports["tflite-fp32"]["test_accuracy"] - exports["tflite-int8"]["test_accuracy"] <= 1 / 72 + 1e-9

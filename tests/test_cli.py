@@ -30,7 +30,7 @@ def run(tmp_path_factory):
 def test_train_writes_a_complete_run_folder(run):
     data, out, metrics = run
     for name in ("metrics.json", "report.html", "labels.txt", "split.json", "config.json",
-                 "model_fp32.onnx", "model_int8.onnx"):
+                 "model_fp32.onnx", "model_int8.onnx", "model_int8.tflite", "model_int8.tflite.json"):
         assert (out / name).is_file(), name
     assert metrics == json.loads((out / "metrics.json").read_text())
     assert metrics["classes"] == ["blobs", "checks", "stripes"]
@@ -39,11 +39,12 @@ def test_train_writes_a_complete_run_folder(run):
     assert set(metrics["timings"]) >= {"validate_s", "extract_s", "train_s", "export_s", "total_s"}
     assert len(metrics["confusion_matrix"]) == 3 and set(metrics["per_class"]) == set(metrics["classes"])
     formats = {e["format"]: e for e in metrics["exports"]}
-    assert set(formats) == {"onnx-fp32", "onnx-int8"}
+    assert set(formats) == {"onnx-fp32", "onnx-int8", "tflite-int8"}  # the defaults
     for e in formats.values():
         assert e["size_bytes"] == (out / e["path"]).stat().st_size
         assert e["latency_ms"] > 0 and 0 <= e["test_accuracy"] <= 1
     assert formats["onnx-int8"]["size_bytes"] < 0.3 * formats["onnx-fp32"]["size_bytes"]
+    assert formats["tflite-int8"]["peak_ram_bytes"] > 0 and not (out / "model_fp32.tflite").exists()
     split = json.loads((out / "split.json").read_text())
     assert len(split["files"]) == 36 and {f["split"] for f in split["files"]} == {"train", "val", "test"}
 

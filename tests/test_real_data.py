@@ -13,8 +13,8 @@ from edgemaker.cli import cli
 def test_caltech_dev10_defaults_reach_97_percent_and_int8_keeps_it(tmp_path):
     data = shared_data("caltech-dev10")
     before = tree_digest(data)
-    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "run"), "--json"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "run"), "--json", "--formats",
+                                      "onnx-fp32,onnx-int8,tflite-fp32,tflite-int8"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     exports = {e["format"]: e for e in metrics["exports"]}
@@ -22,4 +22,7 @@ def test_caltech_dev10_defaults_reach_97_percent_and_int8_keeps_it(tmp_path):
     assert exports["onnx-fp32"]["test_accuracy"] >= 0.97
     assert exports["onnx-fp32"]["test_accuracy"] - exports["onnx-int8"]["test_accuracy"] <= 0.01
     assert exports["onnx-int8"]["size_bytes"] <= 0.3 * exports["onnx-fp32"]["size_bytes"]
+    # The full-int8 TFLite file (int8 weights, activations, input and output) against its float source.
+    assert exports["tflite-int8"]["size_bytes"] <= 0.3 * exports["tflite-fp32"]["size_bytes"]
+    assert exports["tflite-fp32"]["test_accuracy"] - exports["tflite-int8"]["test_accuracy"] <= 0.005
     assert tree_digest(data) == before

@@ -45,7 +45,26 @@ def _build_aisfx(spec: BackboneSpec, weights: Path):
     prefix = "embedding_net."
     net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     net.eval()
-    return _with_frontend(AISFX_LOGMEL, net)
+
+    steps = AISFX_FRAMES // 2 // 2 // 2  # time steps left after three 2x2 max-pools (static in the graph)
+
+    class Embedding(torch.nn.Module):
+        """EmbeddingNet.forward with its final max over time as a max-pool: the same numbers, but an
+        operator int8 converters quantize (a REDUCE_MAX would stay float in a full-int8 model)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.unsqueeze(1)
+            for block, pool in ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)), (net.conv_block3, (2, 2)),
+                                (net.conv_block4, (1, 1))):
+                x = block(x, pool_size=pool, pool_type="max")
+            x = x.mean(dim=3, keepdim=True)  # (N, C, T, 1)
+            return torch.nn.functional.max_pool2d(x, kernel_size=(steps, 1)).flatten(1)
+
+    return _with_frontend(AISFX_LOGMEL, Embedding().eval())
 
 
 register_backbone(BackboneSpec(

@@ -53,7 +53,7 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
-def torch_classifier(clf, frontend: bool = True):
+def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = True):
     """(module, example input) for the whole classifier, float32 in and probabilities out.
 
     Images: float NHWC pixels in 0..255 (normalised inside). Sounds: a float32 waveform window with
@@ -87,18 +87,20 @@ def torch_classifier(clf, frontend: bool = True):
 
         def prepare(x):
             return x
-    head = torch.nn.Linear(clf.head.coef_.shape[1], clf.head.coef_.shape[0])
+    fitted = head or clf.head
+    dense = torch.nn.Linear(fitted.coef_.shape[1], fitted.coef_.shape[0])
     with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(clf.head.coef_))
-        head.bias.copy_(torch.from_numpy(clf.head.intercept_))
+        dense.weight.copy_(torch.from_numpy(fitted.coef_))
+        dense.bias.copy_(torch.from_numpy(fitted.intercept_))
 
     class Classifier(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.body, self.head = body, head
+            self.body, self.head = body, dense
 
         def forward(self, x):
-            return torch.softmax(self.head(self.body(prepare(x))), dim=-1)
+            features = self.body(prepare(x))
+            return torch.softmax(self.head(features), dim=-1) if with_head else features
 
     return Classifier().eval(), example
 
@@ -186,36 +188,119 @@ def io_quantization(path: Path) -> dict:
                        "zero_point": int(o["quantization"][1])}}
 
 
-def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool = True) -> Path:
-    """Write model_<kind>.tflite (plus its .json) for `clf`; the fp32 file is kept as the source."""
-    from .runtime import prepare_windows
+def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool = True,
+                  int8_aware_head: bool = True) -> Path:
+    """Write model_<kind>.tflite (plus its .json) for `clf`.
 
+    int8 with `int8_aware_head`: the backbone alone is quantized first (calibrated on the training
+    files), the head is fitted on that int8 backbone's own embeddings, and the whole model is then
+    quantized with the same calibration, so the deployed int8 network is the one the head was trained
+    for. Without it, the float head is quantized as it is (plain post-training quantization).
+    """
     suffix = "" if frontend else "_nofrontend"
-    fp32 = out_dir / f"model_fp32{suffix}.tflite"
     meta = clf.metadata("none", frontend)
+    names = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
+    target = out_dir / f"{names[quantization.kind]}{suffix}.tflite"
+    calibration = _calibration(quantization, meta) if quantization.kind == "int8" else None
+    head = None
+    if quantization.kind == "int8" and int8_aware_head and clf.train_samples:
+        head = _int8_head(clf, out_dir, quantization, meta, frontend)
+    fp32 = out_dir / f"model_fp32{suffix}.tflite"
+    if head is not None:  # a model with its own head: its float source is only a step
+        fp32 = out_dir / f".model_fp32{suffix}-int8-head.tflite"
     done = clf.__dict__.setdefault("_tflite_fp32", set())  # converted in this process, for this head
-    if (fp32, id(clf.head)) not in done or not fp32.is_file():
-        convert(*torch_classifier(clf, frontend), fp32)
+    key = (fp32, id(head or clf.head))
+    if key not in done or not fp32.is_file():
+        convert(*torch_classifier(clf, frontend, head), fp32)
         _finish(fp32, meta)
-        done.add((fp32, id(clf.head)))
+        done.add(key)
     if quantization.kind == "none":
         return fp32
-    names = {"int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
-    target = out_dir / f"{names[quantization.kind]}{suffix}.tflite"
+    try:
+        quantize(fp32, target, quantization, calibration() if calibration else iter(()))
+    finally:
+        if head is not None:
+            fp32.unlink(missing_ok=True)
+            fp32.with_name(fp32.name + ".json").unlink(missing_ok=True)
+    final = clf.metadata(quantization.kind, frontend)
+    final["head"] = "fitted on the int8 backbone's embeddings" if head is not None else "float head, quantized"
+    _finish(target, final)
+    return target
 
-    def calibration() -> Iterator[np.ndarray]:
+
+def _calibration(quantization: Quantization, meta: dict):
+    """A re-iterable source of calibration inputs: the same inputs, in the same order, every time."""
+    from .runtime import prepare_windows
+
+    def inputs() -> Iterator[np.ndarray]:
         given = 0
-        for path in quantization.calibration_files() if quantization.kind == "int8" else []:
-            windows = prepare_windows(Path(path), meta)
-            for x in windows[: max(1, quantization.max_samples // max(len(quantization.representative), 1))]:
+        per_file = max(1, quantization.max_samples // max(len(quantization.representative), 1))
+        for path in quantization.calibration_files():
+            for x in prepare_windows(Path(path), meta)[:per_file]:
                 yield x.astype(np.float32)
                 given += 1
                 if given >= quantization.max_samples:
                     return
 
-    quantize(fp32, target, quantization, calibration())
-    _finish(target, clf.metadata(quantization.kind, frontend))
-    return target
+    return inputs
+
+
+def _int8_head(clf, out_dir: Path, quantization: Quantization, meta: dict, frontend: bool):
+    """Quantize the backbone alone, embed the training data with it, fit a head on those embeddings."""
+    import dataclasses
+    import hashlib
+
+    from ..tasks.classifier import fit_head
+
+    digest = hashlib.sha256("\n".join(str(p) for p in quantization.calibration_files()).encode()
+                            + repr((quantization.max_samples, frontend)).encode()).hexdigest()[:12]
+    spec = dataclasses.replace(clf.spec, name=f"{clf.spec.name}-int8-{digest}")
+    backbone_int8 = out_dir / f".backbone_int8-{digest}.tflite"
+    backbone_fp32 = out_dir / f".backbone_fp32-{digest}.tflite"
+    try:
+        convert(*torch_classifier(clf, frontend, with_head=False), backbone_fp32)
+        quantize(backbone_fp32, backbone_int8, quantization, _calibration(quantization, meta)())
+        backbone = TFLiteBackbone(spec, backbone_int8, meta)
+        return fit_head(backbone, clf.train_samples, clf.val_samples, clf.options, clf.cache, clf.progress,
+                        "int8 backbone")
+    finally:
+        backbone_fp32.unlink(missing_ok=True)
+        backbone_int8.unlink(missing_ok=True)
+
+
+class TFLiteBackbone:
+    """An int8 .tflite backbone behind the usual contract: `embed(batch) -> (N, feature_dim)`, taking
+    the same inputs as the float backbone (uint8 images, or waveform windows)."""
+
+    def __init__(self, spec, path: Path, metadata: dict) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.spec = spec
+        self._meta = metadata
+        self._it = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+        self._it.allocate_tensors()
+        self._in = self._it.get_input_details()[0]
+        self._out = self._it.get_output_details()[0]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(np.float32)
+        if self._meta["input"]["kind"] == "logmel":
+            from ..backbones.audio_backbones import FRONTENDS
+
+            x = FRONTENDS[self._meta["backbone"]].compute(x)
+        rows = []
+        scale, zero = self._in["quantization"]
+        q_out = self._out["quantization"]
+        for row in x:
+            q = np.clip(np.round(row[None] / scale) + zero, -128, 127).astype(self._in["dtype"]) \
+                if not np.issubdtype(self._in["dtype"], np.floating) else row[None]
+            self._it.set_tensor(self._in["index"], q)
+            self._it.invoke()
+            y = self._it.get_tensor(self._out["index"])[0]
+            if not np.issubdtype(y.dtype, np.floating):
+                y = (y.astype(np.float32) - q_out[1]) * q_out[0]
+            rows.append(y.astype(np.float32))
+        return np.stack(rows)
 
 
 def _finish(path: Path, metadata: dict) -> None:

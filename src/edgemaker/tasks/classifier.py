@@ -54,6 +54,8 @@ class Classifier:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
+        self.train_samples: Sequence[Sample] = ()
+        self.val_samples: Sequence[Sample] = ()
 
     @property
     def classes(self) -> list[str]:
@@ -124,6 +126,7 @@ class Classifier:
         assert best is not None
         model = best[1]
         model.timings = {"extract_s": extract_s, "train_s": train_s}
+        model.train_samples, model.val_samples = list(train), list(validation)
         model.selection = scores if len(scores) > 1 else {}
         return model
 
@@ -158,6 +161,15 @@ class Classifier:
             return fp32
         return onnx_model.quantize(fp32, out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx", quantization,
                                    self.metadata(quantization.kind, frontend))
+
+
+def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
+             cache, progress, tag: str) -> SoftmaxHead:
+    """A head fitted on `backbone`'s embeddings (any object with `spec` and `embed`), as in create()."""
+    x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress, f"extract train ({tag})")
+    x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
+    return _head(options).fit(x_train.vectors, _labels(train, x_train),
+                              validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
 
 
 def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
