@@ -228,4 +228,4 @@ def test_esc10_dev9_defaults_reach_90_percent_and_int8_keeps_it(tmp_path):
     # Full-int8 TFLite (log-mel input): a quarter of the size; at most one of the 72 clips lost.
     assert exports["tflite-int8"]["input"] == "logmel" and exports["tflite-fp32"]["input"] == "waveform"
     assert exports["tflite-int8"]["size_bytes"] <= 0.3 * exports["tflite-fp32"]["size_bytes"]
-    assert exports["tflite-fp32"]["test_accuracy"] - exports["tflite-int8"]["test_accuracy"] <= 1 / 72 + 1e-9
+    assert exports["tflite-fp32"]["test_accuracy"] - exports["tflite-int8"]["test_accuracy"] <= 1 / 72 + 1e-3
