@@ -103,21 +103,6 @@ def save_model(model, target: Path) -> Path:
     return target
 
 
-def _calibration_inputs(files: Sequence[Path], metadata: dict, limit: int) -> Iterator[dict[str, np.ndarray]]:
-    """Up to `limit` model inputs prepared exactly as at inference (see runtime.prepare_windows)."""
-    from .runtime import prepare_windows
-
-    spec = metadata["input"]
-    per_file = max(1, limit // max(len(files), 1)) if spec["kind"] != "image" else 1
-    given = 0
-    for path in files:
-        for x in prepare_windows(Path(path), metadata)[:per_file]:
-            yield {spec["name"]: x[None]}
-            given += 1
-            if given >= limit:
-                return
-
-
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs per-tensor warnings on the root logger; keep the console readable."""
@@ -146,7 +131,10 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
 
     with atomic_path(target, suffix=".onnx") as tmp, _quiet_root_logger():
         if quantization.kind == "int8":
-            inputs = _calibration_inputs(quantization.calibration_files(), metadata, quantization.max_samples)
+            from .runtime import calibration_inputs
+
+            name = metadata["input"]["name"]
+            inputs = ({name: x[None]} for x in calibration_inputs(quantization, metadata))
 
             class Reader(q.CalibrationDataReader):
                 def get_next(self):

@@ -52,7 +52,91 @@ def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndar
         raise EdgemakerError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-class ExportedModel:
+def calibration_inputs(quantization, metadata: dict):
+    """Model inputs for int8 calibration, prepared exactly as at inference: at most
+    `quantization.max_samples`, spread evenly over the representative files and, for sounds, over
+    each clip's windows (not just its first ones)."""
+    files = quantization.calibration_files()
+    per_file = max(1, quantization.max_samples // max(len(files), 1))
+    given = 0
+    for path in files:
+        windows = prepare_windows(Path(path), metadata)
+        picks = np.unique(np.linspace(0, len(windows) - 1, min(per_file, len(windows))).round().astype(int))
+        for i in picks:
+            yield windows[i]
+            given += 1
+            if given >= quantization.max_samples:
+                return
+
+
+class ModelFile:
+    """What every exported file offers, whatever runs it: labels, the input recipe, predictions per
+    file (a sound: the mean over its windows), a per-window timeline and batch-1 latency.
+    Subclasses provide `predict_proba(batch)` and `_example()` (one zero input)."""
+
+    path: Path
+    metadata: dict
+    labels: list[str]
+    input: dict
+
+    @property
+    def modality(self) -> str:
+        return "image" if self.input["kind"] == "image" else "audio"
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def predict_proba(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _example(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare(self, path: Path, silence: bool = True) -> np.ndarray:
+        return prepare_windows(path, self.metadata, silence)
+
+    def predict_prepared(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """All windows of one file -> the file's probabilities (mean over windows)."""
+        rows = [self.predict_proba(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+        return np.concatenate(rows).mean(axis=0)
+
+    def predict_files(self, paths: Sequence[Path], workers: int = 4) -> np.ndarray:
+        """(N, classes): one row per file."""
+        if not paths:
+            return np.zeros((0, len(self.labels)))
+        with ThreadPoolExecutor(workers) as pool:
+            return np.stack([self.predict_prepared(w) for w in pool.map(self.prepare, paths)])
+
+    def window_probabilities(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Per-window probabilities of a sound on its own timeline (no silence removal): (starts_s, proba)."""
+        windows = self.prepare(path, silence=False)
+        proba = np.concatenate([self.predict_proba(windows[i : i + 16]) for i in range(0, len(windows), 16)])
+        hop = self.input.get("hop_samples", 0) / self.input.get("sample_rate", 1)
+        return np.arange(len(windows)) * hop, proba
+
+    def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
+        """Median wall time of one batch-1 inference (one image or one window) on this machine."""
+        x = self._example()
+        for _ in range(warmup):
+            self.predict_proba(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.predict_proba(x)
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.median(times))
+
+    def _labels_from(self, metadata: dict, beside: Path) -> list[str]:
+        labels = metadata.get("labels")
+        if not labels and beside.is_file():
+            labels = [line for line in beside.read_text("utf-8").splitlines() if line]
+        if not labels:
+            raise EdgemakerError(f"{self.path}: no labels in the model metadata nor in {beside}")
+        return list(labels)
+
+
+class ExportedModel(ModelFile):
     """An exported .onnx classifier, independent of the run folder that produced it."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -66,22 +150,8 @@ class ExportedModel:
         if METADATA_KEY not in props:
             raise EdgemakerError(f"{self.path}: not an edgemaker model (no '{METADATA_KEY}' metadata)")
         self.metadata = json.loads(props[METADATA_KEY])
-        self.labels: list[str] = self._labels(self.metadata)
+        self.labels = self._labels_from(self.metadata, self.path.with_name("labels.txt"))
         self.input = self.metadata["input"]
-        self.modality = "image" if self.input["kind"] == "image" else "audio"
-
-    def _labels(self, metadata: dict) -> list[str]:
-        labels = metadata.get("labels")
-        beside = self.path.with_name("labels.txt")
-        if not labels and beside.is_file():
-            labels = [line for line in beside.read_text("utf-8").splitlines() if line]
-        if not labels:
-            raise EdgemakerError(f"{self.path}: no labels in the model metadata nor in {beside}")
-        return list(labels)
-
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
         """Model inputs (as from `prepare`) -> per-input probabilities."""
@@ -89,43 +159,11 @@ class ExportedModel:
         out = self._session.run([PROBABILITIES], {self.input["name"]: np.ascontiguousarray(batch, dtype)})[0]
         return np.asarray(out, np.float64)
 
-    def prepare(self, path: Path, silence: bool = True) -> np.ndarray:
-        return prepare_windows(path, self.metadata, silence)
-
-    def predict_prepared(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        """All windows of one file -> the file's probabilities (mean over windows)."""
-        rows = [self.predict_proba(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
-        return np.concatenate(rows).mean(axis=0)
-
-    def window_probabilities(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """Per-window probabilities of a sound on its own timeline (no silence removal): (starts_s, proba)."""
-        windows = self.prepare(path, silence=False)
-        proba = np.concatenate([self.predict_proba(windows[i : i + 16]) for i in range(0, len(windows), 16)])
-        hop = self.input.get("hop_samples", 0) / self.input.get("sample_rate", 1)
-        return np.arange(len(windows)) * hop, proba
-
-    def predict_files(self, paths: Sequence[Path], workers: int = 4) -> np.ndarray:
-        """(N, classes): one row per file; a sound's row is the mean over its windows."""
-        if not paths:
-            return np.zeros((0, len(self.labels)))
-        with ThreadPoolExecutor(workers) as pool:
-            return np.stack([self.predict_prepared(w) for w in pool.map(self.prepare, paths)])
-
-    def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
-        """Median wall time of one batch-1 inference (one image or one audio window) on this machine."""
+    def _example(self) -> np.ndarray:
         if self.input["kind"] == "image":
-            x = np.zeros((1, self.input["size"], self.input["size"], 3), np.uint8)
-        else:
-            dims = self._session.get_inputs()[0].shape
-            x = np.zeros([1, *[int(d) for d in dims[1:]]], np.float32)
-        for _ in range(warmup):
-            self.predict_proba(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            self.predict_proba(x)
-            times.append((time.perf_counter() - t) * 1000)
-        return float(np.median(times))
+            return np.zeros((1, self.input["size"], self.input["size"], 3), np.uint8)
+        dims = self._session.get_inputs()[0].shape
+        return np.zeros([1, *[int(d) for d in dims[1:]]], np.float32)
 
 
 def load_exported(path: str | Path, threads: int | None = None):

@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from ..atomic import atomic_path, write_json
 from ..errors import EdgemakerError, MissingDependencyError
 from .quantization import Quantization
+from .runtime import ModelFile
 
 METADATA_NAME = "edgemaker.json"
 LABELS_NAME = "labels.txt"
@@ -230,19 +230,9 @@ def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool
 
 def _calibration(quantization: Quantization, meta: dict):
     """A re-iterable source of calibration inputs: the same inputs, in the same order, every time."""
-    from .runtime import prepare_windows
+    from .runtime import calibration_inputs
 
-    def inputs() -> Iterator[np.ndarray]:
-        given = 0
-        per_file = max(1, quantization.max_samples // max(len(quantization.representative), 1))
-        for path in quantization.calibration_files():
-            for x in prepare_windows(Path(path), meta)[:per_file]:
-                yield x.astype(np.float32)
-                given += 1
-                if given >= quantization.max_samples:
-                    return
-
-    return inputs
+    return lambda: (x.astype(np.float32) for x in calibration_inputs(quantization, meta))
 
 
 def _int8_head(clf, out_dir: Path, quantization: Quantization, meta: dict, frontend: bool):
@@ -288,19 +278,7 @@ class TFLiteBackbone:
             from ..backbones.audio_backbones import FRONTENDS
 
             x = FRONTENDS[self._meta["backbone"]].compute(x)
-        rows = []
-        scale, zero = self._in["quantization"]
-        q_out = self._out["quantization"]
-        for row in x:
-            q = np.clip(np.round(row[None] / scale) + zero, -128, 127).astype(self._in["dtype"]) \
-                if not np.issubdtype(self._in["dtype"], np.floating) else row[None]
-            self._it.set_tensor(self._in["index"], q)
-            self._it.invoke()
-            y = self._it.get_tensor(self._out["index"])[0]
-            if not np.issubdtype(y.dtype, np.floating):
-                y = (y.astype(np.float32) - q_out[1]) * q_out[0]
-            rows.append(y.astype(np.float32))
-        return np.stack(rows)
+        return np.stack([_invoke(self._it, self._in, self._out, row[None]) for row in x])
 
 
 def _finish(path: Path, metadata: dict) -> None:
@@ -315,7 +293,7 @@ def _finish(path: Path, metadata: dict) -> None:
     write_json(path.with_name(path.name + ".json"), metadata)
 
 
-class TFLiteModel:
+class TFLiteModel(ModelFile):
     """A .tflite classifier run by the LiteRT interpreter; the same interface as ExportedModel."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -325,16 +303,15 @@ class TFLiteModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise EdgemakerError(f"{self.path}: model file not found")
-        meta = read_metadata(self.path)
         beside = self.path.with_name(self.path.name + ".json")
+        meta = read_metadata(self.path)
         if meta is None and beside.is_file():
             meta = json.loads(beside.read_text())
         if meta is None:
             raise EdgemakerError(f"{self.path}: not an edgemaker model (no {METADATA_NAME} inside nor beside it)")
         self.metadata = meta
-        self.labels = list(meta["labels"])
+        self.labels = self._labels_from(meta, self.path.with_name(LABELS_NAME))
         self.input = meta["input"]
-        self.modality = "image" if self.input["kind"] == "image" else "audio"
         try:
             self._it = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count() or 1)
         except (ValueError, RuntimeError) as exc:
@@ -344,55 +321,26 @@ class TFLiteModel:
         self._out = self._it.get_output_details()[0]
         self._shape = tuple(int(d) for d in self._in["shape"])
 
-    @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size
-
-    def prepare(self, path: Path, silence: bool = True) -> np.ndarray:
-        from .runtime import prepare_windows
-
-        return prepare_windows(path, self.metadata, silence)
-
-    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._in["dtype"]
-        if np.issubdtype(dtype, np.floating):
-            return x.astype(dtype)
-        scale, zero = self._in["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x.astype(np.float32) / scale) + zero, info.min, info.max).astype(dtype)
-
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        rows = []
-        for x in batch:  # the converted graph has a fixed batch of 1
-            self._it.set_tensor(self._in["index"], self._quantize_input(x[None]).reshape(self._shape))
-            self._it.invoke()
-            y = self._it.get_tensor(self._out["index"])[0]
-            if not np.issubdtype(y.dtype, np.floating):
-                scale, zero = self._out["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            rows.append(y.astype(np.float64))
-        return np.stack(rows)
+        return np.stack([_invoke(self._it, self._in, self._out, x.reshape(self._shape)) for x in batch]).astype(np.float64)
 
-    def predict_prepared(self, windows: np.ndarray, batch_size: int = 16) -> np.ndarray:
-        return self.predict_proba(windows).mean(axis=0)
+    def _example(self) -> np.ndarray:
+        return np.zeros(self._shape, np.float32)
 
-    def predict_files(self, paths, workers: int = 4) -> np.ndarray:
-        return np.stack([self.predict_prepared(self.prepare(p)) for p in paths]) if paths else np.zeros((0, len(self.labels)))
 
-    def window_probabilities(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        windows = self.prepare(path, silence=False)
-        hop = self.input.get("hop_samples", 0) / self.input.get("sample_rate", 1)
-        return np.arange(len(windows)) * hop, self.predict_proba(windows)
-
-    def latency_ms(self, runs: int = 20, warmup: int = 3) -> float:
-        x = np.zeros(self._shape, self._in["dtype"])
-        for _ in range(warmup):
-            self._it.set_tensor(self._in["index"], x)
-            self._it.invoke()
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            self._it.set_tensor(self._in["index"], x)
-            self._it.invoke()
-            times.append((time.perf_counter() - t) * 1000)
-        return float(np.median(times))
+def _invoke(it, inp: dict, out: dict, x: np.ndarray) -> np.ndarray:
+    """One float input through an interpreter, quantizing the input and dequantizing the output
+    as the file's own scale and zero point say (a no-op for float files)."""
+    if np.issubdtype(inp["dtype"], np.floating):
+        q = x.astype(inp["dtype"])
+    else:
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        q = np.clip(np.round(x.astype(np.float32) / scale) + zero, info.min, info.max).astype(inp["dtype"])
+    it.set_tensor(inp["index"], q)
+    it.invoke()
+    y = it.get_tensor(out["index"])[0]
+    if not np.issubdtype(y.dtype, np.floating):
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
