@@ -236,36 +236,28 @@ def _calibration(quantization: Quantization, meta: dict):
 
 
 def _int8_head(clf, out_dir: Path, quantization: Quantization, meta: dict, frontend: bool):
-    """Quantize the backbone alone, embed the training data with it, fit a head on those embeddings."""
-    import dataclasses
-    import hashlib
+    """Quantize the backbone alone as a .tflite, and fit a head on its embeddings (see int8_head)."""
+    from .int8_head import calibration_digest, fit_int8_head
 
-    from ..tasks.classifier import fit_head
-
-    digest = hashlib.sha256("\n".join(str(p) for p in quantization.calibration_files()).encode()
-                            + repr((quantization.max_samples, frontend)).encode()).hexdigest()[:12]
-    spec = dataclasses.replace(clf.spec, name=f"{clf.spec.name}-int8-{digest}")
+    digest = calibration_digest(quantization, frontend, "tflite")
     backbone_int8 = out_dir / f".backbone_int8-{digest}.tflite"
     backbone_fp32 = out_dir / f".backbone_fp32-{digest}.tflite"
     try:
         convert(*torch_classifier(clf, frontend, with_head=False), backbone_fp32)
         quantize(backbone_fp32, backbone_int8, quantization, _calibration(quantization, meta)())
-        backbone = TFLiteBackbone(spec, backbone_int8, meta)
-        return fit_head(backbone, clf.train_samples, clf.val_samples, clf.options, clf.cache, clf.progress,
-                        "int8 backbone")
+        return fit_int8_head(clf, TFLiteBackbone(backbone_int8, meta), digest)
     finally:
         backbone_fp32.unlink(missing_ok=True)
         backbone_int8.unlink(missing_ok=True)
 
 
 class TFLiteBackbone:
-    """An int8 .tflite backbone behind the usual contract: `embed(batch) -> (N, feature_dim)`, taking
-    the same inputs as the float backbone (uint8 images, or waveform windows)."""
+    """An int8 .tflite backbone behind `embed(batch) -> (N, feature_dim)`, taking the same inputs as
+    the float backbone (uint8 images, or waveform windows)."""
 
-    def __init__(self, spec, path: Path, metadata: dict) -> None:
+    def __init__(self, path: Path, metadata: dict) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.spec = spec
         self._meta = metadata
         self._it = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
         self._it.allocate_tensors()

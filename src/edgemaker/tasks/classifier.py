@@ -144,11 +144,13 @@ class Classifier:
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
         return onnx_model.model_metadata(self.spec, self.classes, quantization, self.options, frontend)
 
-    def export(self, out_dir: str | Path, quantization: Quantization | None = None, frontend: bool = True) -> Path:
+    def export(self, out_dir: str | Path, quantization: Quantization | None = None, frontend: bool = True,
+               int8_aware_head: bool = True) -> Path:
         """Write the stitched model (fp32, or quantized from it) into `out_dir`; returns its path.
 
         Audio models take raw audio windows and compute log-mel in the graph; `frontend=False` gives
-        the variant that takes the log-mel patch (for devices with a DSP front end).
+        the variant that takes the log-mel patch (for devices with a DSP front end). int8 files get a
+        head fitted on the int8 backbone's own embeddings unless `int8_aware_head` is False.
         """
         quantization = quantization or Quantization.none()
         out_dir = Path(out_dir)
@@ -159,8 +161,31 @@ class Classifier:
         onnx_model.save_model(model, fp32)
         if quantization.kind == "none":
             return fp32
-        return onnx_model.quantize(fp32, out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx", quantization,
-                                   self.metadata(quantization.kind, frontend))
+        source, meta = fp32, self.metadata(quantization.kind, frontend)
+        if quantization.kind == "int8" and int8_aware_head and self.train_samples:
+            head = self._int8_head(graph, out_dir, quantization, frontend)
+            source = out_dir / f".model_fp32{suffix}-int8-head.onnx"
+            onnx_model.save_model(onnx_model.stitch(graph, head.coef_, head.intercept_, meta), source)
+            meta["head"] = "fitted on the int8 backbone's embeddings"
+        try:
+            return onnx_model.quantize(source, out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx",
+                                       quantization, meta)
+        finally:
+            if source != fp32:
+                source.unlink(missing_ok=True)
+
+    def _int8_head(self, graph: Path, out_dir: Path, quantization: Quantization, frontend: bool) -> SoftmaxHead:
+        """Quantize the backbone graph alone and fit a head on its embeddings (see export.int8_head)."""
+        from ..export.int8_head import OnnxBackbone, calibration_digest, fit_int8_head
+
+        digest = calibration_digest(quantization, frontend, "onnx")
+        backbone_int8 = out_dir / f".backbone_int8-{digest}.onnx"
+        meta = self.metadata("int8", frontend)
+        try:
+            onnx_model.quantize(graph, backbone_int8, quantization, meta)
+            return fit_int8_head(self, OnnxBackbone(backbone_int8, meta, self.options.threads), digest)
+        finally:
+            backbone_int8.unlink(missing_ok=True)
 
 
 def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,

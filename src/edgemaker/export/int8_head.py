@@ -1,0 +1,55 @@
+"""A head trained for the int8 network it will run on.
+
+Post-training quantization changes the backbone's embeddings a little; a float head can then flip
+borderline samples. So: quantize the backbone alone (calibrated on the training files), embed the
+training data with that int8 backbone, fit the head on those embeddings, and quantize the whole
+model with the same calibration: the deployed int8 backbone is the one the head was fitted on.
+Used by the ONNX and TFLite int8 exports alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .quantization import Quantization
+
+
+def calibration_digest(quantization: Quantization, frontend: bool, runtime: str) -> str:
+    key = "\n".join(str(p) for p in quantization.calibration_files()) + repr((quantization.max_samples, frontend, runtime))
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def fit_int8_head(clf, int8_backbone, digest: str):
+    """Fit a head on `int8_backbone.embed` (any object with that method) for clf's training data."""
+    from ..tasks.classifier import fit_head
+
+    class Named:  # the cache keys embeddings by spec.cache_id: an int8 backbone is another backbone
+        spec = dataclasses.replace(clf.spec, name=f"{clf.spec.name}-int8-{digest}")
+
+        def embed(self, batch: np.ndarray) -> np.ndarray:
+            return int8_backbone.embed(batch)
+
+    return fit_head(Named(), clf.train_samples, clf.val_samples, clf.options, clf.cache, clf.progress, "int8 backbone")
+
+
+class OnnxBackbone:
+    """A (quantized) ONNX backbone graph behind `embed(batch) -> (N, dim)`, fed like the float one."""
+
+    def __init__(self, path: Path, metadata: dict, threads: int | None = None) -> None:
+        from ..backbones.runtime import OUTPUT_NAME, make_session
+
+        self._session = make_session(path, threads)
+        self._meta = metadata
+        self._output = OUTPUT_NAME
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        spec = self._meta["input"]
+        if spec["kind"] == "logmel":
+            from ..backbones.audio_backbones import FRONTENDS
+
+            batch = FRONTENDS[self._meta["backbone"]].compute(batch.astype(np.float32))
+        return self._session.run([self._output], {spec["name"]: np.ascontiguousarray(batch)})[0].astype(np.float32)
