@@ -56,6 +56,7 @@ class Classifier:
         self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
         self.train_samples: Sequence[Sample] = ()
         self.val_samples: Sequence[Sample] = ()
+        self.int8_head_choice: dict[str, float] = {}  # validation accuracy of the two ONNX int8 heads
 
     @property
     def classes(self) -> list[str]:
@@ -149,8 +150,9 @@ class Classifier:
         """Write the stitched model (fp32, or quantized from it) into `out_dir`; returns its path.
 
         Audio models take raw audio windows and compute log-mel in the graph; `frontend=False` gives
-        the variant that takes the log-mel patch (for devices with a DSP front end). int8 files get a
-        head fitted on the int8 backbone's own embeddings unless `int8_aware_head` is False.
+        the variant that takes the log-mel patch (for devices with a DSP front end). For int8, a second
+        file whose head is fitted on the int8 backbone's own embeddings is built too, and the one with
+        the better validation accuracy is kept (unless `int8_aware_head` is False).
         """
         quantization = quantization or Quantization.none()
         out_dir = Path(out_dir)
@@ -161,18 +163,35 @@ class Classifier:
         onnx_model.save_model(model, fp32)
         if quantization.kind == "none":
             return fp32
-        source, meta = fp32, self.metadata(quantization.kind, frontend)
-        if quantization.kind == "int8" and int8_aware_head and self.train_samples:
-            head = self._int8_head(graph, out_dir, quantization, frontend)
-            source = out_dir / f".model_fp32{suffix}-int8-head.onnx"
-            onnx_model.save_model(onnx_model.stitch(graph, head.coef_, head.intercept_, meta), source)
-            meta["head"] = "fitted on the int8 backbone's embeddings"
+        target = out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx"
+        meta = self.metadata(quantization.kind, frontend)
+        onnx_model.quantize(fp32, target, quantization, {**meta, "head": "float head, quantized"})
+        if quantization.kind == "int8" and int8_aware_head and self.train_samples and self.val_samples:
+            self._try_int8_head(graph, target, quantization, frontend, meta)
+        return target
+
+    def _try_int8_head(self, graph: Path, target: Path, quantization: Quantization, frontend: bool, meta: dict) -> None:
+        """Build the int8 file again with a head fitted on the int8 backbone's embeddings, and keep
+        whichever of the two int8 files scores better on the validation split (ties: the plain one)."""
+        from ..export.runtime import ExportedModel
+
+        head = self._int8_head(graph, target.parent, quantization, frontend)
+        source = target.with_name(f".{target.stem}-int8-head-source.onnx")
+        aware = target.with_name(f".{target.stem}-int8-head.onnx")
         try:
-            return onnx_model.quantize(source, out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx",
-                                       quantization, meta)
+            onnx_model.save_model(onnx_model.stitch(graph, head.coef_, head.intercept_, meta), source)
+            onnx_model.quantize(source, aware, quantization, {**meta, "head": "fitted on the int8 backbone's embeddings"})
+            paths, labels = [s.path for s in self.val_samples], [s.label for s in self.val_samples]
+            scores = []
+            for path in (target, aware):
+                model = ExportedModel(path, self.options.threads)
+                scores.append(evaluate_predictions(model.labels, labels, model.predict_files(paths)).accuracy)
+            self.int8_head_choice = {"plain_val_accuracy": round(scores[0], 4), "int8_aware_val_accuracy": round(scores[1], 4)}
+            if scores[1] > scores[0]:
+                aware.replace(target)
         finally:
-            if source != fp32:
-                source.unlink(missing_ok=True)
+            source.unlink(missing_ok=True)
+            aware.unlink(missing_ok=True)
 
     def _int8_head(self, graph: Path, out_dir: Path, quantization: Quantization, frontend: bool) -> SoftmaxHead:
         """Quantize the backbone graph alone and fit a head on its embeddings (see export.int8_head)."""
