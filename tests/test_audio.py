@@ -19,7 +19,7 @@ from edgemaker.backbones.audio_backbones import FRONTENDS
 from edgemaker.backbones.spec import AudioInput
 from edgemaker.backbones.weights import resolve_weights
 from edgemaker.cli import cli
-from edgemaker.data.audio import (AudioAugmentation, AudioDecodeError, SilenceOptions, check_audio, clip_windows,
+from edgemaker.data.audio import (AudioAugmentation, SilenceOptions, check_audio, clip_windows,
                                   cut_windows, probe_audio, stream_mono)
 from edgemaker.demo import make_dataset, make_sound_dataset
 from edgemaker.errors import DataError

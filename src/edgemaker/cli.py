@@ -165,7 +165,6 @@ def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_
 @click.option("--quiet", is_flag=True)
 def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
     """Evaluate an exported MODEL on FOLDER (<class>/<files>; a test/ split is used if present)."""
-    from .evaluate.metrics import evaluate_predictions
     from .export.runtime import load_exported
     from .pipeline import evaluate_files
     from .data.validate import validate_folder
