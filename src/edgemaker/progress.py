@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Protocol
 
 
@@ -46,29 +45,3 @@ class ConsoleProgress:
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
-
-
-class CallbackProgress:
-    """Forwards (stage, done, total) to a callback: the web app's hook."""
-
-    def __init__(self, callback: Callable[[str, int, int], None]) -> None:
-        self._callback = callback
-
-    def bar(self, total: int, desc: str) -> Bar:
-        callback = self._callback
-
-        class _Bar:
-            done = 0
-
-            def update(self, n: int = 1) -> None:
-                self.done += n
-                callback(desc, self.done, total)
-
-            def close(self) -> None:
-                pass
-
-        callback(desc, 0, total)
-        return _Bar()
-
-    def log(self, message: str) -> None:
-        self._callback(message, 0, 0)

@@ -207,7 +207,3 @@ def check_audio(source: Path | bytes) -> dict:
         loudest = max(loudest, float(np.sqrt((carry.astype(np.float64) ** 2).mean())))
     info["loudest_db"] = round(20 * math.log10(loudest), 2) if loudest > 0 else -200.0
     return info
-
-
-def window_count_estimate(duration_s: float, spec: AudioInput) -> int:
-    return max(1, 1 + math.floor((duration_s * spec.sample_rate - spec.window_samples) / spec.hop_samples))
