@@ -208,18 +208,17 @@ def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool
     fp32 = out_dir / f"model_fp32{suffix}.tflite"
     if head is not None:  # a model with its own head: its float source is only a step
         fp32 = out_dir / f".model_fp32{suffix}-int8-head.tflite"
-    done = clf.__dict__.setdefault("_tflite_fp32", set())  # converted in this process, for this head
-    key = (fp32, id(head or clf.head))
-    if key not in done or not fp32.is_file():
+    if not clf.fresh_float_source(fp32, head or clf.head):
         convert(*torch_classifier(clf, frontend, head), fp32)
         _finish(fp32, meta)
-        done.add(key)
+        clf.float_sources[fp32] = head or clf.head
     if quantization.kind == "none":
         return fp32
     try:
         quantize(fp32, target, quantization, calibration() if calibration else iter(()))
     finally:
         if head is not None:
+            clf.float_sources.pop(fp32, None)
             fp32.unlink(missing_ok=True)
             fp32.with_name(fp32.name + ".json").unlink(missing_ok=True)
     final = clf.metadata(quantization.kind, frontend)

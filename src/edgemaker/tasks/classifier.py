@@ -57,6 +57,13 @@ class Classifier:
         self.train_samples: Sequence[Sample] = ()
         self.val_samples: Sequence[Sample] = ()
         self.int8_head_choice: dict[str, float] = {}  # validation accuracy of the two ONNX int8 heads
+        # fp32 files written in this process -> the head they hold: a second format that needs the same
+        # float source (fp32 then int8, dynamic, ...) reuses it instead of converting again.
+        self.float_sources: dict[Path, SoftmaxHead] = {}
+
+    def fresh_float_source(self, path: Path, head: SoftmaxHead) -> bool:
+        """True when `path` already holds this process's float model with `head`."""
+        return self.float_sources.get(path) is head and path.is_file()
 
     @property
     def classes(self) -> list[str]:
@@ -159,8 +166,10 @@ class Classifier:
         suffix = "" if frontend else "_nofrontend"
         fp32 = out_dir / f"{EXPORT_NAMES['none']}{suffix}.onnx"
         graph = self.backbone.onnx_path if frontend else export_backbone_onnx(self.spec, self.options.cache_dir, False)
-        model = onnx_model.stitch(graph, self.head.coef_, self.head.intercept_, self.metadata("none", frontend))
-        onnx_model.save_model(model, fp32)
+        if not self.fresh_float_source(fp32, self.head):
+            model = onnx_model.stitch(graph, self.head.coef_, self.head.intercept_, self.metadata("none", frontend))
+            onnx_model.save_model(model, fp32)
+            self.float_sources[fp32] = self.head
         if quantization.kind == "none":
             return fp32
         target = out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx"
