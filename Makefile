@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: 2.13.0 is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	# The TFLite extra names torch too: keeping the pin in the same command stops pip pulling a CUDA build.
-	$(BIN)/pip install -q -e '.[dev,more-backbones,tflite]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
 	# aisfx ships the audio embedding weights; its own pins (numpy==1.23, librosa==0.9.2) are stale
 	# and unused here, so it is installed without them.
 	$(BIN)/pip install -q --no-deps aisfx==0.1.2

@@ -217,6 +217,23 @@ def backbones(as_json: bool) -> None:
         f"dim {r['feature_dim']}  licence {r['licence'].split(' ')[0]}  weights: {r['weights']}" for r in rows))
 
 
+@cli.command()
+@click.argument("home", required=False, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Serve one exported model file as an HTTP API (POST /api/v1/predict) instead of projects.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires the token printed at start-up.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Default: 8765, or a free port if taken.")
+@click.option("--token", default=None, envvar="EDGEMAKER_TOKEN", help="Access token (default: generated when needed).")
+@click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
+def serve(home: Path | None, model: Path | None, host: str, port: int | None, token: str | None, no_browser: bool) -> None:
+    """The no-code web app: projects in HOME (default ./edgemaker-projects), each a folder of
+    class folders that `edgemaker train HOME/<project>/data` also reads."""
+    from .web import serve as run_server
+
+    run_server(home, model, host, port, token, not no_browser, echo=lambda m: click.echo(m, err=True))
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

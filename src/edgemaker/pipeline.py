@@ -138,7 +138,7 @@ def train_run(
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
-        exported = _export_all(clf, out_dir, formats, splits, report.modality)
+        exported = _export_all(clf, out_dir, formats, splits, report.modality, progress)
         models = [load_exported(path, options.threads) for _, path in exported]
         file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
         exports = []
@@ -200,7 +200,8 @@ def train_run(
     return metrics
 
 
-def _export_all(clf: Classifier, out_dir: Path, formats: Sequence[str], splits: Splits, modality: str):
+def _export_all(clf: Classifier, out_dir: Path, formats: Sequence[str], splits: Splits, modality: str,
+                progress: Progress):
     """[(format, path)] for every file format asked (c-array is built from tflite-int8 afterwards)."""
     from .export.tflite import export_tflite, require_tflite
 
@@ -210,12 +211,15 @@ def _export_all(clf: Classifier, out_dir: Path, formats: Sequence[str], splits: 
     if any(FORMATS[f][0] == "tflite" for f in wanted):
         require_tflite()
     out = []
+    bar = progress.bar(len(wanted), "export")
     for fmt in wanted:
         runtime, _, _ = FORMATS[fmt]
         frontend = _frontend(fmt, modality)
         q = _quantization(fmt, splits, modality)
         path = clf.export(out_dir, q, frontend) if runtime == "onnx" else export_tflite(clf, out_dir, q, frontend)
         out.append((fmt, path))
+        bar.update()
+    bar.close()
     return out
 
 
@@ -266,6 +270,15 @@ def _split_record(report: ValidationReport, splits: Splits) -> dict:
                       for name, samples in splits.items() for s in samples]}
 
 
+def _misclassified(report: ValidationReport, splits: Splits, ev: Evaluation) -> list[dict]:
+    """Test samples the float model got wrong, most confident mistakes first."""
+    wrong = np.flatnonzero(ev.y_pred != ev.y_true)
+    rows = [{"path": report._rel(splits.test[i].path), "label": ev.classes[ev.y_true[i]],
+             "predicted": ev.classes[ev.y_pred[i]], "confidence": round(float(ev.probabilities[i].max()), 4)}
+            for i in wrong]
+    return sorted(rows, key=lambda r: -r["confidence"])
+
+
 def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings) -> dict:
     spec = clf.spec
     test = test_eval.to_dict()
@@ -296,6 +309,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
         "test": test,
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],
+        "misclassified": _misclassified(report, splits, test_eval),
         "timings": timings,
         "exports": exports,
         "warnings": warnings,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -14,6 +16,7 @@ class Bar(Protocol):
 class Progress(Protocol):
     def bar(self, total: int, desc: str) -> Bar: ...
     def log(self, message: str) -> None: ...
+    def epoch(self, tag: str, record) -> None: ...  # after each head epoch (an EpochRecord)
 
 
 class _NullBar:
@@ -31,6 +34,9 @@ class SilentProgress:
     def log(self, message: str) -> None:
         pass
 
+    def epoch(self, tag: str, record) -> None:
+        pass
+
 
 class ConsoleProgress:
     """tqdm bars and messages on stderr, so stdout stays clean for results."""
@@ -45,3 +51,43 @@ class ConsoleProgress:
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+
+    def epoch(self, tag: str, record) -> None:
+        pass  # the summary line after training says enough on a terminal
+
+
+class EventProgress:
+    """Progress as a stream of small dicts (the web app's training worker writes them as JSON lines).
+    Bars report at most every `interval` seconds, plus their first and last step."""
+
+    def __init__(self, emit: Callable[[dict], None], interval: float = 0.25) -> None:
+        self.emit = emit
+        self.interval = interval
+
+    def bar(self, total: int, desc: str) -> Bar:
+        return _EventBar(self, total, desc)
+
+    def log(self, message: str) -> None:
+        self.emit({"type": "log", "message": message})
+
+    def epoch(self, tag: str, record) -> None:
+        self.emit({"type": "epoch", "backbone": tag, **{k: v for k, v in vars(record).items()}})
+
+
+class _EventBar:
+    def __init__(self, owner: EventProgress, total: int, desc: str) -> None:
+        self.owner, self.total, self.desc, self.done, self._last = owner, total, desc, 0, 0.0
+        self._send()
+
+    def _send(self) -> None:
+        self._last = time.monotonic()
+        self.owner.emit({"type": "progress", "stage": self.desc, "done": self.done, "total": self.total})
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done >= self.total or time.monotonic() - self._last >= self.owner.interval:
+            self._send()
+
+    def close(self) -> None:
+        if self._last and self.done < self.total:
+            self._send()

@@ -67,10 +67,11 @@ class SoftmaxHead:
             return (len(y_idx) / (n_classes * counts)).astype(np.float32)
         return None
 
-    def fit(self, X, y, validation: tuple | None = None) -> SoftmaxHead:
+    def fit(self, X, y, validation: tuple | None = None, callback=None) -> SoftmaxHead:
         """X: (N, dim), or (N, views, dim) where each epoch draws one view per sample (augmentation).
 
         `validation` = (X_val, y_val): enables early stopping with the best epoch restored.
+        `callback(record)`: called after every epoch with its EpochRecord (live charts).
         Plain numpy (mini-batch AdamW on the softmax cross-entropy), deterministic for `random_state`.
         """
         self._validate_params()
@@ -151,6 +152,8 @@ class SoftmaxHead:
                 else:
                     waited += 1
             self.history_.append(record)
+            if callback is not None:
+                callback(record)
             if validation is not None and waited >= self.patience:
                 break
         if validation is None:

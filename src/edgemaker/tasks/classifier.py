@@ -118,7 +118,8 @@ class Classifier:
             x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
             t1 = time.perf_counter()
             head = _head(options).fit(x_train.vectors, _labels(train, x_train),
-                                      validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
+                                      validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None,
+                                      callback=lambda record, name=name: progress.epoch(name, record))
             model = cls(backbone, head, options, cache, progress)
             t2 = time.perf_counter()
             extract_s += t1 - t0

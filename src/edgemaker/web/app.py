@@ -1,0 +1,394 @@
+"""The web app's HTTP API (FastAPI): a thin layer over the project store, the training worker and
+the exported-model runtime. Every error, whatever raised it, leaves as
+`{"error": {"status", "code", "message"}}`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..data.folders import MEDIA_EXTENSIONS as _EXTS
+from ..errors import EdgemakerError
+from . import jobs
+from .projects import Project, ProjectStore, WebError
+from .security import Guard, SecurityConfig, error_body
+
+STATIC = Path(__file__).parent / "static"
+INTERNAL_FILES = frozenset({"status.json", "request.json", "events.jsonl", "worker.log"})  # the run's bookkeeping
+log = logging.getLogger("edgemaker.web")
+
+
+@dataclass
+class WebConfig:
+    home: Path | None = None  # the projects folder (None with `model`)
+    model: Path | None = None  # serve this one exported file: predict API only
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+
+class NewProject(BaseModel):
+    name: str = Field(description="Folder name of the project")
+    task: str = Field(description="image or audio")
+
+
+class ClassName(BaseModel):
+    name: str
+
+
+class TrainRequest(BaseModel):
+    options: dict = Field(default_factory=dict,
+                          description="epochs, batch_size, learning_rate, dropout, backbone, augment, seed")
+    formats: list[str] | None = Field(default=None, description="export formats; default: all the page offers")
+
+
+def check_upload(data: bytes, task: str, name: str) -> None:
+    """An image must decode; a sound must parse and hold samples. WebError(415) otherwise."""
+    from ..data.audio import AudioDecodeError, check_audio
+    from ..data.images import ImageDecodeError, decode_image
+
+    try:
+        if task == "image":
+            decode_image(data, min_side=32)
+        else:
+            check_audio(data)
+    except (ImageDecodeError, AudioDecodeError) as exc:
+        raise WebError(415, "bad_content", f"{name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on hostile input
+        raise WebError(415, "bad_content", f"{name}: cannot be decoded ({type(exc).__name__})") from None
+
+
+class ModelCache:
+    """Exported models loaded once per file version (path, mtime)."""
+
+    def __init__(self) -> None:
+        self._models: dict[Path, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path):
+        from ..export.runtime import load_exported
+
+        mtime = path.stat().st_mtime
+        with self._lock:
+            hit = self._models.get(path)
+            if hit and hit[0] == mtime:
+                return hit[1]
+        model = load_exported(path)
+        with self._lock:
+            self._models[path] = (mtime, model)
+        return model
+
+
+def _model_of_run(run: Path) -> Path:
+    for name in ("model_int8.onnx", "model_fp32.onnx"):
+        if (run / name).is_file():
+            return run / name
+    raise WebError(404, "no_model", f"run {run.name} has no ONNX model to run")
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    app = FastAPI(title="edgemaker", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json",
+                  description="Local API of the edgemaker web app: projects, samples, training runs, predictions.")
+    store = ProjectStore(config.home) if config.home else None
+    models = ModelCache()
+    limits = config.security.limits
+
+    # -- one error shape ------------------------------------------------------------------------
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse(json.loads(error_body(status, code, message)), status_code=status)
+
+    @app.exception_handler(WebError)
+    async def _web_error(request: Request, exc: WebError):
+        return error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(EdgemakerError)
+    async def _edgemaker_error(request: Request, exc: EdgemakerError):
+        return error(400, "invalid", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, "internal", f"internal error ({type(exc).__name__}); see the server's console")
+
+    def project(name: str) -> Project:
+        if store is None:
+            raise WebError(404, "no_projects", "this server serves one model (--model); project routes are off")
+        return store.get(name)
+
+    def not_while_training(p: Project) -> None:
+        if jobs.active_run(p) or jobs.lock_held(p.runs_dir):
+            raise WebError(409, "busy", f"project {p.name!r} is training; change its classes after the run")
+
+    # -- info and projects ----------------------------------------------------------------------
+    @app.get("/api/v1/info")
+    def info() -> dict:
+        out = {"version": __version__, "mode": "model" if config.model else "projects",
+               "limits": vars(limits), "home": str(config.home) if config.home else None}
+        if config.model:
+            m = models.get(config.model)
+            out["model"] = {"file": config.model.name, "labels": m.labels, "modality": m.modality}
+        return out
+
+    @app.get("/api/v1/options")
+    def train_options(task: str = "image") -> dict:
+        """What the Train page offers for a task: backbones, export formats and the defaults."""
+        from ..backbones import list_backbones
+        from ..pipeline import AUDIO_ONLY, FORMATS
+        from ..tasks.options import HParams
+        from .worker import web_formats
+
+        if task not in ("image", "audio"):
+            raise WebError(400, "invalid_task", "task must be image or audio")
+        return {"backbones": [{"name": s.name, "parameters": s.parameters, "feature_dim": s.feature_dim}
+                              for s in list_backbones() if s.modality == task],
+                "formats": [f for f in FORMATS if task == "audio" or f not in AUDIO_ONLY],
+                "default_formats": list(web_formats()), "defaults": vars(HParams())}
+
+    @app.get("/api/v1/projects")
+    def list_projects() -> dict:
+        return {"projects": store.list() if store else []}
+
+    @app.post("/api/v1/projects", status_code=201)
+    def create_project(body: NewProject) -> dict:
+        if store is None:
+            project("")
+        return store.create(body.name, body.task).to_dict()
+
+    @app.get("/api/v1/projects/{name}")
+    def get_project(name: str) -> dict:
+        p = project(name)
+        runs = jobs.list_runs(p)
+        latest = jobs.latest_done(p)
+        return {**p.to_dict(), "runs": runs, "active_run": next((r for r in runs if r["state"] not in jobs.TERMINAL), None),
+                "latest_run": latest.name if latest else None}
+
+    # -- classes and samples --------------------------------------------------------------------
+    @app.post("/api/v1/projects/{name}/classes", status_code=201)
+    def add_class(name: str, body: ClassName) -> dict:
+        p = project(name)
+        return {"name": p.add_class(body.name)}
+
+    @app.patch("/api/v1/projects/{name}/classes/{label}")
+    def rename_class(name: str, label: str, body: ClassName) -> dict:
+        p = project(name)
+        not_while_training(p)
+        return {"name": p.rename_class(label, body.name)}
+
+    @app.delete("/api/v1/projects/{name}/classes/{label}", status_code=204)
+    def delete_class(name: str, label: str) -> None:
+        p = project(name)
+        not_while_training(p)
+        p.delete_class(label)
+
+    @app.get("/api/v1/projects/{name}/classes/{label}/samples")
+    def list_samples(name: str, label: str) -> dict:
+        return {"samples": project(name).samples(label)}
+
+    @app.post("/api/v1/projects/{name}/classes/{label}/samples", status_code=201)
+    async def upload_samples(name: str, label: str, request: Request) -> dict:
+        """multipart/form-data, one or many `files`; each is checked and written on its own."""
+        p = project(name)
+        p.class_dir(label)
+        try:
+            form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 10)
+        except Exception as exc:  # noqa: BLE001 - the multipart parser's errors, too many files included
+            raise WebError(400, "bad_upload", f"cannot read the upload ({exc}); send at most "
+                                              f"{limits.max_files} files as multipart/form-data") from None
+        added, rejected = [], []
+        try:
+            for item in form.getlist("files"):
+                if isinstance(item, str):
+                    continue
+                fname = item.filename or "(no name)"
+                data = await item.read(limits.max_file_bytes + 1)
+                try:
+                    if len(data) > limits.max_file_bytes:
+                        raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB "
+                                                         "per-file limit")
+                    await asyncio.to_thread(_check_and_add, p, label, fname, data, added)
+                except WebError as exc:
+                    rejected.append({"file": fname, "status": exc.status, "code": exc.code, "reason": exc.message})
+        finally:
+            await form.close()
+        if not added:
+            if not rejected:
+                raise WebError(400, "no_files", "no files in the upload (form field 'files')")
+            first = rejected[0]
+            raise WebError(first["status"], first["code"],
+                           first["reason"] + (f" (and {len(rejected) - 1} more rejected)" if len(rejected) > 1 else ""))
+        return {"added": added, "rejected": rejected}
+
+    def _check_and_add(p: Project, label: str, fname: str, data: bytes, added: list) -> None:
+        from .projects import safe_filename
+
+        safe_filename(fname, p.task)  # the type first: a clear message before decoding anything
+        check_upload(data, p.task, fname)
+        added.append(p.add_sample(label, fname, data))
+
+    @app.get("/api/v1/projects/{name}/samples/{label}/{filename}")
+    def get_sample(name: str, label: str, filename: str):
+        path = project(name).sample_path(label, filename)
+        return FileResponse(path, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    @app.delete("/api/v1/projects/{name}/samples/{label}/{filename}", status_code=204)
+    def delete_sample(name: str, label: str, filename: str) -> None:
+        p = project(name)
+        not_while_training(p)
+        p.delete_sample(label, filename)
+
+    # -- training runs --------------------------------------------------------------------------
+    @app.post("/api/v1/projects/{name}/train", status_code=202)
+    def train(name: str, body: TrainRequest) -> dict:
+        from ..backbones import get_spec
+        from ..pipeline import parse_formats
+        from .worker import options_from_request
+
+        p = project(name)
+        request = body.model_dump()
+        try:
+            options, formats = options_from_request(request)
+            parse_formats(formats, p.task)
+        except (ValueError, EdgemakerError) as exc:
+            raise WebError(400, "invalid_option", f"invalid option: {exc}") from None
+        if options.model.backbone and get_spec(options.model.backbone).modality != p.task:
+            raise WebError(400, "invalid_option", f"invalid option: backbone {options.model.backbone!r} is not for "
+                                                  f"{p.task} projects")
+        if sum(1 for c in p.classes() if c["count"]) < 2:
+            raise WebError(400, "not_enough_data", "add samples to at least two classes before training")
+        run_id = jobs.start_run(p, request)
+        return {"run": run_id}
+
+    @app.get("/api/v1/projects/{name}/runs")
+    def list_runs(name: str) -> dict:
+        return {"runs": jobs.list_runs(project(name))}
+
+    @app.get("/api/v1/projects/{name}/runs/{run_id}")
+    def get_run(name: str, run_id: str) -> dict:
+        path = jobs.run_dir(project(name), run_id)
+        status = jobs.read_status(path)
+        out = {"status": status, "request": json.loads((path / "request.json").read_text("utf-8"))}
+        if status["state"] == "done":
+            out["metrics"] = json.loads((path / "metrics.json").read_text("utf-8"))
+            out["files"] = [{"name": f.name, "size_bytes": f.stat().st_size} for f in sorted(path.iterdir())
+                            if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
+                            and f.name not in INTERNAL_FILES]
+        return out
+
+    @app.post("/api/v1/projects/{name}/runs/{run_id}/cancel", status_code=202)
+    def cancel(name: str, run_id: str) -> dict:
+        jobs.cancel_run(jobs.run_dir(project(name), run_id))
+        return {"run": run_id, "cancelling": True}
+
+    @app.get("/api/v1/projects/{name}/runs/{run_id}/events")
+    async def events(name: str, run_id: str, request: Request):
+        """Server-sent events: every progress event of the run, then `end` once it is over."""
+        path = jobs.run_dir(project(name), run_id)
+        last = request.headers.get("last-event-id", "")
+        offset = int(last) if last.isdigit() else 0
+
+        async def stream():
+            nonlocal offset
+            yield "retry: 1000\n\n"
+            while True:
+                state = jobs.read_status(path)["state"]
+                batch = jobs.read_events(path, offset)
+                for offset, event in batch:
+                    yield f"id: {offset}\ndata: {json.dumps(event)}\n\n"
+                if state in jobs.TERMINAL and not batch:
+                    yield f"event: end\ndata: {json.dumps(jobs.read_status(path))}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.3)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/v1/projects/{name}/runs/{run_id}/files/{filename}")
+    def download(name: str, run_id: str, filename: str):
+        path = jobs.run_dir(project(name), run_id)
+        target = path / filename
+        if (filename != Path(filename).name or filename.startswith(".") or filename in INTERNAL_FILES or target.is_symlink()
+                or not target.is_file() or jobs.read_status(path)["state"] != "done"):
+            raise WebError(404, "not_found", f"{filename}: no such file in run {run_id}")
+        inline = target.suffix in (".html", ".json", ".txt")
+        return FileResponse(target, filename=None if inline else filename,
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    # -- predictions ----------------------------------------------------------------------------
+    @app.post("/api/v1/predict")
+    async def predict(request: Request, project_name: str | None = None, top_k: int = 5) -> dict:
+        """Classify one uploaded file (form field `file`) with the served model, or with the latest
+        finished run of `?project_name=`. Returns top-k and every class's probability."""
+        if config.model:
+            model_path = config.model
+        elif project_name:
+            run = jobs.latest_done(project(project_name))
+            if run is None:
+                raise WebError(409, "not_trained", f"project {project_name!r} has no finished run yet; train it first")
+            model_path = _model_of_run(run)
+        else:
+            raise WebError(400, "no_model", "give ?project_name=<project> (or start the server with --model)")
+        try:
+            form = await request.form(max_files=1, max_fields=5)
+        except Exception as exc:  # noqa: BLE001
+            raise WebError(400, "bad_upload", f"cannot read the upload ({exc}); send one file as form field 'file'") from None
+        try:
+            item = form.get("file")
+            if item is None or isinstance(item, str):
+                raise WebError(400, "no_files", "no file in the upload (form field 'file')")
+            data = await item.read(limits.max_file_bytes + 1)
+            fname = item.filename or "upload"
+        finally:
+            await form.close()
+        if len(data) > limits.max_file_bytes:
+            raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB limit")
+        return await asyncio.to_thread(_predict, model_path, fname, data, max(1, min(top_k, 100)))
+
+    def _predict(model_path: Path, fname: str, data: bytes, top_k: int) -> dict:
+        model = models.get(model_path)
+        suffix = Path(fname).suffix.lower() if Path(fname).suffix.lower() in _EXTS else (
+            ".png" if model.modality == "image" else ".wav")
+        with tempfile.TemporaryDirectory(prefix="edgemaker-predict-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                proba = model.predict_prepared(model.prepare(path))
+            except EdgemakerError as exc:
+                raise WebError(415, "bad_content", str(exc).replace(str(path), fname)) from None
+        order = proba.argsort()[::-1]
+        return {"model": model_path.name, "file": fname,
+                "top": [{"label": model.labels[i], "probability": round(float(proba[i]), 4)} for i in order[:top_k]],
+                "probabilities": {label: round(float(p), 4) for label, p in zip(model.labels, proba)}}
+
+    # -- the page -------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guard, config=config.security)
+    return app

@@ -1,0 +1,214 @@
+"""Projects on disk: the same `<class>/<files>` folder the CLI trains on, plus the web app's runs.
+
+    HOME/<project>/project.json        name, task (image | audio), created
+    HOME/<project>/data/<class>/<file>  what `edgemaker train HOME/<project>/data` reads
+    HOME/<project>/runs/<run>/          one training run (see jobs.py)
+
+Every name that arrives from a request passes `safe_name` or `safe_filename`, and every path is
+resolved and checked to stay inside its project (no `..`, absolute paths or symlinks out).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+import shutil
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_bytes, write_json
+from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
+
+TASKS = ("image", "audio")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+_FILE_CHARS = re.compile(r"[^\w.\-]+")
+MAX_NAME = 64
+
+
+class WebError(Exception):
+    """An error the API reports with its status and code in the one error shape."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def safe_name(name: object, what: str) -> str:
+    """A project or class name used as one folder name: refused (not silently changed) when unsafe."""
+    if not isinstance(name, str):
+        raise WebError(400, "invalid_name", f"{what} name must be text")
+    name = unicodedata.normalize("NFC", name.strip())
+    if not name or len(name) > MAX_NAME:
+        raise WebError(400, "invalid_name", f"{what} name must be 1 to {MAX_NAME} characters")
+    if _BAD_CHARS.search(name) or name.startswith(".") or name.endswith("."):
+        raise WebError(400, "invalid_name", f"{what} name {name!r} may not contain / \\ : * ? \" < > | or control "
+                                            "characters, nor start or end with a dot")
+    if what == "class" and name.lower() in SPLIT_NAMES:
+        raise WebError(400, "invalid_name", f"class name {name!r} is reserved for train/val/test split folders; "
+                                            "choose another name")
+    return name
+
+
+def extensions(task: str) -> frozenset[str]:
+    return IMAGE_EXTENSIONS if task == "image" else AUDIO_EXTENSIONS
+
+
+def safe_filename(original: str, task: str) -> str:
+    """The upload's base name reduced to letters, digits, `._-`, with an extension the task reads."""
+    base = unicodedata.normalize("NFC", re.split(r"[\\/]", original or "")[-1])
+    stem, dot, ext = base.rpartition(".")
+    ext = ("." + ext.lower()) if dot else ""
+    if ext not in extensions(task):
+        kinds = ", ".join(sorted(extensions(task)))
+        raise WebError(415, "unsupported_type", f"{base or '(no name)'}: not a{'n image' if task == 'image' else ' sound'} "
+                                                f"file name; use one of {kinds}")
+    stem = _FILE_CHARS.sub("_", stem).strip("._-")[:60] or "sample"
+    return stem + ext
+
+
+@dataclass
+class Project:
+    root: Path
+    name: str
+    task: str
+    created: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    # -- paths -------------------------------------------------------------------------------
+    def _inside(self, path: Path, base: Path) -> Path:
+        """`path` if it and everything on the way stays inside `base` (symlinks included)."""
+        real_base = base.resolve()
+        real = path.resolve()
+        if real != real_base and real_base not in real.parents:
+            raise WebError(400, "outside_project", f"{path.name}: points outside the project")
+        return path
+
+    def class_dir(self, name: str, must_exist: bool = True) -> Path:
+        name = safe_name(name, "class")
+        path = self._inside(self.data_dir / name, self.data_dir)
+        if path.is_symlink():
+            raise WebError(400, "outside_project", f"class {name!r} is a symbolic link; it is not served")
+        if must_exist and not path.is_dir():
+            raise WebError(404, "not_found", f"class {name!r} not found in project {self.name!r}")
+        return path
+
+    def sample_path(self, label: str, filename: str) -> Path:
+        folder = self.class_dir(label)
+        if filename != Path(filename).name or filename.startswith(".") or not filename:
+            raise WebError(400, "invalid_name", f"{filename!r}: not a sample file name")
+        path = self._inside(folder / filename, folder)
+        if path.is_symlink() or not path.is_file():
+            raise WebError(404, "not_found", f"sample {label}/{filename} not found")
+        return path
+
+    # -- classes and samples -------------------------------------------------------------------
+    def classes(self) -> list[dict]:
+        out = []
+        if self.data_dir.is_dir():
+            for d in sorted(self.data_dir.iterdir(), key=lambda p: p.name):
+                if d.is_dir() and not d.is_symlink() and not d.name.startswith("."):
+                    out.append({"name": d.name, "count": len(self._sample_files(d))})
+        return out
+
+    def _sample_files(self, folder: Path) -> list[Path]:
+        exts = extensions(self.task)
+        return sorted((p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
+                       and not p.name.startswith(".") and p.suffix.lower() in exts), key=lambda p: p.name)
+
+    def samples(self, label: str) -> list[dict]:
+        return [{"name": p.name, "size_bytes": p.stat().st_size} for p in self._sample_files(self.class_dir(label))]
+
+    def add_class(self, name: str) -> str:
+        path = self.class_dir(name, must_exist=False)
+        if path.exists():
+            raise WebError(409, "exists", f"class {path.name!r} already exists")
+        path.mkdir(parents=True)
+        return path.name
+
+    def rename_class(self, old: str, new: str) -> str:
+        src = self.class_dir(old)
+        dst = self.class_dir(new, must_exist=False)
+        if dst.exists():
+            raise WebError(409, "exists", f"class {dst.name!r} already exists")
+        src.rename(dst)
+        return dst.name
+
+    def delete_class(self, name: str) -> None:
+        shutil.rmtree(self.class_dir(name))
+
+    def add_sample(self, label: str, original_name: str, data: bytes) -> str:
+        """Write one checked upload atomically under a fresh name; returns the name used."""
+        folder = self.class_dir(label)
+        name = safe_filename(original_name, self.task)
+        target = folder / name
+        while target.exists():
+            stem, ext = name.rsplit(".", 1)
+            target = folder / f"{stem}-{secrets.token_hex(3)}.{ext}"
+        write_bytes(target, data)
+        return target.name
+
+    def delete_sample(self, label: str, filename: str) -> None:
+        self.sample_path(label, filename).unlink()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "task": self.task, "created": self.created, "classes": self.classes(),
+                "data_dir": str(self.data_dir)}
+
+
+class ProjectStore:
+    """The projects in one home folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+
+    def list(self) -> list[dict]:
+        if not self.home.is_dir():
+            return []
+        out = []
+        for d in sorted(self.home.iterdir(), key=lambda p: p.name):
+            if (d / "project.json").is_file() and not d.is_symlink():
+                try:
+                    p = self.get(d.name)
+                except WebError:
+                    continue
+                out.append({"name": p.name, "task": p.task, "created": p.created,
+                            "classes": len(p.classes())})
+        return out
+
+    def get(self, name: str) -> Project:
+        name = safe_name(name, "project")
+        root = self.home / name
+        meta_file = root / "project.json"
+        if root.is_symlink() or not meta_file.is_file():
+            raise WebError(404, "not_found", f"project {name!r} not found in {self.home}")
+        try:
+            meta = json.loads(meta_file.read_text("utf-8"))
+            task = meta["task"]
+            if task not in TASKS:
+                raise ValueError(task)
+        except (ValueError, KeyError, TypeError):
+            raise WebError(500, "bad_project", f"{meta_file}: not a valid project file; fix or remove it") from None
+        return Project(root, name, task, str(meta.get("created", "")))
+
+    def create(self, name: str, task: str) -> Project:
+        name = safe_name(name, "project")
+        if task not in TASKS:
+            raise WebError(400, "invalid_task", f"task must be one of {', '.join(TASKS)}")
+        root = self.home / name
+        if root.exists():
+            raise WebError(409, "exists", f"project {name!r} already exists")
+        (root / "data").mkdir(parents=True)
+        (root / "runs").mkdir()
+        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        write_json(root / "project.json", {"name": name, "task": task, "created": created})
+        return self.get(name)

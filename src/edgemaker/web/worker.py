@@ -1,0 +1,123 @@
+"""The training worker: `python -m edgemaker.web.worker RUN_DIR`. Runs the same `train_run` as the
+CLI on the project's data folder and reports through events.jsonl and status.json (see jobs.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from ..atomic import write_json
+from ..errors import EdgemakerError
+from .jobs import LOCK_NAME
+
+# The web defaults: every file the export page offers. Sounds also get their front-end-less ONNX.
+WEB_FORMATS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "c-array")
+_HPARAM_FIELDS = ("epochs", "batch_size", "learning_rate", "dropout")
+
+
+def options_from_request(request: dict):
+    """(ClassifierOptions, formats) from a train request; ValueError/EdgemakerError on bad values."""
+    from ..backbones import get_spec
+    from ..pipeline import parse_formats
+    from ..tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
+
+    opts = request.get("options") or {}
+    if not isinstance(opts, dict):
+        raise ValueError("options must be an object")
+    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed"}
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+    hp = HParams(seed=int(opts.get("seed", 0)))
+    changes = {k: opts[k] for k in _HPARAM_FIELDS if opts.get(k) is not None}
+    for k in ("epochs", "batch_size"):
+        if k in changes:
+            changes[k] = int(changes[k])
+    for k in ("learning_rate", "dropout"):
+        if k in changes:
+            changes[k] = float(changes[k])
+    hp = replace(hp, **changes)
+    backbone = opts.get("backbone") or None
+    if backbone is not None:
+        get_spec(str(backbone))
+    options = ClassifierOptions(model=ModelOptions(backbone), hparams=hp,
+                                augmentation=AugmentationOptions(enabled=bool(opts.get("augment", True))))
+    formats = parse_formats(request.get("formats") or list(web_formats()))
+    return options, formats
+
+
+def web_formats() -> tuple[str, ...]:
+    """WEB_FORMATS, less the TFLite ones where the tflite extra is not installed (looked up, not
+    imported: the converter takes seconds to import)."""
+    from importlib.util import find_spec
+
+    if all(find_spec(m) for m in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")):
+        return WEB_FORMATS
+    return tuple(f for f in WEB_FORMATS if f.startswith("onnx"))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def main(run_dir: Path) -> int:
+    from ..pipeline import train_run
+    from ..progress import EventProgress
+
+    project_root = run_dir.parent.parent
+    lock = open(run_dir.parent / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        write_json(run_dir / "status.json", {"state": "failed", "error": "another run of this project is training",
+                                             "finished": _now()})
+        return 1
+    status = json.loads((run_dir / "status.json").read_text("utf-8"))
+    if status.get("state") == "cancelled":
+        return 0
+    request = json.loads((run_dir / "request.json").read_text("utf-8"))
+    status = {"state": "running", "pid": os.getpid(), "started": _now(), "created": status.get("created")}
+    write_json(run_dir / "status.json", status)
+
+    events = open(run_dir / "events.jsonl", "ab", buffering=0)
+    write_lock = threading.Lock()
+
+    def emit(event: dict) -> None:
+        line = json.dumps(event, default=str).encode() + b"\n"
+        with write_lock:
+            events.write(line)
+
+    def finish(state: str, **extra) -> None:
+        write_json(run_dir / "status.json", {**status, "state": state, "finished": _now(), **extra})
+        emit({"type": "state", "state": state, **extra})
+
+    def on_term(signum, frame) -> None:  # cancel: record it, then stop at once (partial files are never trusted)
+        finish("cancelled")
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    emit({"type": "state", "state": "running"})
+    try:
+        options, formats = options_from_request(request)
+        task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
+        train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task)
+    except (EdgemakerError, ValueError) as exc:
+        finish("failed", error=str(exc))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - reported to the page in one line, details in worker.log
+        traceback.print_exc()
+        finish("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    finish("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))
