@@ -216,6 +216,7 @@ function stopMedia() {
   previewing = false;
   $("#capture-image").hidden = $("#capture-audio").hidden = true;
   $("#capture-stop").hidden = $("#preview-stop").hidden = true;
+  burstStop();
   $("#capture-start").hidden = $("#preview-live").hidden = false;
   $("#preview-video").hidden = true;
 }
@@ -461,12 +462,13 @@ async function showRun(runId) {
   const cm = el("table", { "aria-label": "Confusion matrix" }, el("tr", {}, el("th", {}, "true ↓ / predicted →"), ...m.classes.map((c) => el("th", {}, c))),
     ...m.confusion_matrix.map((row, i) => el("tr", {}, el("th", {}, m.classes[i]), ...row.map((v, j) => el("td", { class: "num", style: v && i !== j ? "color:#b42318;font-weight:600" : "" }, v)))));
   const wrong = m.misclassified || [];
-  const mis = wrong.length ? el("div", { class: "thumbs" }, ...wrong.map((w) => {
+  const mis = wrong.length ? el("div", { class: "thumbs wide" }, ...wrong.map((w) => {
     const [label, ...rest] = w.path.split("/");
     const url = sampleUrl(label, rest.join("/"));
-    const caption = `${w.path}: ${w.label} taken for ${w.predicted} (${pct(w.confidence)})`;
-    return state.project.task === "image" ? el("div", { class: "thumb" }, el("img", { src: url, alt: caption, title: caption }))
-      : el("div", { class: "thumb" }, el("button", { type: "button", onclick: () => new Audio(url).play(), title: caption }, `▶ ${w.label}→${w.predicted}`));
+    const caption = `${w.label} → ${w.predicted} (${pct(w.confidence)})`;
+    const media = state.project.task === "image" ? el("img", { src: url, alt: `${w.path}: ${caption}` })
+      : el("button", { type: "button", onclick: () => new Audio(url).play(), "aria-label": `Play ${w.path}` }, "▶ play");
+    return el("figure", { class: "thumb", title: w.path }, media, el("figcaption", {}, caption));
   })) : el("p", { class: "muted" }, "No test sample was misclassified.");
   $("#results").replaceChildren(...m.warnings.map((w) => el("p", { class: "warn", role: "alert" }, `⚠ ${w}`)), cards,
     el("h2", {}, "Per class (test split)"), el("div", { class: "scroll" }, per),
@@ -487,15 +489,16 @@ function renderExports(runId, m, files) {
   const other = files.filter((f) => !names.has(f.name)).map((f) => el("li", {}, el("a", { href: runFile(runId, f.name), download: f.name }, f.name), ` (${mb(f.size_bytes)})`));
   const task = state.project.task;
   const sample = task === "image" ? "photo.jpg" : "clip.wav";
+  const made = new Set(m.exports.map((e) => e.format));
   const snippets = [
-    ["Python, ONNX Runtime (with edgemaker)", `pip install edgemaker\nedgemaker predict model_int8.onnx ${sample}`],
-    ["Python, ONNX Runtime (plain)", task === "image"
-      ? `import json, numpy as np, onnxruntime as ort\nfrom PIL import Image\ns = ort.InferenceSession("model_int8.onnx")\nmeta = json.loads(s.get_modelmeta().custom_metadata_map["edgemaker"])\nsize = meta["input"]["size"]\nx = np.asarray(Image.open("${sample}").convert("RGB").resize((size, size)), np.uint8)[None]  # uint8 NHWC, normalised inside\nprobs = s.run(None, {s.get_inputs()[0].name: x})[0][0]\nprint(meta["labels"][probs.argmax()], probs.max())`
+    made.has("onnx-int8") && ["Python, ONNX Runtime (with edgemaker)", `pip install edgemaker\nedgemaker predict model_int8.onnx ${sample}`],
+    made.has("onnx-int8") && ["Python, ONNX Runtime (plain)", task === "image"
+      ? `import json, numpy as np, onnxruntime as ort\nfrom PIL import Image\ns = ort.InferenceSession("model_int8.onnx")\nmeta = json.loads(s.get_modelmeta().custom_metadata_map["edgemaker"])\nsize = meta["input"]["size"]\nx = np.asarray(Image.open("${sample}").convert("RGB").resize((size, size)), np.uint8)[None]  # uint8 NHWC (edgemaker predict also centre-crops), normalised inside\nprobs = s.run(None, {s.get_inputs()[0].name: x})[0][0]\nprint(meta["labels"][probs.argmax()], probs.max())`
       : `import json, numpy as np, onnxruntime as ort, soundfile as sf\ns = ort.InferenceSession("model_int8.onnx")\nmeta = json.loads(s.get_modelmeta().custom_metadata_map["edgemaker"])\ninp = meta["input"]  # mono float32 at inp["sample_rate"] Hz, windows of inp["window_samples"]\nwave, rate = sf.read("${sample}", dtype="float32")  # resample to inp["sample_rate"] first if needed\nw = inp["window_samples"]\nwave = np.pad(wave, (0, max(0, w - len(wave))))[:w][None]\nprobs = s.run(None, {s.get_inputs()[0].name: wave})[0][0]\nprint(meta["labels"][probs.argmax()], probs.max())`],
-    ["Android / iOS / Python, LiteRT (TFLite)", `from ai_edge_litert.interpreter import Interpreter\nit = Interpreter("model_int8.tflite"); it.allocate_tensors()\ninp, out = it.get_input_details()[0], it.get_output_details()[0]\n# int8 input: quantise with inp["quantization"] (scale, zero point); see model_int8.tflite.json for the recipe\nit.set_tensor(inp["index"], x); it.invoke(); probs = it.get_tensor(out["index"])`],
-    ["Microcontroller (TFLite Micro), C array", `#include "model_data.h"  // model_data.cc holds the int8 .tflite bytes\nconst tflite::Model* model = tflite::GetModel(g_model_data);\n// labels and input scale/zero point are in model_data.h`],
+    made.has("tflite-int8") && ["Android / iOS / Python, LiteRT (TFLite)", `from ai_edge_litert.interpreter import Interpreter\nit = Interpreter("model_int8.tflite"); it.allocate_tensors()\ninp, out = it.get_input_details()[0], it.get_output_details()[0]\n# int8 input: quantise with inp["quantization"] (scale, zero point); see model_int8.tflite.json for the recipe\nit.set_tensor(inp["index"], x); it.invoke(); probs = it.get_tensor(out["index"])`],
+    made.has("c-array") && ["Microcontroller (TFLite Micro), C array", `#include "model_data.h"  // model_data.cc holds the int8 .tflite bytes\nconst tflite::Model* model = tflite::GetModel(g_model_data);\n// labels and input scale/zero point are in model_data.h`],
     ["HTTP API (this server)", `curl -F file=@${sample} '${location.origin}/api/v1/predict?project_name=${enc(state.project.name)}'\n# or serve one file headless:\nedgemaker serve --model model_int8.onnx`],
-  ];
+  ].filter(Boolean);
   $("#exports").replaceChildren(el("p", { class: "muted" }, "Every file below was re-loaded and run on the test split by its own runtime."),
     el("div", { class: "scroll" }, table), el("h2", {}, "Other files"), el("ul", {}, ...other),
     el("h2", {}, "Use it"), ...snippets.flatMap(([title, code]) => [el("h3", {}, title), el("pre", {}, code)]));
