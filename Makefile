@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-data
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean browser
 
 install: $(STAMP)
 
@@ -30,8 +30,18 @@ demo: install
 	$(BIN)/edgemaker evaluate demo-run-audio/model_int8.onnx $(DEMO)/sounds-holdout
 	@echo "Open demo-run/report.html and demo-run-audio/report.html to see the reports."
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# The web app's browser tests drive Debian's chromium (Playwright's own browser download does not
+# work offline). Installed when missing and we may; otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian chromium for the browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser tests will skip"; \
+	  else echo "chromium is missing (apt-get install chromium): the browser tests will skip"; fi; }
 
 bench: install
 	$(BIN)/python bench/bench.py

@@ -326,3 +326,63 @@ def test_cancel_and_a_killed_worker_leave_the_project_usable(api, home):
     run3 = api.post(f"{P}/pats/train", json={"options": {"epochs": 5}, "formats": ["onnx-fp32"]}).json()["run"]
     assert api.wait_run("pats", run3)["status"]["state"] == "done"
     assert api.get(f"{P}/pats").json()["latest_run"] == run3
+
+
+def _start_serve(*args: str):
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgemaker", "serve", *args, "--no-browser", "--port", "0"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        match = re.search(r"open (http://\S+)", line)
+        if match:
+            return proc, match.group(1), lines
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("serve did not print its URL: " + "".join(lines))
+
+
+def test_serve_from_the_cli_on_a_real_socket(tmp_path):
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    proc, url, _ = _start_serve(str(tmp_path / "home"))
+    try:
+        assert url.startswith("http://127.0.0.1:") and "token" not in url
+        with urllib.request.urlopen(url + "api/v1/info") as r:
+            assert json.load(r)["mode"] == "projects"
+        assert (tmp_path / "home").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    proc, url, _ = _start_serve(str(tmp_path / "home"), "--host", "0.0.0.0")
+    try:
+        base, token = url.split("?token=")
+        assert len(token) >= 20
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(base + "api/v1/info")
+        assert denied.value.code == 401 and json.load(denied.value)["error"]["code"] == "unauthorized"
+        req = urllib.request.Request(base + "api/v1/info", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    bad = subprocess.run([sys.executable, "-m", "edgemaker", "serve", "--model", str(tmp_path / "missing.onnx"),
+                          "--no-browser"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.onnx" in bad.stderr
+    (tmp_path / "afile").write_text("x")
+    bad = subprocess.run([sys.executable, "-m", "edgemaker", "serve", str(tmp_path / "afile"), "--no-browser"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is a file" in bad.stderr

@@ -132,7 +132,7 @@ def download_int8(page, tmp_path: Path, classes: list[str]) -> None:
 
     page.get_by_role("tab", name="5 · Export").click()
     with page.expect_download() as info:
-        page.get_by_role("link", name="model_int8.onnx").click()
+        page.get_by_role("link", name="model_int8.onnx", exact=True).click()
     target = tmp_path / "downloaded_int8.onnx"
     info.value.save_as(target)
     model = load_exported(target)
