@@ -386,3 +386,30 @@ def test_serve_from_the_cli_on_a_real_socket(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edgemaker", "serve", str(tmp_path / "afile"), "--no-browser"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is a file" in bad.stderr
+
+
+def test_two_tabs_at_once_do_not_lose_or_mix_data(api, home):
+    """Concurrent uploads of the same file name keep every file; concurrent Train clicks start one run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image_project(api, per_class=4)
+    rng = np.random.default_rng(5)
+    bodies = [png_bytes(pattern_image("blobs", rng)) for _ in range(8)]
+
+    def send(body):
+        return api.post(f"{P}/pats/classes/blobs/samples", files=[("files", ("same.png", body, "image/png"))])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, bodies))
+    assert all(r.status_code == 201 for r in results)
+    names = [r.json()["added"][0] for r in results]
+    assert len(set(names)) == 8
+    folder = home / "pats" / "data" / "blobs"
+    assert sorted((folder / n).read_bytes() for n in names) == sorted(bodies)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+    with ThreadPoolExecutor(4) as pool:
+        starts = list(pool.map(lambda _: api.post(f"{P}/pats/train", json={"formats": ["onnx-fp32"]}), range(4)))
+    assert sorted(r.status_code for r in starts) == [202, 409, 409, 409]
+    run = next(r.json()["run"] for r in starts if r.status_code == 202)
+    assert api.wait_run("pats", run)["status"]["state"] == "done"

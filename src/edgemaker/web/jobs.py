@@ -18,10 +18,12 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ..atomic import write_json
@@ -29,7 +31,8 @@ from .projects import Project, WebError
 
 TERMINAL = ("done", "failed", "cancelled", "interrupted")
 LOCK_NAME = ".train.lock"
-_RUN_ID = __import__("re").compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
+_RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$")
+_START_LOCK = threading.Lock()
 
 
 def _now() -> str:
@@ -91,7 +94,13 @@ def latest_done(project: Project) -> Path | None:
 
 
 def start_run(project: Project, request: dict) -> str:
-    """Write the run folder and start its worker; refuses while another run holds the project."""
+    """Write the run folder and start its worker; refuses while another run holds the project
+    (two tabs clicking Train at once: one starts, the other gets 409)."""
+    with _START_LOCK:
+        return _start_run(project, request)
+
+
+def _start_run(project: Project, request: dict) -> str:
     if active_run(project) or lock_held(project.runs_dir):
         raise WebError(409, "busy", f"project {project.name!r} is already training; wait for it or cancel it")
     project.runs_dir.mkdir(exist_ok=True)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import secrets
 import shutil
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import write_bytes, write_json
+from ..atomic import write_json
 from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
 
 TASKS = ("image", "audio")
@@ -150,12 +152,23 @@ class Project:
         """Write one checked upload atomically under a fresh name; returns the name used."""
         folder = self.class_dir(label)
         name = safe_filename(original_name, self.task)
-        target = folder / name
-        while target.exists():
-            stem, ext = name.rsplit(".", 1)
-            target = folder / f"{stem}-{secrets.token_hex(3)}.{ext}"
-        write_bytes(target, data)
-        return target.name
+        stem, ext = name.rsplit(".", 1)
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)  # hidden: never read as a sample
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            target = folder / name
+            while True:
+                try:  # link() refuses an existing name: two tabs uploading "photo.jpg" keep both
+                    os.link(tmp, target)
+                    return target.name
+                except FileExistsError:
+                    target = folder / f"{stem}-{secrets.token_hex(3)}.{ext}"
+        finally:
+            os.unlink(tmp)
 
     def delete_sample(self, label: str, filename: str) -> None:
         self.sample_path(label, filename).unlink()
