@@ -139,6 +139,25 @@ def download_int8(page, tmp_path: Path, classes: list[str]) -> None:
     assert model.labels == sorted(classes) and model.metadata["quantization"] == "int8"
 
 
+def train_results_live_preview(page, kind: str, classes: list[str], live: str, backbone: str | None = None) -> None:
+    """Train, check the Results page, then watch the preview's bars move with the live device."""
+    train_onnx_only(page, backbone)
+    shot(page, f"{kind}-2-train")
+    page.get_by_role("tab", name="3 · Results").click()
+    page.get_by_text("test accuracy (float)").wait_for()
+    assert page.get_by_role("table", name="Confusion matrix").is_visible()
+    shot(page, f"{kind}-3-results")
+
+    page.get_by_role("tab", name="4 · Preview").click()
+    page.get_by_role("button", name=live).click()
+    seen = watch_bars(page, classes)
+    shot(page, f"{kind}-4-preview")
+    assert len({tuple(sorted(s.items())) for s in seen}) >= 2, f"the probability bars should move ({live})"
+    for snapshot in seen:
+        assert abs(sum(snapshot.values()) - 1) < 0.02
+    page.get_by_role("button", name="Stop preview").click()
+
+
 @pytest.mark.slow
 def test_image_project_in_the_browser(server, page, tmp_path):
     url, home = server
@@ -174,21 +193,7 @@ def test_image_project_in_the_browser(server, page, tmp_path):
     page.locator('section[data-class="left"] img').first.wait_for()
     shot(page, "image-1-data")
 
-    train_onnx_only(page)
-    shot(page, "image-2-train")
-    page.get_by_role("tab", name="3 · Results").click()
-    page.get_by_text("test accuracy (float)").wait_for()
-    assert page.get_by_role("table", name="Confusion matrix").is_visible()
-    shot(page, "image-3-results")
-
-    page.get_by_role("tab", name="4 · Preview").click()
-    page.get_by_role("button", name="Live camera").click()
-    seen = watch_bars(page, ["left", "right", "patterns"])
-    shot(page, "image-4-preview")
-    assert len({tuple(sorted(s.items())) for s in seen}) >= 2, "the probability bars should move with the live camera"
-    for s in seen:
-        assert abs(sum(s.values()) - 1) < 0.02
-    page.get_by_role("button", name="Stop preview").click()
+    train_results_live_preview(page, "image", ["left", "right", "patterns"], "Live camera")
 
     page.locator("#preview-file").set_input_files(files[0])
     page.wait_for_function("document.querySelector('#bars .bar.top span').textContent === 'patterns'")
@@ -233,17 +238,6 @@ def test_audio_project_in_the_browser(server, page, tmp_path):
     page.locator('section[data-class="beep"] canvas').first.wait_for()
     shot(page, "audio-1-data")
 
-    train_onnx_only(page, backbone="aisfx")
-    shot(page, "audio-2-train")
-    page.get_by_role("tab", name="3 · Results").click()
-    page.get_by_text("test accuracy (float)").wait_for()
-    shot(page, "audio-3-results")
-
-    page.get_by_role("tab", name="4 · Preview").click()
-    page.get_by_role("button", name="Live microphone").click()
-    seen = watch_bars(page, ["beep", "beep-long", "hum"])
-    shot(page, "audio-4-preview")
-    assert len({tuple(sorted(s.items())) for s in seen}) >= 2, "the probability bars should move with the live microphone"
-    page.get_by_role("button", name="Stop preview").click()
+    train_results_live_preview(page, "audio", ["beep", "beep-long", "hum"], "Live microphone", backbone="aisfx")
     download_int8(page, tmp_path, ["beep", "beep-long", "hum"])
     shot(page, "audio-5-export")
