@@ -87,7 +87,7 @@ def main(run_dir: Path) -> int:
     write_json(run_dir / "status.json", status)
 
     events = open(run_dir / "events.jsonl", "ab", buffering=0)
-    write_lock = threading.Lock()
+    write_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 
     def emit(event: dict) -> None:
         line = json.dumps(event, default=str).encode() + b"\n"
