@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..atomic import write_json
@@ -101,8 +102,15 @@ def start_run(project: Project, request: dict) -> str:
 
 
 def _start_run(project: Project, request: dict) -> str:
-    if active_run(project) or lock_held(project.runs_dir):
-        raise WebError(409, "busy", f"project {project.name!r} is already training; wait for it or cancel it")
+    busy = WebError(409, "busy", f"project {project.name!r} is already training; wait for it or cancel it")
+    if active_run(project):
+        raise busy
+    # A worker that has just written its final status may still be exiting with the lock: give it a moment.
+    deadline = time.monotonic() + 5
+    while lock_held(project.runs_dir):
+        if time.monotonic() > deadline:
+            raise busy
+        time.sleep(0.1)
     project.runs_dir.mkdir(exist_ok=True)
     run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     path = project.runs_dir / run_id

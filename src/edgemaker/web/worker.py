@@ -100,6 +100,7 @@ def main(run_dir: Path) -> int:
 
     def on_term(signum, frame) -> None:  # cancel: record it, then stop at once (partial files are never trusted)
         finish("cancelled")
+        fcntl.flock(lock, fcntl.LOCK_UN)
         os._exit(143)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -110,13 +111,16 @@ def main(run_dir: Path) -> int:
         train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task)
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
-        return 1
+        code = 1
     except Exception as exc:  # noqa: BLE001 - reported to the page in one line, details in worker.log
         traceback.print_exc()
         finish("failed", error=f"internal error: {type(exc).__name__}: {exc}")
-        return 1
-    finish("done")
-    return 0
+        code = 1
+    else:
+        finish("done")
+        code = 0
+    fcntl.flock(lock, fcntl.LOCK_UN)  # at once: interpreter shutdown may take a while
+    return code
 
 
 if __name__ == "__main__":
