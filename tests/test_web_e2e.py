@@ -196,7 +196,8 @@ def test_image_project_in_the_browser(server, page, tmp_path):
     train_results_live_preview(page, "image", ["left", "right", "patterns"], "Live camera")
 
     page.locator("#preview-file").set_input_files(files[0])
-    page.wait_for_function("document.querySelector('#bars .bar.top span').textContent === 'patterns'")
+    page.locator("#preview-note").filter(has_text="pattern_0.png:").wait_for()
+    assert page.locator("#bars .bar.top span").first.inner_text() == "patterns"
     download_int8(page, tmp_path, ["left", "right", "patterns"])
     shot(page, "image-5-export")
 

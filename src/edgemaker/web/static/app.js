@@ -518,12 +518,17 @@ function predictPath() {
   return state.info.mode === "model" ? "/predict" : `/predict?project_name=${enc(state.project.name)}`;
 }
 
-async function classifyBlob(blob, name) {
+async function classify(blob, name) {
   const form = new FormData();
   form.append("file", blob, name);
-  const result = await api("POST", predictPath(), form);
+  return api("POST", predictPath(), form);
+}
+
+async function classifyFile(file) {
+  stopMedia();  // a dropped file replaces the live view; a late live result must not overwrite it
+  const result = await classify(file, file.name);
   renderBars(result);
-  return result;
+  $("#preview-note").textContent = `${file.name}: ${result.top[0].label} (${pct(result.top[0].probability)})`;
 }
 
 async function livePreview() {
@@ -540,11 +545,14 @@ async function livePreview() {
   const started = performance.now();
   while (previewing) {
     try {
-      if (task === "image") await classifyBlob(await frameBlob($("#preview-video")), "frame.jpg");
+      let result = null;
+      if (task === "image") result = await classify(await frameBlob($("#preview-video")), "frame.jpg");
       else {
         await new Promise((ok) => setTimeout(ok, 400));
-        if (state.audio && state.audio.filled) await classifyBlob(wavBlob(lastSeconds(state.audio, 2), state.audio.rate), "live.wav");
+        if (state.audio && state.audio.filled) result = await classify(wavBlob(lastSeconds(state.audio, 2), state.audio.rate), "live.wav");
       }
+      if (!previewing) break;  // stopped while this frame was on its way: drop it
+      if (result) renderBars(result);
       frames++;
       $("#preview-note").textContent = `${(frames / ((performance.now() - started) / 1000)).toFixed(1)} predictions/s`;
     } catch (e) { toast(e.message, true); break; }
@@ -607,11 +615,11 @@ function wire() {
   $("#run-select").addEventListener("change", guard(async (e) => showRun(e.target.value)));
   $("#preview-live").addEventListener("click", guard(livePreview));
   $("#preview-stop").addEventListener("click", stopMedia);
-  $("#preview-file").addEventListener("change", guard(async (e) => { const f = e.target.files[0]; if (f) await classifyBlob(f, f.name); e.target.value = ""; }));
+  $("#preview-file").addEventListener("change", guard(async (e) => { const f = e.target.files[0]; if (f) await classifyFile(f); e.target.value = ""; }));
   const drop = $("#preview-drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", guard(async (e) => { e.preventDefault(); drop.classList.remove("over"); const f = e.dataTransfer.files[0]; if (f) await classifyBlob(f, f.name); }));
+  drop.addEventListener("drop", guard(async (e) => { e.preventDefault(); drop.classList.remove("over"); const f = e.dataTransfer.files[0]; if (f) await classifyFile(f); }));
 }
 
 async function start() {
