@@ -237,7 +237,7 @@ async function startMicrophone() {
   const mute = ctx.createGain();
   mute.gain.value = 0;
   ctx.createMediaStreamSource(stream).connect(tap).connect(mute).connect(ctx.destination);
-  const audio = { ctx, rate: ctx.sampleRate, ring: new Float32Array(ctx.sampleRate * 3), pos: 0, filled: 0, listeners: new Set() };
+  const audio = { ctx, rate: ctx.sampleRate, ring: new Float32Array(ctx.sampleRate * 3), pos: 0, filled: 0, level: 0, listeners: new Set() };
   tap.port.onmessage = (e) => {
     const block = e.data;
     let sum = 0;
@@ -247,7 +247,10 @@ async function startMicrophone() {
       audio.pos = (audio.pos + 1) % audio.ring.length;
     }
     audio.filled = Math.min(audio.ring.length, audio.filled + block.length);
-    $("#level").value = Math.min(1, Math.sqrt(sum / block.length) * 4);
+    // Meter ballistics: rise at once, fall over ~a quarter second, so a short click stays visible.
+    const fall = Math.exp(-block.length / audio.rate / 0.25);
+    audio.level = Math.max(Math.min(1, Math.sqrt(sum / block.length) * 4), audio.level * fall);
+    $("#level").value = audio.level;
     for (const f of audio.listeners) f(block);
   };
   state.stream = stream;
