@@ -75,3 +75,21 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} is absent (it lives in ../shared/data beside the checkout)")
     return path
+
+
+def outlier_calibration_set(root: Path, n: int = 5) -> list[Path]:
+    """`n` low-contrast images (pixels 100..150) and one that spans 0..255: calibrating on the
+    extremes stretches the int8 input grid ~3x wider than averaging each image's range."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n + 1):
+        low, high = (0, 256) if i == n else (100, 151)
+        pixels = rng.integers(low, high, (64, 64, 3), dtype=np.uint8)
+        if i == n:
+            pixels[0, 0], pixels[-1, -1] = 0, 255
+        paths.append(root / f"calib_{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths

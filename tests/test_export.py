@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import make_image_folder
+from conftest import make_image_folder, outlier_calibration_set
 from edgemaker import AugmentationOptions, ImageClassifier, ImageClassifierOptions, Quantization, load_image_folder
 from edgemaker.errors import EdgemakerError
 from edgemaker.export.runtime import ExportedModel
@@ -29,6 +29,8 @@ def test_quantization_value_object(tmp_path):
         Quantization("dynamic", (img,))
     with pytest.raises(ValueError, match="unknown"):
         Quantization("int4")
+    with pytest.raises(ValueError, match="minmax or mean"):
+        Quantization.for_int8([img], ranges="median")
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +101,21 @@ def test_foreign_or_missing_model_files_give_one_line_errors(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"x")
     with pytest.raises(EdgemakerError, match="unsupported model format"):
         ExportedModel(tmp_path / "m.tflite")
+
+
+def _input_scale(path) -> float:
+    """The scale of the first QuantizeLinear: the int8 grid of the (cast, normalised) input."""
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return float(init[node.input[1]])
+
+
+def test_calibration_ranges_mean_resists_an_outlier_sample(trained, tmp_path):
+    _, clf = trained
+    calib = outlier_calibration_set(tmp_path / "calib")
+    scales = {}
+    for ranges in ("minmax", "mean"):
+        path = clf.export(tmp_path / ranges, Quantization.for_int8(calib, ranges=ranges), int8_aware_head=False)
+        scales[ranges] = _input_scale(path)
+    assert scales["mean"] < 0.5 * scales["minmax"], scales

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_image_folder
+from conftest import make_image_folder, outlier_calibration_set
 from edgemaker import AugmentationOptions, ClassifierOptions, ImageClassifier, ModelOptions, Quantization, load_image_folder
 from edgemaker.cli import cli
 from edgemaker.errors import EdgemakerError
@@ -95,6 +95,27 @@ def test_c_array_compiles_and_holds_exactly_the_tflite_bytes(exported, tmp_path)
                    cwd=tmp_path)
     with pytest.raises(EdgemakerError, match="not a full-integer model, float operators: 0:"):
         write_c_array(exported["fp32"], tmp_path, read_metadata(exported["fp32"]))
+
+
+def test_tflite_calibration_ranges_minmax_and_mean(trained, exported, tmp_path):
+    from edgemaker.export.runtime import calibration_inputs
+    from edgemaker.export.tflite import export_tflite, io_quantization
+
+    _, clf, out = trained
+    calib = outlier_calibration_set(tmp_path / "calib")
+    scales = {}
+    for ranges in ("minmax", "mean"):
+        (tmp_path / ranges).mkdir()
+        shutil.copy(out / "model_fp32.tflite", tmp_path / ranges / "model_fp32.tflite")
+        clf.float_sources[tmp_path / ranges / "model_fp32.tflite"] = clf.head  # reuse it, no second conversion
+        path = export_tflite(clf, tmp_path / ranges, Quantization.for_int8(calib, ranges=ranges), int8_aware_head=False)
+        scales[ranges] = io_quantization(path)["input"]["scale"]
+    # The input is float pixels (>= 0; the int8 range always holds 0): minmax spans 0..the brightest
+    # pixel of any image, mean spans 0..the mean of each image's brightest pixel.
+    brightest = [float(x.max()) for x in calibration_inputs(Quantization.for_int8(calib), clf.metadata())]
+    assert scales["minmax"] == pytest.approx(max(brightest) / 255, rel=0.02)
+    assert scales["mean"] == pytest.approx(np.mean(brightest) / 255, rel=0.02)
+    assert scales["mean"] < 0.8 * scales["minmax"], scales
 
 
 def test_budget_counts_flash_ram_and_macs(exported):

@@ -151,6 +151,8 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
                     activation_type=q.QuantType.QUInt8,
                     weight_type=q.QuantType.QInt8,
                     calibrate_method=q.CalibrationMethod.MinMax,
+                    # ONNX Runtime's "moving average" is the mean of the per-sample ranges (one sample a batch).
+                    extra_options={"CalibMovingAverage": quantization.ranges == "mean"},
                     nodes_to_exclude=_float_nodes(prepared),
                 )
             finally:

@@ -39,18 +39,39 @@ def require_tflite() -> None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The converter and quantizer print progress and C++ logs; keep the console for our own lines."""
+def _quiet(show_on_error: bool = True) -> Iterator[None]:
+    """The converter, quantizer and interpreter print progress, and their C++ code logs straight to
+    file descriptors 1 and 2; keep the console for our own lines. What they said is shown if they
+    fail (unless the caller turns the failure into its own one-line error)."""
+    import sys
+    import tempfile
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            yield
-    finally:
-        root.setLevel(level)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as native:
+        os.dup2(native.fileno(), 1)
+        os.dup2(native.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield
+        except BaseException:
+            native.seek(0)
+            said = native.read().decode(errors="replace") + out.getvalue() + err.getvalue()
+            if said.strip() and show_on_error:
+                os.write(saved[1], said[-4000:].encode())
+            raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            root.setLevel(level)
 
 
 def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = True):
@@ -107,10 +128,11 @@ def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = Tr
 
 def convert(module, example, target: Path) -> Path:
     require_tflite()
-    import litert_torch
     import torch
 
     with _quiet(), torch.no_grad(), atomic_path(target, suffix=".tflite") as tmp:
+        import litert_torch  # its import prints native warnings too
+
         litert_torch.convert(module, (example,)).export(str(tmp))
     return target
 
@@ -140,9 +162,27 @@ def quantize(fp32: Path, target: Path, quantization: Quantization, calibration: 
             data = [{input_name: x.astype(np.float32)[None]} for x in calibration]
             if not data:
                 raise EdgemakerError("int8 TFLite export needs calibration samples (training data)")
-            result = quantizer.calibrate({name: data})
+            result = _calibrate(fp32, quantizer, {name: data}, quantization.ranges)
         quantizer.quantize(result).export_model(str(tmp), overwrite=True)
     return target
+
+
+def _calibrate(fp32: Path, quantizer, data: dict, ranges: str) -> dict:
+    """Per-tensor ranges over the calibration samples, combined as `ranges` says ("minmax" or
+    "mean", as for ONNX). The quantizer's own default is an exponential moving average that mostly
+    remembers the last ~20 samples, so the result would depend on the order of the training files."""
+    from ai_edge_quantizer import calibrator
+
+    def update(old: dict, new: dict) -> dict:
+        if ranges == "minmax":
+            return {"min": np.minimum(old["min"], new["min"]), "max": np.maximum(old["max"], new["max"])}
+        n = old.get("samples", 1)
+        return {"min": (old["min"] * n + new["min"]) / (n + 1), "max": (old["max"] * n + new["max"]) / (n + 1),
+                "samples": n + 1}
+
+    calib = calibrator.Calibrator(fp32.read_bytes(), num_threads=os.cpu_count() or 1, qsv_update_func=update)
+    calib.calibrate(data, quantizer._recipe_manager)  # what Quantizer.calibrate does, with our update rule
+    return {name: {k: v for k, v in qsv.items() if k != "samples"} for name, qsv in calib.get_model_qsvs().items()}
 
 
 def _float16_weights(fp32: Path, target: Path) -> None:
@@ -192,39 +232,65 @@ def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool
                   int8_aware_head: bool = True) -> Path:
     """Write model_<kind>.tflite (plus its .json) for `clf`.
 
-    int8 with `int8_aware_head`: the backbone alone is quantized first (calibrated on the training
-    files), the head is fitted on that int8 backbone's own embeddings, and the whole model is then
-    quantized with the same calibration, so the deployed int8 network is the one the head was trained
-    for. Without it, the float head is quantized as it is (plain post-training quantization).
+    int8 is post-training quantization of the float model, calibrated on the training files. With
+    `int8_aware_head` a second int8 file is built whose head was fitted on the int8 backbone's own
+    embeddings (see int8_head), and the one with the better validation accuracy is kept.
     """
     suffix = "" if frontend else "_nofrontend"
     meta = clf.metadata("none", frontend)
     names = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
     target = out_dir / f"{names[quantization.kind]}{suffix}.tflite"
-    calibration = _calibration(quantization, meta) if quantization.kind == "int8" else None
-    head = None
-    if quantization.kind == "int8" and int8_aware_head and clf.train_samples:
-        head = _int8_head(clf, out_dir, quantization, meta, frontend)
     fp32 = out_dir / f"model_fp32{suffix}.tflite"
-    if head is not None:  # a model with its own head: its float source is only a step
-        fp32 = out_dir / f".model_fp32{suffix}-int8-head.tflite"
-    if not clf.fresh_float_source(fp32, head or clf.head):
-        convert(*torch_classifier(clf, frontend, head), fp32)
-        _finish(fp32, meta)
-        clf.float_sources[fp32] = head or clf.head
     if quantization.kind == "none":
+        if not clf.fresh_float_source(fp32, clf.head):
+            _convert_finished(torch_classifier(clf, frontend), fp32, meta)
+            clf.float_sources[fp32] = clf.head
         return fp32
+    # The float model is only a step here: reuse model_fp32 made in this run, else a hidden copy.
+    source = fp32 if clf.fresh_float_source(fp32, clf.head) else out_dir / f".model_fp32{suffix}-source.tflite"
+    calibration = _calibration(quantization, meta) if quantization.kind == "int8" else None
     try:
-        quantize(fp32, target, quantization, calibration() if calibration else iter(()))
+        if source != fp32:
+            _convert_finished(torch_classifier(clf, frontend), source, meta)
+        quantize(source, target, quantization, calibration() if calibration else iter(()))
     finally:
-        if head is not None:
-            clf.float_sources.pop(fp32, None)
-            fp32.unlink(missing_ok=True)
-            fp32.with_name(fp32.name + ".json").unlink(missing_ok=True)
+        if source != fp32:
+            _remove(source)
     final = clf.metadata(quantization.kind, frontend)
-    final["head"] = "fitted on the int8 backbone's embeddings" if head is not None else "float head, quantized"
-    _finish(target, final)
+    _finish(target, {**final, "head": "float head, quantized"})
+    if quantization.kind == "int8" and int8_aware_head and clf.train_samples and clf.val_samples:
+        _try_int8_head(clf, target, quantization, meta, frontend, calibration, final)
     return target
+
+
+def _convert_finished(module_and_example, path: Path, meta: dict) -> None:
+    convert(*module_and_example, path)
+    _finish(path, meta)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".json").unlink(missing_ok=True)
+
+
+def _try_int8_head(clf, target: Path, quantization: Quantization, meta: dict, frontend: bool, calibration,
+                   final: dict) -> None:
+    """Build the int8 file again with a head fitted on the int8 backbone's embeddings, and keep the
+    better of the two on the validation split (ties: the plain one)."""
+    from .int8_head import keep_better_on_validation
+
+    head = _int8_head(clf, target.parent, quantization, meta, frontend)
+    source = target.with_name(f".{target.stem}-int8-head-source.tflite")
+    aware = target.with_name(f".{target.stem}-int8-head.tflite")
+    try:
+        _convert_finished(torch_classifier(clf, frontend, head), source, meta)
+        quantize(source, aware, quantization, calibration())
+        _finish(aware, {**final, "head": "fitted on the int8 backbone's embeddings"})
+        if keep_better_on_validation(clf, target, aware, "tflite"):
+            write_json(target.with_name(target.name + ".json"), read_metadata(target))
+    finally:
+        _remove(source)
+        _remove(aware)
 
 
 def _calibration(quantization: Quantization, meta: dict):
@@ -258,8 +324,9 @@ class TFLiteBackbone:
         from ai_edge_litert.interpreter import Interpreter
 
         self._meta = metadata
-        self._it = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-        self._it.allocate_tensors()
+        with _quiet():
+            self._it = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+            self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
 
@@ -304,10 +371,11 @@ class TFLiteModel(ModelFile):
         self.labels = self._labels_from(meta, self.path.with_name(LABELS_NAME))
         self.input = meta["input"]
         try:
-            self._it = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count() or 1)
+            with _quiet(show_on_error=False):
+                self._it = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count() or 1)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgemakerError(f"{self.path}: the TFLite interpreter cannot load it ({str(exc).splitlines()[0]})") from None
-        self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
         self._shape = tuple(int(d) for d in self._in["shape"])

@@ -56,7 +56,7 @@ class Classifier:
         self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
         self.train_samples: Sequence[Sample] = ()
         self.val_samples: Sequence[Sample] = ()
-        self.int8_head_choice: dict[str, float] = {}  # validation accuracy of the two ONNX int8 heads
+        self.int8_head_choice: dict[str, dict] = {}  # runtime -> validation accuracy of the two int8 heads
         # fp32 files written in this process -> the head they hold: a second format that needs the same
         # float source (fp32 then int8, dynamic, ...) reuses it instead of converting again.
         self.float_sources: dict[Path, SoftmaxHead] = {}
@@ -183,7 +183,7 @@ class Classifier:
     def _try_int8_head(self, graph: Path, target: Path, quantization: Quantization, frontend: bool, meta: dict) -> None:
         """Build the int8 file again with a head fitted on the int8 backbone's embeddings, and keep
         whichever of the two int8 files scores better on the validation split (ties: the plain one)."""
-        from ..export.runtime import ExportedModel
+        from ..export.int8_head import keep_better_on_validation
 
         head = self._int8_head(graph, target.parent, quantization, frontend)
         source = target.with_name(f".{target.stem}-int8-head-source.onnx")
@@ -191,14 +191,7 @@ class Classifier:
         try:
             onnx_model.save_model(onnx_model.stitch(graph, head.coef_, head.intercept_, meta), source)
             onnx_model.quantize(source, aware, quantization, {**meta, "head": "fitted on the int8 backbone's embeddings"})
-            paths, labels = [s.path for s in self.val_samples], [s.label for s in self.val_samples]
-            scores = []
-            for path in (target, aware):
-                model = ExportedModel(path, self.options.threads)
-                scores.append(evaluate_predictions(model.labels, labels, model.predict_files(paths)).accuracy)
-            self.int8_head_choice = {"plain_val_accuracy": round(scores[0], 4), "int8_aware_val_accuracy": round(scores[1], 4)}
-            if scores[1] > scores[0]:
-                aware.replace(target)
+            keep_better_on_validation(self, target, aware, "onnx")
         finally:
             source.unlink(missing_ok=True)
             aware.unlink(missing_ok=True)
