@@ -155,6 +155,10 @@ def test_cli_tflite_c_array_and_a_budget_that_does_not_fit(tmp_path):
     assert formats["tflite-int8"]["peak_ram_bytes"] > 0 and formats["tflite-int8"]["macs"] > 0
     assert (out / "model_data.cc").is_file() and not (out / "model_fp32.tflite").exists()
     assert "peak RAM" in (out / "report.html").read_text()
+    choice = metrics["training"]["int8_head_choice"]["tflite"]  # both int8 heads built, one kept by validation
+    assert choice["kept"] == ("int8-aware head" if choice["int8_aware_val_accuracy"] > choice["plain_val_accuracy"] else "plain")
+    assert "Int8 head, kept by validation accuracy" in (out / "report.html").read_text()
+    assert not list(out.glob(".*"))  # no hidden step files left behind
     pred = CliRunner().invoke(cli, ["predict", str(out / "model_int8.tflite"), str(data / "blobs" / "blobs_00.png")])
     assert pred.exit_code == 0 and pred.output.startswith(str(data / "blobs" / "blobs_00.png"))
     ev = CliRunner().invoke(cli, ["evaluate", str(out / "model_int8.tflite"), str(data), "--json"])

@@ -29,15 +29,6 @@ METADATA_NAME = "edgemaker.json"
 LABELS_NAME = "labels.txt"
 
 
-def require_tflite() -> None:
-    for module, package in (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"),
-                            ("ai_edge_litert", "ai-edge-litert")):
-        try:
-            __import__(module)
-        except ImportError:
-            raise MissingDependencyError(package, "tflite", "TFLite export") from None
-
-
 @contextlib.contextmanager
 def _quiet(show_on_error: bool = True) -> Iterator[None]:
     """The converter, quantizer and interpreter print progress, and their C++ code logs straight to
@@ -72,6 +63,16 @@ def _quiet(show_on_error: bool = True) -> Iterator[None]:
             for fd in saved:
                 os.close(fd)
             root.setLevel(level)
+
+
+def require_tflite() -> None:
+    for module, package in (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"),
+                            ("ai_edge_litert", "ai-edge-litert")):
+        try:
+            with _quiet(show_on_error=False):  # importing them prints native warnings
+                __import__(module)
+        except ImportError:
+            raise MissingDependencyError(package, "tflite", "TFLite export") from None
 
 
 def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = True):
