@@ -79,7 +79,7 @@ def shared_data(name: str) -> Path:
 
 def outlier_calibration_set(root: Path, n: int = 5) -> list[Path]:
     """`n` low-contrast images (pixels 100..150) and one that spans 0..255: calibrating on the
-    extremes stretches the int8 input grid ~3x wider than averaging each image's range."""
+    extremes stretches the int8 input grid wider than averaging each image's range does."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
