@@ -69,12 +69,14 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def create_project(page, url: str, name: str, kind: str) -> None:
+def create_project(page, url: str, name: str, kind: str, classes: list[str]) -> None:
     page.goto(url)
     page.get_by_label("Name").fill(name)
     page.get_by_label(kind).check()
     page.get_by_role("button", name="Create project").click()
     page.get_by_role("tab", name="1 · Data").wait_for()
+    for label in classes:
+        add_class(page, label)
 
 
 def add_class(page, name: str) -> None:
@@ -161,9 +163,7 @@ def train_results_live_preview(page, kind: str, classes: list[str], live: str, b
 @pytest.mark.slow
 def test_image_project_in_the_browser(server, page, tmp_path):
     url, home = server
-    create_project(page, url, "shapes", "Images")
-    for name in ("left", "right", "patterns"):
-        add_class(page, name)
+    create_project(page, url, "shapes", "Images", ["left", "right", "patterns"])
 
     page.get_by_role("button", name="Start camera").click()
     page.locator("#capture-video").wait_for()
@@ -205,9 +205,7 @@ def test_image_project_in_the_browser(server, page, tmp_path):
 @pytest.mark.slow
 def test_audio_project_in_the_browser(server, page, tmp_path):
     url, home = server
-    create_project(page, url, "sounds", "Sounds")
-    for name in ("beep", "beep-long", "hum"):
-        add_class(page, name)
+    create_project(page, url, "sounds", "Sounds", ["beep", "beep-long", "hum"])
     page.get_by_role("button", name="Start microphone").click()
     page.get_by_label("Clip length").select_option("1")
     for label, n in (("beep", 4), ("beep-long", 4)):

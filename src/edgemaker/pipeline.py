@@ -59,9 +59,9 @@ def _quantization(fmt: str, splits: Splits, modality: str) -> Quantization:
         # Sounds give several windows per clip: calibrate on more of them (measured on ESC-10:
         # 600 windows kept the full-int8 TFLite file at fp32 accuracy, 200 lost a clip), and average
         # the windows' ranges (a third less probability error than the extremes on ESC-10).
-        if modality == "audio":
-            return Quantization.for_int8([s.path for s in splits.train], max_samples=600, ranges="mean")
-        return Quantization.for_int8([s.path for s in splits.train], max_samples=200)
+        audio = modality == "audio"
+        return Quantization.for_int8([s.path for s in splits.train], max_samples=600 if audio else 200,
+                                     ranges="mean" if audio else "minmax")
     return {"none": Quantization.none(), "dynamic": Quantization.for_dynamic(), "float16": Quantization.for_float16()}[kind]
 
 

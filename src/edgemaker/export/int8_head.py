@@ -37,12 +37,13 @@ def keep_better_on_validation(clf, target: Path, candidate: Path, runtime: str) 
     for path in (target, candidate):
         model = load_exported(path, clf.options.threads)
         scores.append(evaluate_predictions(model.labels, labels, model.predict_files(paths)).accuracy)
-    chose = "int8-aware head" if scores[1] > scores[0] else "plain"
+    better = scores[1] > scores[0]
     clf.int8_head_choice[runtime] = {"plain_val_accuracy": round(scores[0], 4),
-                                     "int8_aware_val_accuracy": round(scores[1], 4), "kept": chose}
-    if scores[1] > scores[0]:
+                                     "int8_aware_val_accuracy": round(scores[1], 4),
+                                     "kept": "int8-aware head" if better else "plain"}
+    if better:
         candidate.replace(target)
-    return scores[1] > scores[0]
+    return better
 
 
 def fit_int8_head(clf, int8_backbone, digest: str):
