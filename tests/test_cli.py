@@ -130,6 +130,9 @@ def test_predict_reports_a_bad_file_and_still_answers_for_the_rest(run, tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"error: {bad}:" in proc.stderr
     assert "checks_00.png: " in proc.stdout
+    gone = tmp_path / "gone.jpg"
+    proc = edgemaker("predict", str(out / "model_int8.onnx"), str(gone))
+    assert proc.returncode == 1 and f"error: {gone}: file not found" in proc.stderr
 
 
 def test_backbones_lists_the_registry():

@@ -30,6 +30,8 @@ def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndar
     """A file -> the model inputs for it: (1, S, S, 3) uint8 for an image; (W, samples) float32
     waveform windows, or (W, frames, mels) log-mel windows, for a sound. Bad files raise EdgemakerError."""
     spec = metadata["input"]
+    if not Path(path).is_file():  # said plainly, before a decoder words it as a format problem
+        raise EdgemakerError(f"{path}: file not found; check the path")
     try:
         if spec["kind"] == "image":
             return load_for_model(Path(path).read_bytes(), _image_input(spec))[None]
