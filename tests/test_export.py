@@ -119,3 +119,85 @@ def test_calibration_ranges_mean_resists_an_outlier_sample(trained, tmp_path):
         path = clf.export(tmp_path / ranges, Quantization.for_int8(calib, ranges=ranges), int8_aware_head=False)
         scales[ranges] = _input_scale(path)
     assert scales["mean"] < 0.5 * scales["minmax"], scales
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
+def test_int8_aware_head_only_when_the_plain_file_loses_validation_accuracy(trained, tmp_path, runtime):
+    """The flow is the same for every runtime: quantize, score on validation against the float
+    model, and only if the int8 file lost accuracy there fit a head on its own int8 backbone."""
+    if runtime == "tflite":
+        pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
+    from edgemaker.export.base import exporter_for
+    from edgemaker.export.int8 import Validation, build_int8
+    from edgemaker.export.session import ExportSession
+
+    splits, clf = trained
+    model, q = clf.float_model(), Quantization.for_int8([s.path for s in splits.train])
+    exporter = exporter_for(runtime)
+    session = ExportSession(model, tmp_path)
+    fp32 = session.float_file(exporter)
+    calibration = session.inputs.calibration(q, model.metadata())
+    val = splits.val
+    fitted = []
+
+    def fit(int8_backbone, digest):
+        fitted.append(digest)
+        return clf._fit_int8_head(int8_backbone, digest)
+
+    # A float model that gets every validation sample right while one label is wrong: no file can
+    # match it, so the int8-aware head is fitted, built, scored, and kept only if strictly better.
+    labels = [s.label for s in val]
+    labels[0] = next(c for c in clf.classes if c != labels[0])
+    perfect = np.eye(len(clf.classes))[[clf.classes.index(c) for c in labels]]
+    hard = Validation([s.path for s in val], labels, perfect)
+    record = build_int8(exporter, model, True, fp32, tmp_path / f"hard{exporter.suffix}", q, calibration,
+                        session.inputs, hard, fit)
+    assert fitted and record["float_val_accuracy"] == 1.0 and record["plain_val_accuracy"] < 1.0
+    assert record["int8_aware_val_accuracy"] is not None
+    assert record["kept"] == ("int8-aware head" if record["int8_aware_val_accuracy"] > record["plain_val_accuracy"]
+                              else "plain")
+    assert not list(tmp_path.glob(".*"))  # the candidate file is gone either way
+
+    # A float model that answers exactly as the plain int8 file does: nothing to win, no head fitted.
+    fitted.clear()
+    plain = exporter.load(build_int8(exporter, model, True, fp32, tmp_path / f"plain{exporter.suffix}", q, calibration,
+                                     session.inputs) and None or tmp_path / f"plain{exporter.suffix}")
+    same = Validation([s.path for s in val], [s.label for s in val], plain.predict_files([s.path for s in val]))
+    record = build_int8(exporter, model, True, fp32, tmp_path / f"same{exporter.suffix}", q, calibration,
+                        session.inputs, same, fit)
+    assert record["plain_val_accuracy"] >= record["float_val_accuracy"] and record["kept"] == "plain"
+    assert not fitted and record["int8_aware_val_accuracy"] is None
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
+def test_a_new_head_on_the_same_int8_backbone(trained, tmp_path, runtime):
+    """ONNX swaps the float head's weights in the int8 file; TFLite patches the float file's head
+    and quantizes again. Either way the file computes softmax(int8 embedding @ W.T + b)."""
+    if runtime == "tflite":
+        pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
+    from edgemaker.export.base import exporter_for
+    from edgemaker.export.session import ExportSession
+
+    splits, clf = trained
+    model, q = clf.float_model(), Quantization.for_int8([s.path for s in splits.train])
+    exporter = exporter_for(runtime)
+    session = ExportSession(model, tmp_path)
+    int8 = session.export(runtime, q)
+    meta = model.metadata("int8")
+    rng = np.random.default_rng(0)
+
+    class Head:
+        coef_ = rng.normal(0, 0.05, model.coef.shape).astype(np.float32)
+        intercept_ = rng.normal(0, 0.1, model.intercept.shape).astype(np.float32)
+
+    target = tmp_path / f"swapped{exporter.suffix}"
+    exporter.int8_with_head(model.with_head(Head), True, session.float_file(exporter), int8, target, q,
+                            session.inputs.calibration(q, model.metadata()), meta)
+    x = np.concatenate(session.inputs.files([s.path for s in splits.test], meta))
+    emb = exporter.int8_backbone(target, meta, None).embed(x)
+    logits = emb @ Head.coef_.T + Head.intercept_
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    got = exporter.load(target).predict_proba(x)
+    # ONNX: a float head, exact; TFLite: an int8 head (its output is int8 with 1/256 steps)
+    assert np.abs(got - expected).max() < (1e-5 if runtime == "onnx" else 0.03)

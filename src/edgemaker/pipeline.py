@@ -19,6 +19,7 @@ from .export.quantization import Quantization
 from .export.runtime import ExportedModel, load_exported
 from .features.extract import ordered_map
 from .progress import Progress, SilentProgress
+from .export.session import ExportSession
 from .tasks.classifier import Classifier, classifier_for
 from .tasks.options import ClassifierOptions
 
@@ -141,7 +142,8 @@ def train_run(
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
-        exported = _export_all(clf, out_dir, formats, splits, report.modality, progress)
+        session = clf.export_session(out_dir)
+        exported = _export_all(session, formats, splits, report.modality, progress)
         models = [load_exported(path, options.threads) for _, path in exported]
         file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
         exports = []
@@ -186,8 +188,10 @@ def train_run(
         "export_s": t_export,
     }
     timings["total_s"] = time.perf_counter() - start
-    metrics = _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split,
-                       {k: round(v, 3) for k, v in timings.items()})
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["export_steps"] = dict(session.timings)
+    metrics = _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings,
+                       session.int8_choice)
     write_text(out_dir / "labels.txt", "\n".join(clf.classes) + "\n")
     write_json(out_dir / "split.json", _split_record(report, splits))
     write_json(out_dir / "config.json", {"task": report.modality, "options": options.to_dict(), "split": vars(split),
@@ -203,23 +207,20 @@ def train_run(
     return metrics
 
 
-def _export_all(clf: Classifier, out_dir: Path, formats: Sequence[str], splits: Splits, modality: str,
-                progress: Progress):
+def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, modality: str, progress: Progress):
     """[(format, path)] for every file format asked (c-array is built from tflite-int8 afterwards)."""
-    from .export.tflite import export_tflite, require_tflite
+    from .export.base import exporter_for
 
     wanted = [f for f in formats if f != "c-array"]
     if "c-array" in formats and "tflite-int8" not in wanted:
         wanted.append("tflite-int8")  # the C array holds exactly this file's bytes
-    if any(FORMATS[f][0] == "tflite" for f in wanted):
-        require_tflite()
+    for runtime in dict.fromkeys(FORMATS[f][0] for f in wanted):
+        exporter_for(runtime)  # a missing extra is said before any work
     out = []
     bar = progress.bar(len(wanted), "export")
     for fmt in wanted:
-        runtime, _, _ = FORMATS[fmt]
-        frontend = _frontend(fmt, modality)
-        q = _quantization(fmt, splits, modality)
-        path = clf.export(out_dir, q, frontend) if runtime == "onnx" else export_tflite(clf, out_dir, q, frontend)
+        runtime = FORMATS[fmt][0]
+        path = session.export(runtime, _quantization(fmt, splits, modality), _frontend(fmt, modality))
         out.append((fmt, path))
         bar.update()
     bar.close()
@@ -283,7 +284,8 @@ def _misclassified(report: ValidationReport, splits: Splits, ev: Evaluation) -> 
     return sorted(rows, key=lambda r: -r["confidence"])
 
 
-def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings) -> dict:
+def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings,
+             int8_choice) -> dict:
     spec = clf.spec
     test = test_eval.to_dict()
     return {
@@ -306,7 +308,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "epochs_run": len(clf.head.history_),
             "augmented_views": options.augmentation.active_views,
             "class_weights": clf.head.class_weights_,
-            "int8_head_choice": clf.int8_head_choice or None,
+            "int8_head_choice": int8_choice or None,
             "history": [vars(h) for h in clf.head.history_],
         },
         "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},

@@ -163,9 +163,13 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                "MACs: multiply-accumulates of one inference (convolutions and dense layers).</p>")
     choice = metrics["training"].get("int8_head_choice") or {}
     if choice:
+        def said(c: dict) -> str:
+            aware = c.get("int8_aware_val_accuracy")
+            return (f"(validation: float {c['float_val_accuracy']:.4f}, plain post-training {c['plain_val_accuracy']:.4f}"
+                    + (f", head fitted on the int8 backbone {aware:.4f}" if aware is not None else "") + f": {c['why']})")
+
         out.append("<p>Int8 head, kept by validation accuracy (ties: plain): " + "; ".join(
-            f"{_e(runtime)}-int8 kept <b>{_e(c['kept'])}</b> (plain post-training {c['plain_val_accuracy']:.4f}, "
-            f"head fitted on the int8 backbone {c['int8_aware_val_accuracy']:.4f})" for runtime, c in choice.items()) + ".</p>")
+            f"{_e(runtime)}-int8 kept <b>{_e(c['kept'])}</b> {_e(said(c))}" for runtime, c in choice.items()) + ".</p>")
     budget = metrics.get("budget") or {}
     if budget.get("max_flash_bytes") or budget.get("max_ram_bytes"):
         limits = ", ".join(f"{k} {_mb(v)}" for k, v in (("flash", budget.get("max_flash_bytes")),

@@ -12,16 +12,17 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME
+from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME, export_backbone_onnx
 from ..backbones.spec import BackboneSpec
+from .base import Exporter, FloatModel
 from .quantization import Quantization
 
 PROBABILITIES = "probabilities"
 METADATA_KEY = "edgemaker"
 
 
-def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str, options=None,
-                   frontend: bool = True) -> dict:
+def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str,
+                   silence_threshold_db: float | None = None, frontend: bool = True) -> dict:
     """What a runtime needs besides the graph: labels and how to prepare the input."""
     meta = {
         "edgemaker_version": __version__,
@@ -44,7 +45,6 @@ def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str
         return meta
     audio = spec.audio
     assert audio is not None
-    silence = getattr(options, "silence", None)
     meta["input"] = {
         "name": "waveform" if frontend else "logmel",
         "kind": "waveform" if frontend else "logmel",
@@ -55,7 +55,7 @@ def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str
         "mono": True,
         "range": "[-1, 1]",
         "frontend": audio.frontend + (" (inside the graph)" if frontend else " (computed by the caller)"),
-        "silence_threshold_db": silence.threshold_db if silence and silence.enabled else None,
+        "silence_threshold_db": silence_threshold_db,
         "clip_result": "mean of the window probabilities",
     }
     return meta
@@ -124,32 +124,46 @@ def _float_nodes(model_path: Path) -> list[str]:
     return [n for n in names if n.startswith(("head_", "/frontend/"))]
 
 
-def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata: dict) -> Path:
-    """Write a quantized copy of the fp32 file; metadata (labels) is carried over."""
+# How int8 ONNX files are quantized, chosen by measurement (README, "Int8 that holds on every CPU").
+# ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2 only) multiply pairs into int16 with
+# saturation (VPMADDUBSW): full 8-bit weights overflow there and the file answers differently on such
+# a machine than on the one that built it. 7-bit weights (reduce_range) keep every pair sum inside
+# int16, so the file computes the same on AVX2, AVX-512/VNNI and ARM alike.
+ONNX_INT8_ROUTE = {"format": "QOperator", "activations": "uint8", "weights": "int8", "reduce_range": True,
+                   "per_channel": True}
+
+
+def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata: dict,
+             calibration: Sequence[np.ndarray] = (), route: dict | None = None) -> Path:
+    """Write a quantized copy of the fp32 file; metadata (labels) is carried over. int8 calibrates on
+    `calibration`, model inputs prepared exactly as at inference; `route` (default ONNX_INT8_ROUTE)
+    is there to measure the alternatives."""
     import onnx
     from onnxruntime import quantization as q
 
     with atomic_path(target, suffix=".onnx") as tmp, _quiet_root_logger():
         if quantization.kind == "int8":
-            from .runtime import calibration_inputs
-
+            if not len(calibration):
+                raise ValueError("int8 quantization needs calibration inputs")
             name = metadata["input"]["name"]
-            inputs = ({name: x[None]} for x in calibration_inputs(quantization, metadata))
+            inputs = iter({name: x[None]} for x in calibration)
 
             class Reader(q.CalibrationDataReader):
                 def get_next(self):
                     return next(inputs, None)
 
+            route = route or ONNX_INT8_ROUTE
             # Shape inference + graph optimisation first, as ONNX Runtime recommends for static int8.
             prepared = tmp.with_name(tmp.name + ".pre.onnx")
             try:
                 q.shape_inference.quant_pre_process(str(fp32_path), str(prepared))
                 q.quantize_static(
                     str(prepared), str(tmp), Reader(),
-                    quant_format=q.QuantFormat.QOperator,
-                    per_channel=quantization.per_channel,
-                    activation_type=q.QuantType.QUInt8,
-                    weight_type=q.QuantType.QInt8,
+                    quant_format=q.QuantFormat.QOperator if route["format"] == "QOperator" else q.QuantFormat.QDQ,
+                    per_channel=quantization.per_channel and route["per_channel"],
+                    reduce_range=route["reduce_range"],
+                    activation_type=q.QuantType.QUInt8 if route["activations"] == "uint8" else q.QuantType.QInt8,
+                    weight_type=q.QuantType.QInt8 if route["weights"] == "int8" else q.QuantType.QUInt8,
                     calibrate_method=q.CalibrationMethod.MinMax,
                     # ONNX Runtime's "moving average" is the mean of the per-sample ranges (one sample a batch).
                     extra_options={"CalibMovingAverage": quantization.ranges == "mean"},
@@ -157,6 +171,7 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
                 )
             finally:
                 prepared.unlink(missing_ok=True)
+            metadata = {**metadata, "int8_route": route}
         elif quantization.kind == "dynamic":
             q.quantize_dynamic(str(fp32_path), str(tmp), weight_type=q.QuantType.QInt8, per_channel=quantization.per_channel,
                                nodes_to_exclude=_float_nodes(fp32_path))
@@ -171,3 +186,68 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
         set_metadata(model, {**metadata, "quantization": quantization.kind})
         onnx.save(model, str(tmp))
     return target
+
+
+def _head_input(model) -> str:
+    """The tensor the float head reads: the (dequantized) embedding of the int8 backbone."""
+    return next(n for n in model.graph.node if n.name == "head_dense").input[0]
+
+
+class OnnxInt8Backbone:
+    """The int8 backbone inside a quantized ONNX file: the head's input exposed as an extra output."""
+
+    def __init__(self, int8_file: Path, metadata: dict, threads: int | None = None) -> None:
+        import onnx
+
+        from ..backbones.runtime import make_session
+
+        model = onnx.load(str(int8_file))
+        self._output = _head_input(model)
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(self._output))
+        self._session = make_session(model.SerializeToString(), threads)
+        self._meta = metadata
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        spec = self._meta["input"]
+        if spec["kind"] == "logmel":  # fed waveform windows like the float backbone; the caller computes log-mel
+            from ..backbones.audio_backbones import FRONTENDS
+
+            batch = FRONTENDS[self._meta["backbone"]].compute(batch.astype(np.float32))
+        out = self._session.run([self._output], {spec["name"]: np.ascontiguousarray(batch)})[0]
+        return out.reshape(len(batch), -1).astype(np.float32)
+
+
+class OnnxExporter(Exporter):
+    """ONNX Runtime files: the cached backbone graph with Gemm + Softmax appended."""
+
+    runtime = "onnx"
+    suffix = ".onnx"
+    route_id = repr(sorted(ONNX_INT8_ROUTE.items()))
+
+    def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
+        graph = export_backbone_onnx(model.spec, model.graph_root, frontend)
+        return save_model(stitch(graph, model.coef, model.intercept, model.metadata("none", frontend)), target)
+
+    def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
+                 metadata: dict) -> Path:
+        return quantize(source, target, quantization, metadata, calibration)
+
+    def int8_backbone(self, int8_file: Path, metadata: dict, threads: int | None) -> OnnxInt8Backbone:
+        return OnnxInt8Backbone(int8_file, metadata, threads)
+
+    def int8_with_head(self, model: FloatModel, frontend: bool, float_file: Path, int8_file: Path, target: Path,
+                       quantization: Quantization, calibration: Sequence[np.ndarray], metadata: dict) -> Path:
+        """The head stays float in int8 ONNX files, so the same int8 backbone takes the new head as is:
+        only the two head initializers change, no second quantization."""
+        import onnx
+        from onnx import numpy_helper
+
+        int8 = onnx.load(str(int8_file))
+        new = {"head_weight": model.coef, "head_bias": model.intercept}
+        for init in int8.graph.initializer:
+            if init.name in new:
+                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new.pop(init.name), np.float32), init.name))
+        if new:
+            raise ValueError(f"{int8_file}: head initializers {sorted(new)} not found")
+        set_metadata(int8, {**metadata, "quantization": quantization.kind, "int8_route": ONNX_INT8_ROUTE})
+        return save_model(int8, target)

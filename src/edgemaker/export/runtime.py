@@ -54,23 +54,6 @@ def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndar
         raise EdgemakerError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def calibration_inputs(quantization, metadata: dict):
-    """Model inputs for int8 calibration, prepared exactly as at inference: at most
-    `quantization.max_samples`, spread evenly over the representative files and, for sounds, over
-    each clip's windows (not just its first ones)."""
-    files = quantization.calibration_files()
-    per_file = max(1, quantization.max_samples // max(len(files), 1))
-    given = 0
-    for path in files:
-        windows = prepare_windows(Path(path), metadata)
-        picks = np.unique(np.linspace(0, len(windows) - 1, min(per_file, len(windows))).round().astype(int))
-        for i in picks:
-            yield windows[i]
-            given += 1
-            if given >= quantization.max_samples:
-                return
-
-
 class ModelFile:
     """What every exported file offers, whatever runs it: labels, the input recipe, predictions per
     file (a sound: the mean over its windows), a per-window timeline and batch-1 latency.

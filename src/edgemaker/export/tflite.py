@@ -15,13 +15,14 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..errors import EdgemakerError, MissingDependencyError
+from .base import Exporter, FloatModel
 from .quantization import Quantization
 from .runtime import ModelFile
 
@@ -75,7 +76,7 @@ def require_tflite() -> None:
             raise MissingDependencyError(package, "tflite", "TFLite export") from None
 
 
-def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = True):
+def torch_classifier(model: FloatModel, frontend: bool = True):
     """(module, example input) for the whole classifier, float32 in and probabilities out.
 
     Images: float NHWC pixels in 0..255 (normalised inside). Sounds: a float32 waveform window with
@@ -87,7 +88,7 @@ def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = Tr
     from ..backbones import get_builder
     from ..backbones.weights import resolve_weights
 
-    spec = clf.spec
+    spec = model.spec
     body = get_builder(spec.name)(spec, resolve_weights(spec.weights))
     if spec.image is not None:
         mean = torch.tensor(spec.image.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -109,11 +110,10 @@ def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = Tr
 
         def prepare(x):
             return x
-    fitted = head or clf.head
-    dense = torch.nn.Linear(fitted.coef_.shape[1], fitted.coef_.shape[0])
+    dense = torch.nn.Linear(model.coef.shape[1], model.coef.shape[0])
     with torch.no_grad():
-        dense.weight.copy_(torch.from_numpy(fitted.coef_))
-        dense.bias.copy_(torch.from_numpy(fitted.intercept_))
+        dense.weight.copy_(torch.from_numpy(np.asarray(model.coef, np.float32)))
+        dense.bias.copy_(torch.from_numpy(np.asarray(model.intercept, np.float32)))
 
     class Classifier(torch.nn.Module):
         def __init__(self) -> None:
@@ -121,8 +121,7 @@ def torch_classifier(clf, frontend: bool = True, head=None, with_head: bool = Tr
             self.body, self.head = body, dense
 
         def forward(self, x):
-            features = self.body(prepare(x))
-            return torch.softmax(self.head(features), dim=-1) if with_head else features
+            return torch.softmax(self.head(self.body(prepare(x))), dim=-1)
 
     return Classifier().eval(), example
 
@@ -146,7 +145,7 @@ def _signature(path: Path) -> tuple[str, str]:
     return name, sigs[name]["inputs"][0]
 
 
-def quantize(fp32: Path, target: Path, quantization: Quantization, calibration: Iterator[np.ndarray]) -> Path:
+def quantize(fp32: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray]) -> Path:
     """int8 (static, calibrated), dynamic (int8 weights) or float16 (fp16 weights) from the fp32 file."""
     require_tflite()
     from ai_edge_quantizer import Quantizer, recipe
@@ -229,107 +228,96 @@ def io_quantization(path: Path) -> dict:
                        "zero_point": int(o["quantization"][1])}}
 
 
-def export_tflite(clf, out_dir: Path, quantization: Quantization, frontend: bool = True,
-                  int8_aware_head: bool = True) -> Path:
-    """Write model_<kind>.tflite (plus its .json) for `clf`.
+class TFLiteExporter(Exporter):
+    """LiteRT files: the torch classifier converted with litert-torch, quantized with ai-edge-quantizer;
+    labels and the input recipe inside the file and in a JSON beside it."""
 
-    int8 is post-training quantization of the float model, calibrated on the training files. With
-    `int8_aware_head` a second int8 file is built whose head was fitted on the int8 backbone's own
-    embeddings (see int8_head), and the one with the better validation accuracy is kept.
-    """
-    suffix = "" if frontend else "_nofrontend"
-    meta = clf.metadata("none", frontend)
-    names = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
-    target = out_dir / f"{names[quantization.kind]}{suffix}.tflite"
-    fp32 = out_dir / f"model_fp32{suffix}.tflite"
-    if quantization.kind == "none":
-        if not clf.fresh_float_source(fp32, clf.head):
-            _convert_finished(torch_classifier(clf, frontend), fp32, meta)
-            clf.float_sources[fp32] = clf.head
-        return fp32
-    # The float model is only a step here: reuse model_fp32 made in this run, else a hidden copy.
-    source = fp32 if clf.fresh_float_source(fp32, clf.head) else out_dir / f".model_fp32{suffix}-source.tflite"
-    calibration = _calibration(quantization, meta) if quantization.kind == "int8" else None
-    try:
-        if source != fp32:
-            _convert_finished(torch_classifier(clf, frontend), source, meta)
-        quantize(source, target, quantization, calibration() if calibration else iter(()))
-    finally:
-        if source != fp32:
-            _remove(source)
-    final = clf.metadata(quantization.kind, frontend)
-    _finish(target, {**final, "head": "float head, quantized"})
-    if quantization.kind == "int8" and int8_aware_head and clf.train_samples and clf.val_samples:
-        _try_int8_head(clf, target, quantization, meta, frontend, calibration, final)
-    return target
+    runtime = "tflite"
+    suffix = ".tflite"
 
+    def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
+        convert(*torch_classifier(model, frontend), target)
+        _finish(target, model.metadata("none", frontend))
+        return target
 
-def _convert_finished(module_and_example, path: Path, meta: dict) -> None:
-    convert(*module_and_example, path)
-    _finish(path, meta)
+    def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
+                 metadata: dict) -> Path:
+        quantize(source, target, quantization, calibration)
+        _finish(target, metadata)
+        return target
 
+    def int8_backbone(self, int8_file: Path, metadata: dict, threads: int | None) -> TFLiteInt8Backbone:
+        return TFLiteInt8Backbone(int8_file, metadata, threads)
 
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    path.with_name(path.name + ".json").unlink(missing_ok=True)
+    def int8_with_head(self, model: FloatModel, frontend: bool, float_file: Path, int8_file: Path, target: Path,
+                       quantization: Quantization, calibration: Sequence[np.ndarray], metadata: dict) -> Path:
+        """The head is int8 too here, so the file is quantized again from a float file with the new
+        head: the float file's head weights are patched in place when they can be found exactly once
+        (same shapes, same bytes elsewhere), else the classifier is converted again."""
+        source = target.with_name(f".{target.stem}-source.tflite")
+        try:
+            if not _patch_head(float_file, source, model):
+                convert(*torch_classifier(model, frontend), source)
+            return self.quantize(source, target, quantization, calibration, metadata)
+        finally:
+            self.remove(source)
 
+    def replace(self, source: Path, target: Path) -> None:
+        source.replace(target)
+        beside = source.with_name(source.name + ".json")
+        if beside.is_file():
+            beside.replace(target.with_name(target.name + ".json"))
 
-def _try_int8_head(clf, target: Path, quantization: Quantization, meta: dict, frontend: bool, calibration,
-                   final: dict) -> None:
-    """Build the int8 file again with a head fitted on the int8 backbone's embeddings, and keep the
-    better of the two on the validation split (ties: the plain one)."""
-    from .int8_head import keep_better_on_validation
-
-    head = _int8_head(clf, target.parent, quantization, meta, frontend)
-    source = target.with_name(f".{target.stem}-int8-head-source.tflite")
-    aware = target.with_name(f".{target.stem}-int8-head.tflite")
-    try:
-        _convert_finished(torch_classifier(clf, frontend, head), source, meta)
-        quantize(source, aware, quantization, calibration())
-        _finish(aware, {**final, "head": "fitted on the int8 backbone's embeddings"})
-        if keep_better_on_validation(clf, target, aware, "tflite"):
-            write_json(target.with_name(target.name + ".json"), read_metadata(target))
-    finally:
-        _remove(source)
-        _remove(aware)
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".json").unlink(missing_ok=True)
 
 
-def _calibration(quantization: Quantization, meta: dict):
-    """A re-iterable source of calibration inputs: the same inputs, in the same order, every time."""
-    from .runtime import calibration_inputs
-
-    return lambda: (x.astype(np.float32) for x in calibration_inputs(quantization, meta))
+def _head_op(it) -> dict:
+    """The classifier's dense layer: the last FULLY_CONNECTED operator in execution order."""
+    return [op for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"][-1]
 
 
-def _int8_head(clf, out_dir: Path, quantization: Quantization, meta: dict, frontend: bool):
-    """Quantize the backbone alone as a .tflite, and fit a head on its embeddings (see int8_head)."""
-    from .int8_head import calibration_digest, fit_int8_head
+def _patch_head(float_file: Path, target: Path, model: FloatModel) -> bool:
+    """Write `float_file` with its dense head weights and bias replaced by `model`'s; False when the
+    old weights cannot be located unambiguously in the flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    digest = calibration_digest(quantization, frontend, "tflite")
-    backbone_int8 = out_dir / f".backbone_int8-{digest}.tflite"
-    backbone_fp32 = out_dir / f".backbone_fp32-{digest}.tflite"
-    try:
-        convert(*torch_classifier(clf, frontend, with_head=False), backbone_fp32)
-        quantize(backbone_fp32, backbone_int8, quantization, _calibration(quantization, meta)())
-        return fit_int8_head(clf, TFLiteBackbone(backbone_int8, meta), digest)
-    finally:
-        backbone_fp32.unlink(missing_ok=True)
-        backbone_int8.unlink(missing_ok=True)
+    it = Interpreter(model_path=str(float_file))
+    op = _head_op(it)
+    data = bytearray(float_file.read_bytes())
+    for index, new in zip(op["inputs"][1:3], (model.coef, model.intercept)):
+        old = it.get_tensor(int(index))
+        new = np.ascontiguousarray(np.asarray(new, np.float32).reshape(old.shape))
+        if old.dtype != np.float32:
+            return False
+        raw = old.tobytes()
+        at = data.find(raw)
+        if at < 0 or data.find(raw, at + 1) >= 0:
+            return False
+        data[at : at + len(raw)] = new.tobytes()
+    with atomic_path(target, suffix=".tflite") as tmp:
+        tmp.write_bytes(bytes(data))
+    return True
 
 
-class TFLiteBackbone:
-    """An int8 .tflite backbone behind `embed(batch) -> (N, feature_dim)`, taking the same inputs as
-    the float backbone (uint8 images, or waveform windows)."""
+class TFLiteInt8Backbone:
+    """The int8 backbone inside a full-int8 .tflite: the head's (int8) input read back after each
+    inference and dequantized; fed like the float backbone (uint8 images, or waveform windows)."""
 
-    def __init__(self, path: Path, metadata: dict) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: Path, metadata: dict, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self._meta = metadata
-        with _quiet():
-            self._it = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+        with _quiet():  # without the default delegate, so that intermediate tensors are kept and readable
+            self._it = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1,
+                                   experimental_preserve_all_tensors=True,
+                                   experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]
         self._out = self._it.get_output_details()[0]
+        embedding = int(_head_op(self._it)["inputs"][0])
+        self._embedding = next(t for t in self._it.get_tensor_details() if t["index"] == embedding)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32)
@@ -337,7 +325,13 @@ class TFLiteBackbone:
             from ..backbones.audio_backbones import FRONTENDS
 
             x = FRONTENDS[self._meta["backbone"]].compute(x)
-        return np.stack([_invoke(self._it, self._in, self._out, row[None]) for row in x])
+        scale, zero = self._embedding["quantization"]
+        rows = []
+        for row in x:
+            _invoke(self._it, self._in, self._out, row[None])
+            e = self._it.get_tensor(self._embedding["index"]).reshape(-1).astype(np.float32)
+            rows.append((e - zero) * scale if scale else e)
+        return np.stack(rows)
 
 
 def _finish(path: Path, metadata: dict) -> None:

@@ -6,6 +6,7 @@ sample with many, and sample-level results are the mean of its windows' probabil
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,21 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones import DEFAULT_AUDIO_BACKBONES, DEFAULT_IMAGE_BACKBONE, get_spec
-from ..backbones.runtime import Backbone, export_backbone_onnx
+from ..backbones.runtime import Backbone
 from ..backbones.spec import Modality
 from ..data.validate import Sample
 from ..errors import EdgemakerError
 from ..evaluate.metrics import Evaluation, evaluate_predictions
-from ..export import onnx_model
+from ..export.base import FloatModel
+from ..export.int8 import Validation
 from ..export.quantization import Quantization
+from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
 from .options import ClassifierOptions
-
-EXPORT_NAMES = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
-
 
 def _head(options: ClassifierOptions) -> SoftmaxHead:
     hp = options.hparams
@@ -56,14 +56,7 @@ class Classifier:
         self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
         self.train_samples: Sequence[Sample] = ()
         self.val_samples: Sequence[Sample] = ()
-        self.int8_head_choice: dict[str, dict] = {}  # runtime -> validation accuracy of the two int8 heads
-        # fp32 files written in this process -> the head they hold: a second format that needs the same
-        # float source (fp32 then int8, dynamic, ...) reuses it instead of converting again.
-        self.float_sources: dict[Path, SoftmaxHead] = {}
-
-    def fresh_float_source(self, path: Path, head: SoftmaxHead) -> bool:
-        """True when `path` already holds this process's float model with `head`."""
-        return self.float_sources.get(path) is head and path.is_file()
+        self._sessions: dict[Path, ExportSession] = {}  # out_dir -> the session that exports there
 
     @property
     def classes(self) -> list[str]:
@@ -150,64 +143,55 @@ class Classifier:
         """The in-memory float model on `data`; a sample's result is the mean over its windows."""
         return self._evaluate_embeddings(data, self.embed(data, "extract test"))
 
+    def float_model(self) -> FloatModel:
+        """What export needs of this classifier: backbone spec, linear head, labels."""
+        silence = self.options.silence
+        return FloatModel(self.spec, self.head.coef_, self.head.intercept_, tuple(self.classes),
+                          silence.threshold_db if self.modality == "audio" and silence.enabled else None,
+                          self.options.cache_dir)
+
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
-        return onnx_model.model_metadata(self.spec, self.classes, quantization, self.options, frontend)
+        return self.float_model().metadata(quantization, frontend)
+
+    def export_session(self, out_dir: str | Path) -> ExportSession:
+        """The session that writes this classifier's files into `out_dir` (float sources converted
+        once, inputs decoded once). Int8 files are checked on the validation split, and an int8-aware
+        head is fitted on the training split when the plain int8 file loses accuracy there."""
+        out_dir = Path(out_dir)
+        session = self._sessions.get(out_dir)
+        if session is None or session.model.coef is not self.head.coef_:
+            validation = None
+            if self.val_samples:
+                validation = Validation([s.path for s in self.val_samples], [s.label for s in self.val_samples],
+                                        self.evaluate(self.val_samples).probabilities)
+            session = ExportSession(self.float_model(), out_dir, validation,
+                                    self._fit_int8_head if self.train_samples else None, self.options.threads)
+            self._sessions[out_dir] = session
+        return session
 
     def export(self, out_dir: str | Path, quantization: Quantization | None = None, frontend: bool = True,
-               int8_aware_head: bool = True) -> Path:
-        """Write the stitched model (fp32, or quantized from it) into `out_dir`; returns its path.
+               runtime: str = "onnx", int8_aware_head: bool = True) -> Path:
+        """Write the stitched model for `runtime` ("onnx" or "tflite"), fp32 or quantized, into `out_dir`.
 
         Audio models take raw audio windows and compute log-mel in the graph; `frontend=False` gives
-        the variant that takes the log-mel patch (for devices with a DSP front end). For int8, a second
-        file whose head is fitted on the int8 backbone's own embeddings is built too, and the one with
-        the better validation accuracy is kept (unless `int8_aware_head` is False).
+        the variant that takes the log-mel patch (for devices with a DSP front end).
         """
-        quantization = quantization or Quantization.none()
-        out_dir = Path(out_dir)
-        suffix = "" if frontend else "_nofrontend"
-        fp32 = out_dir / f"{EXPORT_NAMES['none']}{suffix}.onnx"
-        graph = self.backbone.onnx_path if frontend else export_backbone_onnx(self.spec, self.options.cache_dir, False)
-        if not self.fresh_float_source(fp32, self.head):
-            model = onnx_model.stitch(graph, self.head.coef_, self.head.intercept_, self.metadata("none", frontend))
-            onnx_model.save_model(model, fp32)
-            self.float_sources[fp32] = self.head
-        if quantization.kind == "none":
-            return fp32
-        target = out_dir / f"{EXPORT_NAMES[quantization.kind]}{suffix}.onnx"
-        meta = self.metadata(quantization.kind, frontend)
-        onnx_model.quantize(fp32, target, quantization, {**meta, "head": "float head, quantized"})
-        if quantization.kind == "int8" and int8_aware_head and self.train_samples and self.val_samples:
-            self._try_int8_head(graph, target, quantization, frontend, meta)
-        return target
+        return self.export_session(out_dir).export(runtime, quantization, frontend, int8_aware_head)
 
-    def _try_int8_head(self, graph: Path, target: Path, quantization: Quantization, frontend: bool, meta: dict) -> None:
-        """Build the int8 file again with a head fitted on the int8 backbone's embeddings, and keep
-        whichever of the two int8 files scores better on the validation split (ties: the plain one)."""
-        from ..export.int8_head import keep_better_on_validation
+    def _fit_int8_head(self, int8_backbone, digest: str) -> SoftmaxHead:
+        """A head fitted, as in create(), on the embeddings of the int8 backbone inside an int8 file;
+        cached under its own backbone name (an int8 backbone is another backbone)."""
+        spec = dataclasses.replace(self.spec, name=f"{self.spec.name}-int8-{digest}")
 
-        head = self._int8_head(graph, target.parent, quantization, frontend)
-        source = target.with_name(f".{target.stem}-int8-head-source.onnx")
-        aware = target.with_name(f".{target.stem}-int8-head.onnx")
-        try:
-            onnx_model.save_model(onnx_model.stitch(graph, head.coef_, head.intercept_, meta), source)
-            onnx_model.quantize(source, aware, quantization, {**meta, "head": "fitted on the int8 backbone's embeddings"})
-            keep_better_on_validation(self, target, aware, "onnx")
-        finally:
-            source.unlink(missing_ok=True)
-            aware.unlink(missing_ok=True)
+        class Named:
+            def __init__(self) -> None:
+                self.spec = spec
 
-    def _int8_head(self, graph: Path, out_dir: Path, quantization: Quantization, frontend: bool) -> SoftmaxHead:
-        """Quantize the backbone graph alone and fit a head on its embeddings (see export.int8_head)."""
-        from ..export.int8_head import OnnxBackbone, calibration_digest, fit_int8_head
+            def embed(self, batch: np.ndarray) -> np.ndarray:
+                return int8_backbone.embed(batch)
 
-        digest = calibration_digest(quantization, frontend, "onnx")
-        backbone_int8 = out_dir / f".backbone_int8-{digest}.onnx"
-        meta = self.metadata("int8", frontend)
-        try:
-            onnx_model.quantize(graph, backbone_int8, quantization, meta)
-            return fit_int8_head(self, OnnxBackbone(backbone_int8, meta, self.options.threads), digest)
-        finally:
-            backbone_int8.unlink(missing_ok=True)
+        return fit_head(Named(), self.train_samples, self.val_samples, self.options, self.cache, self.progress,
+                        "int8 backbone")
 
 
 def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
