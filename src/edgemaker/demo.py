@@ -83,7 +83,7 @@ def make_sound_dataset(root: Path, per_class: int, seed: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--holdout", type=int, default=15, help="files per class in a separate holdout folder")
     args = parser.parse_args()
     make_dataset(args.out / "shapes", args.per_class, seed=1)

@@ -124,6 +124,15 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _vs_float(e: dict) -> str:
+    vs = e.get("vs_float")
+    if not vs or e.get("quantization") == "none":
+        return "–"
+    low, high = vs["loss_interval"]
+    return (f"{vs['lost']} / {vs['gained']} (p = {vs['p_value']:.2f}; loss {100 * low:.1f} to {100 * high:.1f} points)"
+            if vs["lost"] + vs["gained"] else "0 / 0")
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
@@ -154,9 +163,9 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                f"runtime{' (a clip: mean over its windows)' if audio else ''}; latency is one "
                f"{'window' if audio else 'image'} (batch 1) on this machine.</p>")
     out.append(_table(["format", "file", "input", "size (flash)", "test accuracy", "agrees with float",
-                       "latency (ms)", "peak RAM", "MACs"],
+                       "vs float: right only in float / only here (McNemar p)", "latency (ms)", "peak RAM", "MACs"],
                       [[e["format"], e["path"], e.get("input", ""), _mb(e["size_bytes"]), f"{e['test_accuracy']:.4f}",
-                        f"{e['agreement_with_float']:.1%}", f"{e['latency_ms']:.2f}",
+                        f"{e['agreement_with_float']:.1%}", _vs_float(e), f"{e['latency_ms']:.2f}",
                         _mb(e["peak_ram_bytes"]) if e.get("peak_ram_bytes") else "–",
                         f"{e['macs'] / 1e6:.1f} M" if e.get("macs") else "–"] for e in exports]))
     out.append("<p class=muted>Peak RAM: tensor-arena estimate from a liveness analysis of the .tflite graph. "
