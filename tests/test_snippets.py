@@ -256,3 +256,32 @@ def test_readme_shows_the_generated_snippets():
         block = re.search(rf"<!-- snippet:{key} -->\n```\w*\n(.*?)```\n", text, re.S)
         assert block, f"README.md has no <!-- snippet:{key} --> block"
         assert block.group(1) == code, f"README's {key} snippet is stale: regenerate it (see the test)"
+
+
+# -- the web app's route --------------------------------------------------------------------------
+
+def test_web_route_serves_the_snippets_of_a_run_file(image_run, tmp_path):
+    pytest.importorskip("fastapi")
+    from web_helpers import Api, assert_error
+
+    from edgemaker.web.app import WebConfig, create_app
+
+    api = Api(create_app(WebConfig(home=tmp_path / "projects")))
+    assert api.post("/api/v1/projects", json={"name": "my pets", "task": "image"}).status_code == 201
+    run = tmp_path / "projects" / "my pets" / "runs" / "20260101-120000-abcd"
+    shutil.copytree(image_run, run)
+    (run / "request.json").write_text("{}")
+    (run / "status.json").write_text('{"state": "done"}')
+    url = "/api/v1/projects/my%20pets/runs/20260101-120000-abcd/snippets"
+
+    onnx = api.get(f"{url}/model_int8.onnx").json()
+    meta = sn.read_model_metadata(run / "model_int8.onnx")
+    assert [s["key"] for s in onnx["snippets"]] == ["edgemaker-cli", "python-onnxruntime", "http-api"]
+    assert onnx["snippets"][1]["code"] == sn.python_onnxruntime(meta, "model_int8.onnx")  # what the test ran
+    assert "project_name=my%20pets" in onnx["snippets"][2]["code"]
+    tfl = {s["key"]: s["code"] for s in api.get(f"{url}/model_int8.tflite").json()["snippets"]}
+    assert set(tfl) == {"edgemaker-cli", "python-litert", "tflite-micro", "http-api"}
+    assert "resolver.AddConv2D();" in tfl["tflite-micro"] and "kArenaSize = " in tfl["tflite-micro"]
+    assert_error(api.get(f"{url}/model_data.h"), 404, "not_found")
+    assert_error(api.get(f"{url}/missing.onnx"), 404, "not_found")
+    assert_error(api.get(f"{url}/..%2Fmodel_int8.onnx"), 404)
