@@ -285,3 +285,17 @@ def test_web_route_serves_the_snippets_of_a_run_file(image_run, tmp_path):
     assert_error(api.get(f"{url}/model_data.h"), 404, "not_found")
     assert_error(api.get(f"{url}/missing.onnx"), 404, "not_found")
     assert_error(api.get(f"{url}/..%2Fmodel_int8.onnx"), 404)
+
+
+def update_readme() -> None:
+    """Rewrite README.md's snippet blocks from the generator: `python tests/test_snippets.py`."""
+    text = README.read_text("utf-8")
+    for key, code in readme_examples().items():
+        text, n = re.subn(rf"(<!-- snippet:{key} -->\n```\w*\n)(.*?)(```\n)", lambda m: m.group(1) + code + m.group(3),
+                          text, flags=re.S)
+        assert n == 1, f"README.md needs one <!-- snippet:{key} --> block"
+    README.write_text(text, "utf-8")
+
+
+if __name__ == "__main__":
+    update_readme()
