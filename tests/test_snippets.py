@@ -144,28 +144,33 @@ class MicroInterpreter {
 """ % "\n".join(f"  TfLiteStatus Add{name}();" for name in TFLM_ADD)
 
 
-def test_tflite_micro_snippet_compiles_against_the_run_header(image_run, tmp_path):
-    """g++ -fsyntax-only with the run's real model_data.h; TFLite Micro's headers are not installed
+def compile_tflm(code: str, header: Path, folder: Path) -> None:
+    """g++ -fsyntax-only with a run's real model_data.h; TFLite Micro's headers are not installed
     here, so its API is declared by a stub holding the real resolver method names."""
     if not shutil.which("g++"):
         pytest.skip("g++ is not installed")
+    for name in ("micro_interpreter.h", "micro_mutable_op_resolver.h"):
+        path = folder / "tensorflow/lite/micro" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(TFLM_STUB)
+    (folder / "tensorflow/lite/schema").mkdir(parents=True, exist_ok=True)
+    (folder / "tensorflow/lite/schema/schema_generated.h").write_text("#pragma once\n")
+    shutil.copy(header, folder / "model_data.h")
+    (folder / "classify.cc").write_text(code)
+    done = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Werror", "-I.", "classify.cc"],
+                          cwd=folder, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_tflite_micro_snippet_compiles_against_the_run_header(image_run, tmp_path):
     model = image_run / "model_int8.tflite"
     meta = sn.read_model_metadata(model)
     ops = sn.tflite_ops(model)
     shown = {s.key: s.code for s in sn.snippets_for(meta, model.name, ops=ops, arena_bytes=300_000)}
     code = shown["tflite-micro"]
     assert "AddConv2D" in code and "AddDepthwiseConv2D" in code and "kArenaSize = 365536" in code
-    for header in ("micro_interpreter.h", "micro_mutable_op_resolver.h"):
-        path = tmp_path / "tensorflow/lite/micro" / header
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(TFLM_STUB)
-    (tmp_path / "tensorflow/lite/schema").mkdir(parents=True)
-    (tmp_path / "tensorflow/lite/schema/schema_generated.h").write_text("#pragma once\n")
-    shutil.copy(image_run / "model_data.h", tmp_path)
-    (tmp_path / "classify.cc").write_text(code)
-    done = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Werror", "-I.", "classify.cc"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert "const uint8_t* pixels" in code and "96 * 96 * 3" in code
+    compile_tflm(code, image_run / "model_data.h", tmp_path)
 
 
 def test_every_generated_snippet_is_valid_code_for_each_kind_of_file(image_run):
@@ -236,6 +241,20 @@ def test_python_snippet_on_clips_matches_edgemaker_predict(audio_run, tmp_path, 
         assert "import edgemaker" not in code
         printed = run_snippet(code, tmp_path / f"run{i}", model, clip, "clip.wav")
         assert_same_as_predict(model, clip, printed)
+
+
+def test_sound_snippets_for_the_int8_tflite_recipe_are_valid(audio_run, image_run, tmp_path):
+    """Full-int8 TFLite sound models take the log-mel patch: the LiteRT snippet computes it (the
+    same code the ONNX test above ran) and quantizes it; the TFLite Micro one quantizes a patch."""
+    meta = sn.read_model_metadata(audio_run / "model_fp32_nofrontend.onnx")
+    meta["tflite"] = {"input": {"dtype": "int8", "scale": 0.05, "zero_point": 3},
+                      "output": {"dtype": "int8", "scale": 1 / 256, "zero_point": -128}}
+    litert = sn.python_litert(meta, "model_int8.tflite")
+    compile(litert, "litert", "exec")
+    assert "def logmel(" in litert and "INPUT_SCALE, INPUT_ZERO_POINT = np.int8, 0.05, 3" in litert
+    code = sn.tflite_micro(meta, "model_int8.tflite", ["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"])
+    assert "const float* logmel" in code and "MicroMutableOpResolver<3>" in code
+    compile_tflm(code, image_run / "model_data.h", tmp_path)
 
 
 # -- README -----------------------------------------------------------------------------------------
