@@ -186,6 +186,17 @@ def test_every_generated_snippet_is_valid_code_for_each_kind_of_file(image_run):
         sn.snippets_for(meta, "model_data.h")
 
 
+def test_command_line_prints_the_snippets_of_a_file(image_run, tmp_path, capsys):
+    assert sn.main([str(image_run / "model_int8.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "## Python, LiteRT (TFLite)" in out and "resolver.AddConv2D();" in out
+    assert sn.main([str(tmp_path / "missing.onnx")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    assert sn.main([str(tmp_path / "bad.onnx")]) == 2
+    assert "not an edgemaker model" in capsys.readouterr().err
+
+
 # -- sounds ---------------------------------------------------------------------------------------
 
 def tone_folder(root: Path, per_class: int = 6) -> Path:

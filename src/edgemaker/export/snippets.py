@@ -448,8 +448,11 @@ def read_model_metadata(path: Path) -> dict | None:
 
     from .onnx_model import METADATA_KEY
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else None
+    except Exception:  # noqa: BLE001 - protobuf/JSON errors of a damaged file: not a readable model
+        return None
 
 
 def tflite_ops(path: Path) -> list[str] | None:
@@ -470,7 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m edgemaker.export.snippets MODEL_FILE(.onnx|.tflite)", file=sys.stderr)
         return 2
     path = Path(args[0])
-    meta = read_model_metadata(path) if path.is_file() else None
+    if not path.is_file():
+        print(f"error: {path}: file not found; pass an exported .onnx or .tflite", file=sys.stderr)
+        return 2
+    meta = read_model_metadata(path)
     if meta is None:
         print(f"error: {path}: not an edgemaker model file (no metadata); pass an exported .onnx or .tflite",
               file=sys.stderr)
