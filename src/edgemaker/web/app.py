@@ -337,6 +337,28 @@ def create_app(config: WebConfig) -> FastAPI:
         return FileResponse(target, filename=None if inline else filename,
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    @app.get("/api/v1/projects/{name}/runs/{run_id}/snippets/{filename}")
+    def run_snippets(name: str, run_id: str, filename: str, request: Request) -> dict:
+        """Code to copy for one model file of a run, generated from the file's own metadata, so it
+        feeds the model exactly what `edgemaker predict` does (ONNX Runtime, LiteRT, TFLite Micro, HTTP)."""
+        from ..export import snippets
+
+        path = jobs.run_dir(project(name), run_id)
+        target = path / filename
+        if (filename != Path(filename).name or target.suffix.lower() not in (".onnx", ".tflite") or target.is_symlink()
+                or not target.is_file() or jobs.read_status(path)["state"] != "done"):
+            raise WebError(404, "not_found", f"{filename}: no .onnx or .tflite model of that name in run {run_id}")
+        meta = snippets.read_model_metadata(target)
+        if meta is None:
+            raise WebError(404, "no_metadata", f"{filename}: no edgemaker metadata in the file; re-export it")
+        exports = json.loads((path / "metrics.json").read_text("utf-8")).get("exports", [])
+        arena = next((e.get("peak_ram_bytes") for e in exports if e.get("path") == filename), None)
+        c_array = (path / "model_data.h").is_file() and target.suffix.lower() == ".tflite"
+        ops = snippets.tflite_ops(target) if c_array else None
+        found = snippets.snippets_for(meta, filename, base_url=str(request.base_url).rstrip("/"), project=name,
+                                      ops=ops, arena_bytes=arena, c_array=c_array)
+        return {"file": filename, "snippets": [s.to_dict() for s in found]}
+
     # -- predictions ----------------------------------------------------------------------------
     @app.post("/api/v1/predict")
     async def predict(request: Request, project_name: str | None = None, top_k: int = 5) -> dict:
