@@ -146,7 +146,10 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
             if not len(calibration):
                 raise ValueError("int8 quantization needs calibration inputs")
             name = metadata["input"]["name"]
-            inputs = iter({name: x[None]} for x in calibration)
+            # The extremes over all samples do not depend on how they are batched, so min/max
+            # calibration runs 16 at a time; "mean" averages per-batch ranges, so one sample a batch.
+            step = 16 if quantization.ranges == "minmax" else 1
+            inputs = iter({name: np.stack(calibration[i : i + step])} for i in range(0, len(calibration), step))
 
             class Reader(q.CalibrationDataReader):
                 def get_next(self):
