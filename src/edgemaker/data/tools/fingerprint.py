@@ -4,7 +4,7 @@ Images: a 64-bit DCT perceptual hash (pHash) and a 64-bit difference hash (dHash
 grayscale picture; a resized or re-compressed copy differs in a few bits, another photo in ~32.
 Sounds: after trimming frames 40 dB below the clip's loudest, a 16-band log-mel image squeezed to
 32 time steps; bits are the signs of band-to-band and step-to-step differences, so a gain change
-(a constant in log energy) leaves them unchanged.
+(a constant in log energy) leaves them unchanged; energies 50 dB under the loudest count as equal.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ SOUND_STEPS = 32
 SOUND_BANDS = 16
 SOUND_MAX_SECONDS = 120.0  # a fingerprint of the first two minutes is enough to spot a copy
 TRIM_DB = 40.0
+FLOOR_DB = 50.0  # band energies (power) below the loudest minus this are equal
 
 
 @lru_cache(maxsize=1)
@@ -104,7 +105,9 @@ def sound_fingerprint(path: Path) -> dict:
     spec = _mel()
     if len(x) < spec.win_length:
         x = np.pad(x, (0, spec.win_length - len(x)))
-    logmel = _squeeze(spec.compute(x).astype(np.float64), SOUND_STEPS)
+    logmel = spec.compute(x).astype(np.float64)
+    # Bands far below the clip's loudest are quantization noise whose signs flip with any gain change.
+    logmel = _squeeze(np.maximum(logmel, logmel.max() - FLOOR_DB / 10 * np.log(10)), SOUND_STEPS)
     bits = np.concatenate([(np.diff(logmel, axis=1) > 0).ravel(), (np.diff(logmel, axis=0) > 0).ravel()])
     info["fingerprint"] = _hex(bits)
     return info
