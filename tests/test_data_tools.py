@@ -256,3 +256,21 @@ def test_inspect_real_sounds_finds_their_layout(tmp_path):
     assert all(result["per_split"]["test"][c] == 8 for c in result["classes"])
     assert result["facts"]["sample_rates"] == {"16000": 360}
     assert not result["problems"]["unusable"] and not result["problems"]["cross_label_duplicates"]
+
+
+def test_a_run_that_dies_midway_leaves_no_new_folder(planted, tmp_path, monkeypatch):
+    from edgemaker.data.tools import output
+
+    real, calls = output._place, []
+
+    def dying(src, dst, link):
+        calls.append(src)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C while files were being copied
+        return real(src, dst, link)
+
+    monkeypatch.setattr(output, "_place", dying)
+    with pytest.raises(KeyboardInterrupt):
+        split_folder(planted, tmp_path / "new")
+    assert len(calls) == 5 and not (tmp_path / "new").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"]

@@ -15,8 +15,6 @@ _MIME = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".ogg
 
 
 def _thumb(path: Path) -> str | None:
-    from PIL import Image
-
     from ..images import decode_image
 
     try:
