@@ -233,6 +233,112 @@ def serve(home: Path | None, model: Path | None, host: str, port: int | None, to
 
     run_server(home, model, host, port, token, not no_browser, echo=lambda m: click.echo(m, err=True))
 
+# --- dataset tools: `edgemaker data inspect|sample|split|clean` -------------------------------------
+@cli.group()
+def data() -> None:
+    """Dataset tools: inspect a folder, take a balanced sample, split it, clean it (never writes DIR)."""
+
+
+_task_option = click.option("--task", type=click.Choice(["image", "audio"]), default=None,
+                            help="Default: detected from the files.")
+_link_option = click.option("--link", is_flag=True,
+                            help="Hard links (symbolic links across file systems) instead of copies.")
+
+
+@data.command("inspect")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Also write inspect.json and an offline inspect.html (thumbnails, players) here.")
+@click.option("--tiny", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Classes with fewer usable files are reported as tiny.")
+@click.option("--near-bits", type=click.IntRange(min=0), default=None,
+              help="Near-duplicate threshold in fingerprint bits (default: 16 of 128 for images, 10%% for sounds).")
+@_task_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def data_inspect(folder: Path, out: Path | None, tiny: int, near_bits: int | None, task: str | None,
+                 as_json: bool, quiet: bool) -> None:
+    """Counts per class (and split), formats, sizes or durations, unusable files, exact and near
+    duplicates, the same content under two labels, class balance and tiny classes."""
+    from .atomic import write_json, write_text
+    from .data.tools.html import render
+    from .data.tools.inspect import inspect_folder, summary_text
+    from .data.tools.output import check_out
+
+    if out is not None:
+        check_out(folder, out, must_be_new=False)
+        if out.exists() and not out.is_dir():
+            raise EdgemakerError(f"--out {out}: is a file; give a folder for inspect.json and inspect.html")
+    result = inspect_folder(folder, task, _progress(quiet, as_json), tiny=tiny, near_bits=near_bits)
+    text = summary_text(result)
+    if out is not None:
+        write_json(out / "inspect.json", result)
+        write_text(out / "inspect.html", render(result, text))
+        text += f"\nreport: {out / 'inspect.html'}"
+    _emit(result, as_json, text)
+
+
+@data.command("sample")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--per-class", type=int, required=True, help="Files to take from every class.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New folder to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_link_option
+@_task_option
+@click.option("--json", "as_json", is_flag=True)
+def data_sample(folder: Path, per_class: int, out: Path, seed: int, link: bool, task: str | None,
+                as_json: bool) -> None:
+    """A balanced, seeded subset: --per-class usable files of every class in OUT/<class>/."""
+    from .data.tools.sample import sample_folder
+
+    result = sample_folder(folder, out, per_class, seed, link, task, _progress(False, as_json))
+    _emit(result, as_json, f"{result['files']} files ({per_class} from each of {result['classes']} classes, "
+                           f"seed {seed}) -> {out}")
+
+
+@data.command("split")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New folder to write.")
+@click.option("--val", type=float, default=0.1, show_default=True, help="Fraction of each class for val.")
+@click.option("--test", type=float, default=0.1, show_default=True, help="Fraction of each class for test.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--group-by", default=None,
+              help="Regex on the file name; its first group (or whole match) is a group kept on one side, "
+                   "e.g. '^(\\d+-\\d+)' for ESC-50 source ids.")
+@_link_option
+@_task_option
+@click.option("--json", "as_json", is_flag=True)
+def data_split(folder: Path, out: Path, val: float, test: float, seed: int, group_by: str | None, link: bool,
+               task: str | None, as_json: bool) -> None:
+    """Stratified, seeded OUT/{train,val,test}/<class>/ (a source with its own split is pooled first)."""
+    from .data.tools.split import split_folder
+
+    result = split_folder(folder, out, val, test, seed, group_by, link, task, _progress(False, as_json))
+    sizes = {sp: sum(c.values()) for sp, c in result["counts"].items()}
+    pooled = " (the source's own train/val/test were pooled)" if result["pooled_existing_split"] else ""
+    _emit(result, as_json, f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
+                           f"{result['how']}{pooled} -> {out}")
+
+
+@data.command("clean")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New folder to write.")
+@_link_option
+@_task_option
+@click.option("--json", "as_json", is_flag=True)
+def data_clean(folder: Path, out: Path, link: bool, task: str | None, as_json: bool) -> None:
+    """A copy without unusable files and extra exact copies; files under two labels are left out
+    and listed (stdout and OUT/cross_label_duplicates.json) for you to decide."""
+    from .data.tools.clean import clean_folder
+
+    r = clean_folder(folder, out, link, task, _progress(False, as_json))
+    lines = [f"kept {r['kept']} files; removed {len(r['removed_unusable'])} unusable and "
+             f"{len(r['removed_duplicates'])} duplicate copies; left out {len(r['cross_label_duplicates'])} "
+             f"content(s) found under two labels -> {out}"]
+    lines += [f"  two labels ({' / '.join(x['classes'])}): {', '.join(x['paths'])}" for x in r["cross_label_duplicates"]]
+    _emit(r, as_json, "\n".join(lines))
+# --- end of dataset tools -----------------------------------------------------------------------------
+
 
 def main() -> None:
     try:

@@ -39,6 +39,7 @@ class ValidationReport:
     conflicts: list[tuple[list[str], list[Path]]] = field(default_factory=list)
     modality: str = "image"
     notes: list[tuple[Path, str]] = field(default_factory=list)  # usable, but worth knowing (silent clips)
+    declared: set[str] = field(default_factory=set)  # every class folder, even one left empty
 
     @property
     def classes(self) -> list[str]:
@@ -129,10 +130,12 @@ def validate_folder(
     workers: int | None = None,
     min_classes: int = 2,
     modality: str | None = None,
+    check_usable: bool = True,
 ) -> ValidationReport:
     """Scan, hash and decode-check every candidate file; raise DataError on what cannot be used.
 
     `modality`: "image" or "audio"; None detects it from the files (mixing both is an error).
+    `check_usable=False`: report empty or one-class folders instead of refusing them (dataset tools).
     """
     progress = progress or SilentProgress()
     scanned = scan_folder(root)
@@ -196,7 +199,9 @@ def validate_folder(
         if modality == "audio" and info and json.loads(info)["loudest_db"] < SILENT_DB:
             report.notes.append((kept.path, f"silent throughout (below {SILENT_DB:.0f} dBFS); kept whole"))
     report.samples.sort(key=lambda s: (s.label, str(s.path)))
-    _check_usable(report, scanned.labels, min_classes)
+    report.declared = scanned.labels
+    if check_usable:
+        _check_usable(report, scanned.labels, min_classes)
     return report
 
 
