@@ -307,6 +307,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "augmented_views": options.augmentation.active_views,
             "class_weights": clf.head.class_weights_,
             "int8_head_choice": clf.int8_head_choice or None,
+            "network": clf.network or None,
             "history": [vars(h) for h in clf.head.history_],
         },
         "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},
