@@ -111,6 +111,7 @@ class ClassifierOptions:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        d["model"]["base_model"] = str(self.model.base_model) if self.model.base_model else None
         return d
 
 
