@@ -83,18 +83,27 @@ def test_small_cnn_trains_and_exports_tiny_int8(digits):
 
 
 def test_transfer_beats_scratch_at_ten_per_class(digits):
+    """Mean over three training seeds: from scratch, 10 images a class leave a wide spread (measured
+    0.78-0.915 test accuracy), while the transferred network stays near 0.9."""
+    import dataclasses
+
     root, b = digits["root"], digits["B"]
-    scratch = train_run(b, root / "scratchB", ClassifierOptions(
-        model=ModelOptions("small_cnn", 28), hparams=FAST, augmentation=NO_FLIP), formats=["onnx-fp32"])
-    transfer = train_run(b, root / "transferB", ClassifierOptions(
-        model=ModelOptions(base_model=digits["runA"] / "model_fp32.onnx"), hparams=FAST, augmentation=NO_FLIP),
-        formats=["onnx-fp32", "onnx-int8"])
-    net = transfer["training"]["network"]
+    scratch, transfer = [], []
+    for seed in (0, 1, 2):
+        hp = dataclasses.replace(FAST, seed=seed)
+        scratch.append(train_run(b, root / f"scratchB{seed}", ClassifierOptions(
+            model=ModelOptions("small_cnn", 28), hparams=hp, augmentation=NO_FLIP), formats=["onnx-fp32"]))
+        transfer.append(train_run(b, root / f"transferB{seed}", ClassifierOptions(
+            model=ModelOptions(base_model=digits["runA"] / "model_fp32.onnx"), hparams=hp, augmentation=NO_FLIP),
+            formats=["onnx-fp32", "onnx-int8"] if seed == 0 else ["onnx-fp32"]))
+    net = transfer[0]["training"]["network"]
     assert net["retrain_last"] == 3 and net["weight_layers"] == 6 and net["base_classes"] == 10
-    s, t = scratch["test"]["accuracy"], transfer["test"]["accuracy"]
-    assert t > s + 0.03, (t, s)
-    assert {e["format"] for e in transfer["exports"]} == {"onnx-fp32", "onnx-int8"}
-    assert transfer["exports"][0]["test_accuracy"] == pytest.approx(t, abs=0.01)
+    s = float(np.mean([m["test"]["accuracy"] for m in scratch]))
+    t = float(np.mean([m["test"]["accuracy"] for m in transfer]))
+    assert t > s + 0.02, (t, s)
+    exports = transfer[0]["exports"]
+    assert {e["format"] for e in exports} == {"onnx-fp32", "onnx-int8"}
+    assert exports[0]["test_accuracy"] == pytest.approx(transfer[0]["test"]["accuracy"], abs=0.01)
 
 
 def _tiny_torch(last_conv: bool = False):
@@ -185,3 +194,22 @@ def test_trained_weights_kind_cannot_be_resolved_before_a_run():
 
     with pytest.raises(EdgemakerError, match="made by a training run"):
         resolve_weights(get_spec("small_cnn").weights)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from edgemaker.cli import main
+
+    data = digit_folder(tmp_path / "d", "A", 3, seed=0)
+
+    def run(*args) -> str:
+        monkeypatch.setattr("sys.argv", ["edgemaker", "train", str(data), "--out", str(tmp_path / "o"), *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "missing.onnx: --base-model file not found" in run("--base-model", str(tmp_path / "missing.onnx"))
+    assert "--base-model replaces the backbone" in run("--base-model", "x.onnx", "--backbone", "small_cnn")
+    assert "input_size must be within 8..512" in run("--backbone", "small_cnn", "--input-size", "4")

@@ -226,9 +226,13 @@ def backbones(as_json: bool) -> None:
              "input": f"{s.image.size}px" if s.image else f"{s.audio.window_seconds:.2f}s@{s.audio.sample_rate}Hz",
              "feature_dim": s.feature_dim, "parameters": s.parameters, "licence": s.licence,
              "weights": s.weights.package or s.weights.location} for s in specs]
+    for row, s in zip(rows, specs):
+        row["trained_per_run"] = s.weights.kind == "trained"
     _emit({"backbones": rows}, as_json, "\n".join(
-        f"{r['name']:<24} {r['modality']:<6} {r['input']:<14} {r['parameters'] / 1e6:.1f}M params  "
-        f"dim {r['feature_dim']}  licence {r['licence'].split(' ')[0]}  weights: {r['weights']}" for r in rows))
+        f"{r['name']:<24} {r['modality']:<6} " + (
+            f"{'':<14} trained per run: {r['weights']}" if r["trained_per_run"] else
+            f"{r['input']:<14} {r['parameters'] / 1e6:.1f}M params  dim {r['feature_dim']}  "
+            f"licence {r['licence'].split(' ')[0]}  weights: {r['weights']}") for r in rows))
 
 
 @cli.command()

@@ -117,6 +117,9 @@ def train_run(
     formats = parse_formats(formats)
     progress = progress or SilentProgress()
     _check_out_dir(data_dir, out_dir)
+    base = options.model.base_model
+    if base is not None and not Path(base).expanduser().is_file():  # before any heavy work
+        raise EdgemakerError(f"{base}: --base-model file not found")
     start = time.perf_counter()
 
     cache = Classifier.open_cache(options)
