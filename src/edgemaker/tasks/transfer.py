@@ -250,6 +250,24 @@ def _save_trunk(trunk, image: ImageInput, options: ClassifierOptions) -> tuple[P
         torch.onnx.export(trunk.eval(), (torch.zeros(1, 3, image.size, image.size),), buf, input_names=["x"],
                           output_names=["features"], dynamic_axes={"x": {0: "n"}, "features": {0: "n"}},
                           opset_version=17, dynamo=False)
-    data = buf.getvalue()
+    data = _fold_constants(buf.getvalue())
     sha = hashlib.sha256(data).hexdigest()
     return write_trained(data, f"{base_model.NAME}-{sha[:16]}.onnx", options), sha
+
+
+def _fold_constants(model: bytes) -> bytes:
+    """ONNX Runtime's basic (standard-operator) optimisations, constant folding first: padding computed
+    from constants (ConstantOfShape/Concat/Slice chains, as in EfficientNet's "same" padding)
+    becomes a constant Pad, which the TFLite converter's torch.export can trace."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "folded.onnx"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(target)
+        so.log_severity_level = 3
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return target.read_bytes()
