@@ -213,3 +213,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
     assert "missing.onnx: --base-model file not found" in run("--base-model", str(tmp_path / "missing.onnx"))
     assert "--base-model replaces the backbone" in run("--base-model", "x.onnx", "--backbone", "small_cnn")
     assert "input_size must be within 8..512" in run("--backbone", "small_cnn", "--input-size", "4")
+
+
+def test_quantized_edgemaker_file_points_to_the_fp32_one(digits, tmp_path):
+    with pytest.raises(EdgemakerError, match="a quantized \\(int8\\) file cannot be retrained; use the run's model_fp32.onnx"):
+        train_run(digits["B"], tmp_path / "r", _opts(digits["runA"] / "model_int8.onnx"), formats=["onnx-fp32"])

@@ -49,7 +49,7 @@ def _is_onnx(path: Path) -> bool:
 
 def _recipe(options: ClassifierOptions, source: str, size: int | None, channels: int | None) -> ImageInput:
     """The input recipe of a file edgemaker did not make, from its shape and the options."""
-    size = options.model.input_size or size
+    size = size or options.model.input_size  # a fixed size in the graph wins
     missing = [flag for flag, value in (("--input-size", size), ("--input-scaling", options.model.input_scaling))
                if value is None]
     if missing:
@@ -84,6 +84,9 @@ def load_base(path: Path, options: ClassifierOptions) -> BaseModel:
         inp = meta.get("input", {})
         if inp.get("kind") != "image":
             raise EdgemakerError(f"{path}: an edgemaker {inp.get('kind', 'unknown')} model; --base-model takes image models")
+        if meta.get("quantization", "none") != "none":
+            raise EdgemakerError(f"{path}: a quantized ({meta['quantization']}) file cannot be retrained; "
+                                 f"use the run's model_fp32.onnx")
         image = ImageInput(size=int(inp["size"]), mean=tuple(inp["mean"]), std=tuple(inp["std"]),
                            crop_padding=int(inp.get("crop_padding", 0)))
         return BaseModel(_strip_prefix(model, source), image, 3, len(meta.get("labels", [])) or None, source)
