@@ -218,3 +218,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
 def test_quantized_edgemaker_file_points_to_the_fp32_one(digits, tmp_path):
     with pytest.raises(EdgemakerError, match="a quantized \\(int8\\) file cannot be retrained; use the run's model_fp32.onnx"):
         train_run(digits["B"], tmp_path / "r", _opts(digits["runA"] / "model_int8.onnx"), formats=["onnx-fp32"])
+
+
+def test_cli_base_model_on_a_runs_fp32_file(digits, tmp_path):
+    from click.testing import CliRunner
+
+    from edgemaker.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(digits["B"]), "--out", str(out), "--base-model",
+                                      str(digits["runA"] / "model_fp32.onnx"), "--retrain-last", "2", "--epochs", "3",
+                                      "--no-flip", "--formats", "onnx-fp32", "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.stdout)
+    assert m["backbone"]["name"] == "base_model" and m["training"]["network"]["retrain_last"] == 2
+    assert json.loads((out / "config.json").read_text())["options"]["model"]["base_model"].endswith("model_fp32.onnx")
+    assert "last 2 of 6 weight layers reset and retrained" in (out / "report.html").read_text()
