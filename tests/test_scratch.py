@@ -234,3 +234,37 @@ def test_cli_base_model_on_a_runs_fp32_file(digits, tmp_path):
     assert m["backbone"]["name"] == "base_model" and m["training"]["network"]["retrain_last"] == 2
     assert json.loads((out / "config.json").read_text())["options"]["model"]["base_model"].endswith("model_fp32.onnx")
     assert "last 2 of 6 weight layers reset and retrained" in (out / "report.html").read_text()
+
+
+def test_imbalanced_classes_train_with_balanced_weights(tmp_path):
+    """An imbalanced set goes through the same class-weight rule as the head (auto: balanced)."""
+    import torch
+
+    from edgemaker.backbones import get_spec
+    from edgemaker.data.validate import validate_folder
+    from edgemaker.progress import SilentProgress
+    from edgemaker.tasks import scratch
+
+    rng = np.random.default_rng(0)
+    for d, n in ((1, 12), (7, 3)):
+        (tmp_path / str(d)).mkdir()
+        for i in range(n):
+            digit_image(d, "A", rng).save(tmp_path / str(d) / f"{i}.png")
+    samples = validate_folder(tmp_path).samples
+    train, val, _ = scratch.image_sets(get_spec("small_cnn"), samples, samples[:2], ClassifierOptions(), SilentProgress())
+    seen = {}
+    original = torch.nn.CrossEntropyLoss
+
+    def spy(*args, **kw):
+        seen["weight"] = kw.get("weight")
+        return original(*args, **kw)
+
+    torch.nn.CrossEntropyLoss = spy
+    try:
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+        scratch.fit_network(net, list(net.parameters()), train, val,
+                            ClassifierOptions(hparams=HParams(epochs=1)), SilentProgress(), "t")
+    finally:
+        torch.nn.CrossEntropyLoss = original
+    assert np.bincount(train.y).tolist() == [12, 3] and seen["weight"] is not None
+    assert float(seen["weight"][1] / seen["weight"][0]) == pytest.approx(4.0)

@@ -24,7 +24,7 @@ from ..data.images import Augmentation, ImageDecodeError, decode_image, needed_s
 from ..data.validate import Sample
 from ..errors import DataError, EdgemakerError
 from ..features.extract import _read_verified, view_seed
-from ..heads.softmax import EpochRecord
+from ..heads.softmax import EpochRecord, SoftmaxHead
 from ..paths import cache_dir
 from ..progress import Progress
 from .options import ClassifierOptions
@@ -38,6 +38,7 @@ class ImageSet:
                  classes: Sequence[str], progress: Progress, desc: str, workers: int = 4) -> None:
         self.samples, self.image, self.augmentation = list(samples), image, augmentation
         index = {c: i for i, c in enumerate(classes)}
+        self.n_classes = len(classes)
         self.y = np.array([index[s.label] for s in self.samples], np.int64)
         side = needed_side(image, augmentation)
         bar = progress.bar(len(self.samples), desc)
@@ -119,7 +120,10 @@ def _fit(model, parameters, train, val, options, progress, tag, train_mode) -> l
     torch.manual_seed(hp.seed)
     rng = np.random.default_rng(hp.seed)
     opt = torch.optim.AdamW(parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
+    # Class weights by the head's own rule (balanced when asked, or when "auto" finds imbalance).
+    weights = SoftmaxHead(class_weight=hp.class_weights)._sample_weights(train.y, train.n_classes)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.from_numpy(weights),
+                                        label_smoothing=hp.label_smoothing)
     x_val = to_tensor(val.clean(), val.image) if len(val) else None
     y_val = torch.from_numpy(val.y)
     history: list[EpochRecord] = []
