@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	# aisfx ships the audio embedding weights; its own pins (numpy==1.23, librosa==0.9.2) are stale
 	# and unused here, so it is installed without them.
 	$(BIN)/pip install -q --no-deps aisfx==0.1.2
+	# --base-model converts ONNX with onnx2torch (the base-model extra). It requires torchvision, which
+	# cannot sit beside the CPU torch; only its NMS/RoiAlign converters use it (left out, see
+	# backbones/base_model.py), so it is installed without its dependencies.
+	$(BIN)/pip install -q --no-deps onnx2torch==1.5.15
 	touch $(STAMP)
 
 demo: install

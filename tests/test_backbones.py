@@ -25,7 +25,8 @@ def _batch(spec, n: int = 3) -> np.ndarray:
     return (np.stack(tones[:n]) + rng.normal(0, 0.01, (n, len(t)))).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", [s.name for s in list_backbones()])
+# Backbones whose weights a run trains (small_cnn, base_model) are covered in test_scratch.py.
+@pytest.mark.parametrize("name", [s.name for s in list_backbones() if s.weights.kind != "trained"])
 def test_every_registered_backbone_meets_the_embed_contract(name):
     spec = get_spec(name)
     backbone = Backbone(spec, threads=2)

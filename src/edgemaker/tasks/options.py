@@ -13,10 +13,36 @@ from ..data.images import Augmentation
 class ModelOptions:
     backbone: str | None = None  # None: the task's default (audio: chosen per dataset by validation)
     input_size: int | None = None  # images: the backbone rebuilt for this input size (smaller devices)
+    # small_cnn (trained from scratch) and --base-model (trained from the user's model):
+    width: int = 16  # small_cnn: channels of the first conv block (the last has 4x)
+    grayscale: str = "auto"  # small_cnn: "auto" (one channel when every training image is gray), "on", "off"
+    base_model: Path | None = None  # an ONNX or TorchScript classifier to start from
+    retrain_last: int = 3  # its last N weight layers are reset and retrained; the rest stay frozen
+    input_scaling: str | None = None  # a base model without edgemaker metadata: "0..1", "-1..1", "0..255", "imagenet"
 
     def __post_init__(self) -> None:
-        if self.input_size is not None and not 32 <= self.input_size <= 512:
-            raise ValueError("input_size must be within 32..512")
+        low = 8 if self.backbone == "small_cnn" or self.base_model else 32
+        if self.input_size is not None and not low <= self.input_size <= 512:
+            raise ValueError(f"input_size must be within {low}..512")
+        if not 4 <= self.width <= 128:
+            raise ValueError("width must be within 4..128")
+        if self.grayscale not in ("auto", "on", "off"):
+            raise ValueError("grayscale must be auto, on or off")
+        if self.retrain_last < 1:
+            raise ValueError("retrain_last must be at least 1")
+        if self.input_scaling not in (None, *INPUT_SCALINGS):
+            raise ValueError(f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}")
+        if self.base_model is not None and self.backbone is not None:
+            raise ValueError("--base-model replaces the backbone: give one or the other")
+
+
+# (mean, std) per input channel such that (pixel - mean) / std is what a base model expects.
+INPUT_SCALINGS = {
+    "0..1": ((0.0,) * 3, (255.0,) * 3),
+    "-1..1": ((127.5,) * 3, (127.5,) * 3),
+    "0..255": ((0.0,) * 3, (1.0,) * 3),
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,7 @@ class ClassifierOptions:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        d["model"]["base_model"] = str(self.model.base_model) if self.model.base_model else None
         return d
 
 

@@ -163,7 +163,7 @@ def create_app(config: WebConfig) -> FastAPI:
         if task not in ("image", "audio"):
             raise WebError(400, "invalid_task", "task must be image or audio")
         return {"backbones": [{"name": s.name, "parameters": s.parameters, "feature_dim": s.feature_dim}
-                              for s in list_backbones() if s.modality == task],
+                              for s in list_backbones() if s.modality == task and s.name != "base_model"],
                 "formats": [f for f in FORMATS if task == "audio" or f not in AUDIO_ONLY],
                 "default_formats": list(web_formats()), "defaults": vars(HParams())}
 
