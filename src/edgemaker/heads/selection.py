@@ -49,6 +49,7 @@ class HeadSelection:
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "searched": self.searched, "seconds": round(self.seconds, 2),
+                "summary": self.summary(),
                 "candidates": [t.to_dict() for t in self.trials]}
 
     def summary(self) -> str:
