@@ -14,7 +14,7 @@ mean of its windows' probabilities) of
                 number of epochs (its validation accuracy is then not held out: shown in brackets).
 scikit-learn is a `dev` dependency: the product does not need it.
 
-    python bench/probe.py ../shared/data/caltech-hard40 ../shared/data/esc10-dev9 [--json out.json]
+    python bench/probe.py [DATA ...] [--json out.json]     (`make bench` runs it on the shared sets)
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from edgemaker.progress import SilentProgress
 from edgemaker.tasks.classifier import Classifier, _embed, _head, _labels, classifier_for
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
 
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_SETS = ("caltech-hard40", "esc10-dev9")
 C_GRID = np.logspace(-4, 2, 7)
 # The defaults before head selection, spelt out: explicit settings switch the search off.
 FIXED = dict(dropout=0.2, label_smoothing=0.1, weight_decay=1e-4)
@@ -113,12 +115,16 @@ def measure(data: Path, fixed_only: bool = False) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", nargs="+", type=Path)
+    parser.add_argument("data", nargs="*", type=Path,
+                        help=f"default (`make bench`): {', '.join(DEFAULT_SETS)} from ../shared/data when present")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--fixed-only", action="store_true", help="Only the fixed head and the probes.")
     args = parser.parse_args()
+    data_dirs = args.data or [SHARED / name for name in DEFAULT_SETS if (SHARED / name).is_dir()]
+    if not data_dirs:
+        print(f"probe: no data (none of {', '.join(DEFAULT_SETS)} in {SHARED}); skipped")
     results = []
-    for data in args.data:
+    for data in data_dirs:
         r = measure(data, args.fixed_only)
         results.append(r)
         print(f"{data.name} ({r['modality']}, {r['backbone']}; {r['sizes']}):")

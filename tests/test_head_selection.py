@@ -12,6 +12,9 @@ from edgemaker.tasks.classifier import _resolved, _select_head
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
 
 
+STRONG = dict(STAGES)["weight_decay"][-1]
+
+
 class FakeHead:
     best_epoch_ = 1
 
@@ -23,17 +26,18 @@ def test_staged_search_picks_the_best_validation_score_and_keeps_the_default_on_
     # Validation accuracy by setting: clean views help, weight decay 0.1 helps, label smoothing ties.
     def score(head):
         s = head.settings
-        return 0.5 + 0.2 * (s["views"] == "clean") + 0.1 * (s["weight_decay"] == 0.1), 1.0
+        return 0.5 + 0.2 * (s["views"] == "clean") + 0.1 * (s["weight_decay"] == STRONG), 1.0
 
     head, sel = select_head(FakeHead, score, {})
-    assert sel.chosen == {"views": "clean", "weight_decay": 0.1, "label_smoothing": DEFAULTS["label_smoothing"]}
+    assert sel.chosen == {"views": "clean", "weight_decay": STRONG, "label_smoothing": DEFAULTS["label_smoothing"]}
     assert head.settings == sel.chosen
     assert sel.searched == [name for name, _ in STAGES]
-    # Staged, each candidate fitted once: 1 default + 1 view + 2 other weight decays + 1 smoothing.
-    assert len(sel.trials) == 5
-    assert len({tuple(sorted(t.settings.items())) for t in sel.trials}) == 5
+    # Staged, each candidate fitted once: the default, then every other value of each setting in turn.
+    n = 1 + sum(len(values) - 1 for _, values in STAGES)
+    assert len(sel.trials) == n
+    assert len({tuple(sorted(t.settings.items())) for t in sel.trials}) == n
     record = sel.to_dict()
-    assert record["chosen"] == sel.chosen and len(record["candidates"]) == 5
+    assert record["chosen"] == sel.chosen and len(record["candidates"]) == n
     assert "views clean" in sel.summary()
 
 

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from .softmax import SoftmaxHead
 
 # (setting, values tried in order: the first is the default). "views": train on the clean embedding
-# and the augmented views ("augmented") or on the clean embedding only ("clean").
+# and the augmented views ("augmented") or on the clean embedding only ("clean"). Weight decay is
+# AdamW's decoupled one: 1e-2 and 1e-1 gave the very same heads as 1e-4 on caltech-hard40 and
+# esc10-dev9 (early stopping ends training first), so the grid is "almost none" or "strong".
 STAGES: tuple[tuple[str, tuple], ...] = (
     ("views", ("augmented", "clean")),
-    ("weight_decay", (1e-4, 1e-2, 1e-1)),
+    ("weight_decay", (1e-4, 1.0)),
     ("label_smoothing", (0.1, 0.0)),
 )
 DEFAULTS = {name: values[0] for name, values in STAGES}
