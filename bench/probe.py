@@ -89,16 +89,21 @@ def measure(data: Path, fixed_only: bool = False) -> dict:
         if not fixed_only:
             t = time.perf_counter()
             default = cls.create(splits.train, splits.val, options, progress, cache)
-            row("default", default, embs, default.timings["train_s"], total_s=round(time.perf_counter() - t, 1),
-                selection=getattr(default, "head_selection", None))
+            total = time.perf_counter() - t
+            if default.spec.cache_id != fixed.spec.cache_id:  # audio: another backbone won validation
+                embs = {"train": _embed(default.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
+                        "val": default.embed(splits.val), "test": default.embed(splits.test)}
+            sel = default.head_selection
+            row("default", default, embs, default.timings["train_s"], total_s=round(total, 1),
+                backbone=default.spec.name, chosen=sel.chosen, selection_s=round(sel.seconds, 2), fits=len(sel.trials))
 
             # Refit on train + validation with the chosen settings for the chosen number of epochs.
             chosen, epochs = default.head_selection.chosen, default.head.best_epoch_
-            rows = embs["train"] if chosen["views"] == "augmented" else embs["train"].clean()
+            fit_rows = embs["train"] if chosen["views"] == "augmented" else embs["train"].clean()
             t = time.perf_counter()
             refit = _head(replace(options, hparams=replace(options.hparams, epochs=max(epochs, 1))), chosen).fit(
-                np.vstack([rows.vectors, embs["val"].vectors]),
-                np.concatenate([_labels(splits.train, rows), _labels(splits.val, embs["val"])]))
+                np.vstack([fit_rows.vectors, embs["val"].vectors]),
+                np.concatenate([_labels(splits.train, fit_rows), _labels(splits.val, embs["val"])]))
             row("default+refit", refit, embs, time.perf_counter() - t, epochs=epochs, val_not_held_out=True)
 
         clean = embs["train"].clean()
