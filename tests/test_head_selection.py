@@ -122,3 +122,30 @@ def test_no_validation_split_uses_the_defaults():
 def test_bad_explicit_settings_are_refused(bad):
     with pytest.raises(ValueError):
         HParams(**bad)
+
+
+def test_the_cli_records_the_choice_and_keeps_what_the_user_gave(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import make_image_folder
+    from edgemaker.cli import cli
+
+    data = make_image_folder(tmp_path / "data", per_class=10)
+    runs = {}
+    for name, extra in (("auto", []), ("given", ["--augment", "--label-smoothing", "0.05"])):
+        result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / name), "--augment-views", "1",
+                                          "--formats", "onnx-fp32", "--epochs", "20", *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())["training"]
+        assert "head settings" in result.output  # the console line
+    auto, given = runs["auto"]["head_selection"], runs["given"]["head_selection"]
+    assert auto["searched"] == ["views", "weight_decay", "label_smoothing"] and len(auto["candidates"]) == 4
+    assert runs["auto"]["augmented_views"] == (1 if auto["chosen"]["views"] == "augmented" else 0)
+    assert given["searched"] == ["weight_decay"]
+    assert all(c["views"] == "augmented" and c["label_smoothing"] == 0.05 for c in given["candidates"])
+    assert runs["given"]["augmented_views"] == 1
+    report = (tmp_path / "auto" / "report.html").read_text()
+    assert auto["summary"].split(":")[0] in report and "Head settings tried" in report
