@@ -59,7 +59,7 @@ def probe(x_train, y_train, groups):
     return search.best_estimator_, float(search.best_params_["logisticregression__C"])
 
 
-def measure(data: Path, fixed_only: bool = False) -> dict:
+def measure(data: Path) -> dict:
     options = ClassifierOptions()
     cache = Classifier.open_cache(options)
     progress = SilentProgress()
@@ -86,25 +86,24 @@ def measure(data: Path, fixed_only: bool = False) -> dict:
                 "val": fixed.embed(splits.val), "test": fixed.embed(splits.test)}
         row("fixed", fixed, embs, fixed.timings["train_s"], extract_s=round(fixed.timings["extract_s"], 1),
             total_s=round(fixed_s, 1))
-        if not fixed_only:
-            t = time.perf_counter()
-            default = cls.create(splits.train, splits.val, options, progress, cache)
-            total = time.perf_counter() - t
-            if default.spec.cache_id != fixed.spec.cache_id:  # audio: another backbone won validation
-                embs = {"train": _embed(default.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
-                        "val": default.embed(splits.val), "test": default.embed(splits.test)}
-            sel = default.head_selection
-            row("default", default, embs, default.timings["train_s"], total_s=round(total, 1),
-                backbone=default.spec.name, chosen=sel.chosen, selection_s=round(sel.seconds, 2), fits=len(sel.trials))
+        t = time.perf_counter()
+        default = cls.create(splits.train, splits.val, options, progress, cache)
+        total = time.perf_counter() - t
+        if default.spec.cache_id != fixed.spec.cache_id:  # audio: another backbone won validation
+            embs = {"train": _embed(default.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
+                    "val": default.embed(splits.val), "test": default.embed(splits.test)}
+        sel = default.head_selection
+        row("default", default, embs, default.timings["train_s"], total_s=round(total, 1),
+            backbone=default.spec.name, chosen=sel.chosen, selection_s=round(sel.seconds, 2), fits=len(sel.trials))
 
-            # Refit on train + validation with the chosen settings for the chosen number of epochs.
-            chosen, epochs = default.head_selection.chosen, default.head.best_epoch_
-            fit_rows = embs["train"] if chosen["views"] == "augmented" else embs["train"].clean()
-            t = time.perf_counter()
-            refit = _head(replace(options, hparams=replace(options.hparams, epochs=max(epochs, 1))), chosen).fit(
-                np.vstack([fit_rows.vectors, embs["val"].vectors]),
-                np.concatenate([_labels(splits.train, fit_rows), _labels(splits.val, embs["val"])]))
-            row("default+refit", refit, embs, time.perf_counter() - t, epochs=epochs, val_not_held_out=True)
+        # Refit on train + validation with the chosen settings for the chosen number of epochs.
+        chosen, epochs = default.head_selection.chosen, default.head.best_epoch_
+        fit_rows = embs["train"] if chosen["views"] == "augmented" else embs["train"].clean()
+        t = time.perf_counter()
+        refit = _head(replace(options, hparams=replace(options.hparams, epochs=max(epochs, 1))), chosen).fit(
+            np.vstack([fit_rows.vectors, embs["val"].vectors]),
+            np.concatenate([_labels(splits.train, fit_rows), _labels(splits.val, embs["val"])]))
+        row("default+refit", refit, embs, time.perf_counter() - t, epochs=epochs, val_not_held_out=True)
 
         clean = embs["train"].clean()
         for name, e in (("probe", clean), ("probe+aug", embs["train"])):
@@ -112,7 +111,7 @@ def measure(data: Path, fixed_only: bool = False) -> dict:
             model, c = probe(e.vectors, _labels(splits.train, e), e.owner)
             seconds = time.perf_counter() - t
             row(name, model, embs, seconds, C=c)
-        return {"data": str(data), "modality": report.modality, "backbone": fixed.spec.name,
+        return {"data": str(data), "modality": report.modality, "backbone": default.spec.name,
                 "sizes": splits.sizes(), "rows": rows}
     finally:
         cache.close()
@@ -123,14 +122,13 @@ def main() -> None:
     parser.add_argument("data", nargs="*", type=Path,
                         help=f"default (`make bench`): {', '.join(DEFAULT_SETS)} from ../shared/data when present")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--fixed-only", action="store_true", help="Only the fixed head and the probes.")
     args = parser.parse_args()
     data_dirs = args.data or [SHARED / name for name in DEFAULT_SETS if (SHARED / name).is_dir()]
     if not data_dirs:
         print(f"probe: no data (none of {', '.join(DEFAULT_SETS)} in {SHARED}); skipped")
     results = []
     for data in data_dirs:
-        r = measure(data, args.fixed_only)
+        r = measure(data)
         results.append(r)
         print(f"{data.name} ({r['modality']}, {r['backbone']}; {r['sizes']}):")
         for name, v in r["rows"].items():
