@@ -51,13 +51,12 @@ class HeadSelection:
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "searched": self.searched, "seconds": round(self.seconds, 2),
-                "summary": self.summary(),
-                "candidates": [t.to_dict() for t in self.trials]}
+                "summary": self.summary(), "candidates": [t.to_dict() for t in self.trials]}
 
     def summary(self) -> str:
         """One line for the console and the report."""
-        if not self.searched:
-            return "head settings: given, nothing searched"
+        if not self.searched:  # all given by the user, or no validation split to choose on
+            return "head settings (none searched): " + ", ".join(f"{k} {v}" for k, v in self.chosen.items())
         chosen = ", ".join(f"{k} {self.chosen[k]}" for k in self.searched)
         best = max(self.trials, key=_rank)
         return (f"head settings by validation ({len(self.trials)} fits, {self.seconds:.1f} s): {chosen} "
