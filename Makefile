@@ -49,6 +49,7 @@ browser:
 
 bench: install
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/probe.py --json bench-probe.json
 
 clean:
-	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json .pytest_cache
+	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json bench-probe.json .pytest_cache

@@ -42,8 +42,10 @@ def cli() -> None:
 @click.option("--class-weights", type=click.Choice(["auto", "balanced", "none"]), default=None,
               help="auto: balanced weights when classes are imbalanced.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, augmentation and training.")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip/rotate/zoom training views.")
-@click.option("--augment-views", type=int, default=None, help="Augmented copies per training image.")
+@click.option("--augment/--no-augment", default=None,
+              help="Train on flip/rotate/zoom views (sounds: gain/noise/shift) or on clean embeddings only. "
+                   "Default: chosen on the validation split.")
+@click.option("--augment-views", type=int, default=None, help="Augmented copies per training sample (default 2).")
 @click.option("--split", "split_text", default="80/10/10", show_default=True,
               help="train/val/test percentages for folders without their own split.")
 @click.option("--formats", default="onnx-fp32,onnx-int8,tflite-int8", show_default=True,

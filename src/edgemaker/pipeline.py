@@ -325,7 +325,8 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
         "training": {
             "best_epoch": clf.head.best_epoch_,
             "epochs_run": len(clf.head.history_),
-            "augmented_views": options.augmentation.active_views,
+            "augmented_views": clf.options.augmentation.active_views,  # as chosen (head_selection)
+            "head_selection": clf.head_selection.to_dict() if clf.head_selection else None,
             "class_weights": clf.head.class_weights_,
             "int8_head_choice": int8_choice or None,
             "network": clf.network or None,

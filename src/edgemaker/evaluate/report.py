@@ -223,6 +223,16 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     out.append(f"<p>Best epoch {metrics['training']['best_epoch']} of {metrics['training']['epochs_run']} run "
                f"(early stopping on validation, best epoch restored); {metrics['training']['augmented_views']} "
                f"augmented views per training {'clip' if audio else 'image'}.</p>")
+    sel = metrics["training"].get("head_selection")
+    if sel:
+        out.append(f"<p>{_e(sel['summary'])}.</p>")
+        if sel["candidates"]:
+            keys = list(sel["chosen"])
+            out.append("<details><summary>Head settings tried (validation, ranked by accuracy then loss)</summary>")
+            out.append(_table([*keys, "val accuracy", "val loss", "best epoch", "seconds"],
+                              [[*(c[k] for k in keys), f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
+                                c["best_epoch"], f"{c['seconds']:.2f}"] for c in sel["candidates"]]))
+            out.append("</details>")
     out.append(_line_chart("accuracy", {"train": [h["train_accuracy"] for h in hist],
                                         "val": [h["val_accuracy"] for h in hist]}, 1.0))
     out.append(_line_chart("loss", {"train": [h["train_loss"] for h in hist], "val": [h["val_loss"] for h in hist]}))

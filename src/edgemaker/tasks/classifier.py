@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,51 @@ from ..export.quantization import Quantization
 from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
+from ..heads.selection import DEFAULTS, HeadSelection, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
 from .options import ClassifierOptions
 
-def _head(options: ClassifierOptions) -> SoftmaxHead:
+
+def _head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
+    """The head for `options`; `settings` (from head selection) fill what the options leave open."""
     hp = options.hparams
+    chosen = {**DEFAULTS, **hp.given(), **(settings or {})}
     return SoftmaxHead(
         epochs=hp.epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
-        label_smoothing=hp.label_smoothing, weight_decay=hp.weight_decay, class_weight=hp.class_weights,
+        label_smoothing=chosen["label_smoothing"], weight_decay=chosen["weight_decay"], class_weight=hp.class_weights,
         patience=hp.patience, random_state=hp.seed,
     )
+
+
+def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
+                 x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection]:
+    """Head settings chosen on the validation split (heads/selection.py); what the user set is kept."""
+    given = {**options.augmentation.given(), **options.hparams.given()}
+    if not len(validation):  # nothing to choose on: the defaults
+        given = {**DEFAULTS, **given}
+    y_val = _labels(validation, x_val) if len(validation) else None
+
+    def fit(settings: dict) -> SoftmaxHead:
+        rows = x_train if settings["views"] == "augmented" else x_train.clean()
+        return _head(options, settings).fit(rows.vectors, _labels(train, rows),
+                                            validation=(x_val.vectors, y_val) if len(validation) else None)
+
+    def score(head: SoftmaxHead) -> tuple[float, float]:
+        if not len(validation):
+            return 0.0, 0.0
+        ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
+                                  x_val.aggregate(head.predict_proba(x_val.vectors)))
+        return ev.accuracy, ev.loss
+
+    return select_head(fit, score, given)
+
+
+def _resolved(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
+    """`options` with the selected head settings written in, so later fits (the int8 head) reuse them."""
+    hp = replace(options.hparams, weight_decay=chosen["weight_decay"], label_smoothing=chosen["label_smoothing"])
+    aug = replace(options.augmentation, enabled=chosen["views"] == "augmented" and options.augmentation.views > 0)
+    return replace(options, hparams=hp, augmentation=aug)
 
 
 def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
@@ -58,6 +93,7 @@ class Classifier:
         self.val_samples: Sequence[Sample] = ()
         self._sessions: dict[Path, ExportSession] = {}  # out_dir -> the session that exports there
         self.network: dict = {}  # how a trained-per-run backbone was trained (small_cnn, --base-model)
+        self.head_selection: HeadSelection | None = None  # head settings tried on validation, and the winner
 
     @property
     def classes(self) -> list[str]:
@@ -118,10 +154,11 @@ class Classifier:
                              f"extract train ({name})")
             x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
             t1 = time.perf_counter()
-            head = _head(options).fit(x_train.vectors, _labels(train, x_train),
-                                      validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None,
-                                      callback=lambda record, name=name: progress.epoch(name, record))
-            model = cls(backbone, head, options, cache, progress)
+            head, head_selection = _select_head(options, train, validation, x_train, x_val)
+            for record in head.history_:  # the winner's epochs, for live charts
+                progress.epoch(name, record)
+            model = cls(backbone, head, _resolved(options, head_selection.chosen), cache, progress)
+            model.head_selection = head_selection
             model.network = network
             t2 = time.perf_counter()
             network_s = network.get("train_s", 0.0)  # training a trained-per-run backbone counts as training
@@ -140,6 +177,7 @@ class Classifier:
         model.timings = {"extract_s": extract_s, "train_s": train_s}
         model.train_samples, model.val_samples = list(train), list(validation)
         model.selection = scores if len(scores) > 1 else {}
+        progress.log(model.head_selection.summary())
         return model
 
     def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:

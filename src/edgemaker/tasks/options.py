@@ -50,7 +50,9 @@ class AugmentationOptions:
     """Training-time augmentation. Images: flip, rotation, zoom (the seed's). Sounds: gain,
     background noise at a random SNR, time shift. Off for evaluation."""
 
-    enabled: bool = True
+    # True: train on the augmented views; False: clean embeddings only; None: the views are embedded
+    # and whether to use them is chosen on the validation split (see heads/selection.py).
+    enabled: bool | None = None
     views: int = 2  # augmented copies of each training sample, embedded once and cached
     flip: bool = True
     rotation_degrees: float = 15.0
@@ -71,9 +73,15 @@ class AugmentationOptions:
     def audio_augmentation(self) -> AudioAugmentation:
         return AudioAugmentation(self.gain_db, tuple(self.noise_snr_db), 0.5, self.max_shift_seconds)
 
+    def given(self) -> dict:
+        """The head-selection settings fixed here ({} when the use of the views is chosen)."""
+        if self.enabled is None and self.views:
+            return {}
+        return {"views": "augmented" if self.active_views else "clean"}
+
     @property
     def active_views(self) -> int:
-        return self.views if self.enabled else 0
+        return 0 if self.enabled is False else self.views
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,9 @@ class HParams:
     batch_size: int = 32
     learning_rate: float = 1e-3
     dropout: float = 0.2
-    label_smoothing: float = 0.1
-    weight_decay: float = 1e-4
+    # None: chosen on the validation split among a few values (heads/selection.py); a value is used as given.
+    label_smoothing: float | None = None
+    weight_decay: float | None = None
     class_weights: str | None = "auto"  # "auto": balanced weights when classes are imbalanced
     patience: int = 15  # early stopping on validation accuracy, best epoch restored
     seed: int = 0
@@ -93,10 +102,16 @@ class HParams:
             raise ValueError("epochs, batch_size and patience must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
-        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+        if not 0 <= self.dropout < 1 or not 0 <= (self.label_smoothing or 0) < 1:
             raise ValueError("dropout and label_smoothing must be within [0, 1)")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError("weight_decay must be at least 0")
         if self.class_weights not in (None, "auto", "balanced"):
             raise ValueError("class_weights must be auto, balanced or none")
+
+    def given(self) -> dict:
+        """The head-selection settings fixed here (not None), by name."""
+        return {k: getattr(self, k) for k in ("weight_decay", "label_smoothing") if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
