@@ -153,9 +153,9 @@ def test_cli_tflite_c_array_and_a_budget_that_does_not_fit(tmp_path):
     assert "peak RAM" in (out / "report.html").read_text()
     choice = metrics["training"]["int8_head_choice"]["tflite"]  # the int8 file checked on validation
     aware = choice["int8_aware_val_accuracy"]  # an int8-aware head only when the plain file lost accuracy there
-    real_loss = (choice["float_val_accuracy"] - choice["plain_val_accuracy"] > 0.01
-                 and choice["plain_vs_float"]["p_value"] < 0.05)
-    assert (aware is None) == (not real_loss)
+    departs = ((choice["float_val_accuracy"] - choice["plain_val_accuracy"] > 0.01
+                and choice["plain_vs_float"]["p_value"] < 0.05) or choice["plain_val_agreement"] < 0.95)
+    assert (aware is None) == (not departs)
     assert choice["kept"] == ("int8-aware head" if aware is not None and aware > choice["plain_val_accuracy"] else "plain")
     assert "Int8 head, kept by validation accuracy" in (out / "report.html").read_text()
     assert not list(out.glob(".*"))  # no hidden step files left behind

@@ -236,7 +236,11 @@ class TFLiteExporter(Exporter):
     suffix = ".tflite"
 
     def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
-        convert(*torch_classifier(model, frontend), target)
+        """The converter takes seconds to tens of seconds; its output differs between runs of one
+        backbone only in the head's weights. So each (backbone, class count, input) is converted once,
+        with a placeholder head, into the cache, and every run patches its own head into a copy."""
+        if not _patch_head(_converted_once(model, frontend), target, model):
+            convert(*torch_classifier(model, frontend), target)
         _finish(target, model.metadata("none", frontend))
         return target
 
@@ -271,6 +275,21 @@ class TFLiteExporter(Exporter):
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".json").unlink(missing_ok=True)
+
+
+def _converted_once(model: FloatModel, frontend: bool) -> Path:
+    """The cached float .tflite of `model`'s backbone with a seeded random head of its shape."""
+    from ..paths import cache_dir
+
+    k = len(model.classes)
+    path = (model.graph_root or cache_dir()) / "backbones" / (
+        f"{model.spec.cache_id}-k{k}{'' if frontend else '-nofrontend'}-litert.tflite")
+    if not path.is_file():
+        rng = np.random.default_rng(k)
+        placeholder = FloatModel(model.spec, rng.normal(0, 0.01, model.coef.shape).astype(np.float32),
+                                 rng.normal(0, 0.01, model.intercept.shape).astype(np.float32), model.classes)
+        convert(*torch_classifier(placeholder, frontend), path)
+    return path
 
 
 def _head_op(it) -> dict:
