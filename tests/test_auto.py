@@ -156,3 +156,30 @@ def test_cli_budget_errors_are_one_line(tmp_path):
     r = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / "o"), "--auto", "--budget", "1s"])
     assert isinstance(r.exception, EdgemakerError) and "too small for even one candidate" in str(r.exception)
     assert "\n" not in str(r.exception)
+
+
+def test_web_options_round_trip(tmp_path):
+    """The Advanced panel's fields reach the run as options: augmentation unset is chosen on
+    validation (not forced on), "automatic (N minutes)" is AutoOptions(N * 60)."""
+    from web_helpers import Api
+
+    pytest.importorskip("fastapi")
+    from edgemaker.web.app import WebConfig, create_app
+    from edgemaker.web.worker import auto_from_request, options_from_request
+
+    options, _ = options_from_request({"options": {"epochs": 5}})
+    assert options.augmentation.enabled is None and auto_from_request({"options": {}}) is None
+    assert options_from_request({"options": {"augment": False}})[0].augmentation.enabled is False
+    assert options_from_request({"options": {"augment": None}})[0].augmentation.enabled is None
+    assert auto_from_request({"options": {"auto_minutes": 5}}) == AutoOptions(300.0)
+    for bad in ({"auto_minutes": "soon"}, {"auto_minutes": 0}, {"auto_minutes": True}):
+        with pytest.raises(ValueError):
+            auto_from_request({"options": bad})
+    with pytest.raises(ValueError):
+        options_from_request({"options": {"augment": "yes"}})
+
+    api = Api(create_app(WebConfig(home=tmp_path / "projects")))
+    assert api.get("/api/v1/options?task=image").json()["auto"]["default_minutes"] == 10
+    assert api.post("/api/v1/projects", json={"name": "p", "task": "image"}).status_code == 201
+    r = api.post("/api/v1/projects/p/train", json={"options": {"auto_minutes": -1}})
+    assert r.status_code == 400 and "auto_minutes" in r.text

@@ -141,7 +141,7 @@ def train_run(
             from .tasks.auto import search
 
             clf, auto_record = search(classifier_for(report.modality), splits.train, splits.val, options, auto,
-                                      progress, cache, len(splits.test), max_flash, max_ram, start)
+                                      progress, cache, len(splits.test), max_flash, max_ram, start, formats)
             options = replace(clf.options, hparams=options.hparams)  # the winner's backbone and size, for config.json
         else:
             clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)

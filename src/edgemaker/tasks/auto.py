@@ -32,9 +32,13 @@ IMAGE_CANDIDATES: tuple[tuple[str, int | None], ...] = (
     ("efficientnet_lite1", None), ("efficientnet_lite2", None), ("small_cnn", None),
 )
 AUDIO_CANDIDATES: tuple[tuple[str, int | None], ...] = (("aisfx", None), ("efficientnet_lite0_mel", None))
-# Files evaluated by the pipeline after the search, per test sample, for the export reserve: the
-# float model, each exported file, and int8 calibration/validation passes.
-EXPORT_PASSES = 6
+# Seconds per million backbone parameters to convert/quantize one file of each format, measured on
+# caltech-dev10 on a busy 2-core machine (Lite0: onnx-int8 21 s, tflite conversion 24 s, tflite-int8
+# 26 s); the reserve kept for the winner's export. Formats not listed are taken as cheap as onnx-fp32.
+CONVERT_S_PER_MPARAM = {"onnx-int8": 6.5, "onnx-int8-nofrontend": 6.5, "tflite-fp32": 7.5, "tflite-int8": 15.0,
+                        "tflite-dynamic": 9.0, "tflite-fp16": 9.0, "c-array": 0.0, "onnx-dynamic": 1.0,
+                        "onnx-fp16": 1.0}
+CALIBRATION_SAMPLES = 200  # pipeline._quantization's image calibration set
 # Peak int8 activation bytes per input pixel of an EfficientNet-Lite (the 112x112 stage: 32-channel
 # stem output + 16-channel projection + 96-channel expansion live together), used only to skip
 # candidates before training; the real file's arena is measured by export/device.py.
@@ -179,9 +183,18 @@ def probe(c: Candidate, options: ClassifierOptions) -> tuple[float, float]:
     return 1.5 * per_row / c.work(), setup
 
 
+def export_reserve(c: Candidate, cost: CostModel, formats: Sequence[str], n_test: int, n_val: int) -> float:
+    """Seconds the pipeline needs after the search: embed the test split, convert and quantize each
+    format, calibrate, check int8 on validation and run every file on the test split."""
+    quantized = any(f in CONVERT_S_PER_MPARAM and "int8" in f for f in formats)
+    rows = (1 + len(formats)) * n_test + (CALIBRATION_SAMPLES + 2 * n_val if quantized else 0)
+    convert = c.spec.parameters / 1e6 * sum(CONVERT_S_PER_MPARAM.get(f, 0.0) for f in formats)
+    return cost.setup_s + cost.extraction(c, rows) + convert
+
+
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
            auto: AutoOptions, progress: Progress, cache, n_test: int = 0, max_flash: int | None = None,
-           max_ram: int | None = None, started: float | None = None):
+           max_ram: int | None = None, started: float | None = None, formats: Sequence[str] = ()):
     """(the winning Classifier, AutoRecord). `started`: perf_counter at the start of the run, so the
     time already spent (validation, splitting) counts against the budget."""
     start = started if started is not None else time.perf_counter()
@@ -209,12 +222,14 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         raise EdgemakerError("--auto: no candidate fits the device budget (" + "; ".join(
             f"{s['name']}: {s['reason']}" for s in record.skipped[:3]) + "); raise --max-flash/--max-ram")
 
-    cost = CostModel(*probe(next((c for c in fitting if not c.trained), fitting[0]), options))
+    # The probe needs a pretrained backbone: the cheapest in the pool, even one skipped for the device.
+    reference = next((c for c in pool if not c.trained), None) or candidates(cls.modality, ClassifierOptions())[0]
+    cost = CostModel(*probe(reference, options))
     best = None
     for i, c in enumerate(fitting):
         rows = _rows_to_extract(c.spec, train, views, options, cache) + _rows_to_extract(c.spec, validation, 0, options, cache)
         predicted = cost.predict(c, rows, train_rows, options)
-        reserve = cost.extraction(c, EXPORT_PASSES * n_test) + cost.setup_s
+        reserve = max(record.reserve_s, export_reserve(c, cost, formats, n_test, len(validation)))
         left = auto.budget_s - (time.perf_counter() - start)
         if predicted + reserve > left:
             reason = f"predicted {predicted:.0f} s + {reserve:.0f} s to export, {max(left, 0):.0f} s left of the budget"
@@ -242,7 +257,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         rank = (val.accuracy, -val.loss)
         if best is None or rank > best[0]:
             best = (rank, clf, entry)
-        record.reserve_s = reserve
+        record.reserve_s = reserve  # the winner may be any candidate tried: keep the largest reserve
     assert best is not None
     winner = best[2]
     record.winner = winner["name"]
