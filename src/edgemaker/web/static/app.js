@@ -466,7 +466,7 @@ async function showRun(runId) {
   const sel = m.training.head_selection;
   const chosen = el("div", {}, el("h2", {}, "What was chosen"),
     el("p", {}, sel ? sel.summary : "head settings: defaults", ". ",
-      `Augmented views used: ${m.training.augmented_views}.`, m.fine_tune ? ` Fine-tune depth: ${m.fine_tune.depth ?? m.fine_tune.k ?? "–"}.` : ""));
+      `Augmented views used: ${m.training.augmented_views}.`, m.fine_tune ? ` Fine-tune depth: ${m.fine_tune.chosen_k ?? "–"} (asked: ${m.fine_tune.requested}).` : ""));
   if (m.auto) {
     chosen.append(el("p", {}, `Automatic search (${Math.round(m.auto.budget_s / 60)} minute budget, ${m.auto.seconds.toFixed(0)} s): chose `,
       el("b", {}, m.auto.winner), `, ${m.auto.why}.`));
