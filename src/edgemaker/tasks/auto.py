@@ -43,6 +43,10 @@ CALIBRATION_SAMPLES = 200  # pipeline._quantization's image calibration set
 # stem output + 16-channel projection + 96-channel expansion live together), used only to skip
 # candidates before training; the real file's arena is measured by export/device.py.
 LITE_RAM_PER_PIXEL = 96 + 16 + 32
+# Measured on caltech-dev10: Lite0@160's tflite-int8 is 4.06 MB for 3.37 M backbone parameters (1.19
+# bytes each with the float head); small_cnn's 56.7 kB for 37 k parameters is mostly fixed overhead.
+FLASH_PER_PARAM = 1.2
+FLASH_OVERHEAD = 16_000
 
 
 @dataclass
@@ -104,9 +108,10 @@ def candidates(modality: str, options: ClassifierOptions) -> list[Candidate]:
 
 
 def predicted_size(c: Candidate, n_classes: int) -> dict:
-    """Int8 flash ~ one byte per backbone parameter plus the float head; RAM for EfficientNet-Lite from
-    the input size (see LITE_RAM_PER_PIXEL); None where there is no basis for a prediction."""
-    flash = int(c.spec.parameters + 4 * (c.spec.feature_dim + 1) * n_classes)
+    """Int8 flash ~ one byte per backbone parameter (plus quantization parameters, int32 biases and
+    metadata: FLASH_PER_PARAM, FLASH_OVERHEAD) plus the float head; RAM for EfficientNet-Lite from the
+    input size (see LITE_RAM_PER_PIXEL); None where there is no basis for a prediction."""
+    flash = int(FLASH_PER_PARAM * c.spec.parameters + FLASH_OVERHEAD + 4 * (c.spec.feature_dim + 1) * n_classes)
     ram = None
     if c.spec.image is not None and c.backbone.startswith("efficientnet_lite"):
         ram = int(LITE_RAM_PER_PIXEL * (c.spec.image.size // 2) ** 2)
@@ -265,7 +270,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     runner = max(others, key=lambda t: (t["val_accuracy"], -t["val_loss"]), default=None)
     record.why = (f"highest validation accuracy {winner['val_accuracy']:.3f}" +
                   (f" (next: {runner['name']} {runner['val_accuracy']:.3f}" +
-                   (f", tie broken by lower validation loss {winner['val_loss']:.3f} vs {runner['val_loss']:.3f}"
+                   (f", tie broken by lower validation loss {winner['val_loss']:.4f} vs {runner['val_loss']:.4f}"
                     if runner["val_accuracy"] == winner["val_accuracy"] else "") + ")" if runner else
                    " (the only candidate tried)") + "; the test split was not used")
     record.seconds = time.perf_counter() - start
