@@ -66,6 +66,10 @@ def cli() -> None:
               help="Mirror training views (turn off for digits and text).")
 @click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
 @click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
+@click.option("--auto", "auto", is_flag=True,
+              help="Choose backbone, input size and head settings by validation accuracy within --budget "
+                   "(with --max-flash/--max-ram: the most accurate candidate that fits).")
+@click.option("--budget", default=None, help="With --auto: time for the whole run, e.g. 5m, 300s, 1h (default 10m).")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
               help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
 @click.option("--keep-silence", is_flag=True, help="Audio: do not remove quiet frames.")
@@ -75,7 +79,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
-          base_model, retrain_last, input_scaling, flip, max_flash, max_ram,
+          base_model, retrain_last, input_scaling, flip, max_flash, max_ram, auto, budget,
           silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
@@ -84,7 +88,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
     from .data.audio import SilenceOptions
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
+    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, HParams, ModelOptions
 
     try:
         hp = HParams(seed=seed)
@@ -108,6 +112,9 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
 
         flash_limit = parse_size(max_flash) if max_flash else None
         ram_limit = parse_size(max_ram) if max_ram else None
+        if budget is not None and not auto:
+            raise ValueError("--budget goes with --auto")
+        auto_options = AutoOptions(AutoOptions.parse_budget(budget or "10m")) if auto else None
     except ValueError as exc:
         raise EdgemakerError(f"invalid option: {exc}") from None
     if backbone:
@@ -115,13 +122,15 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
 
         get_spec(backbone)
     metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task,
-                        flash_limit, ram_limit)
+                        flash_limit, ram_limit, auto_options)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
     if not quiet:
         noun = "images" if metrics["task"] == "image_classification" else "clips"
-        lines = [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
+        lines = [f"auto: chose {metrics['auto']['winner']} of {len(metrics['auto']['candidates'])} tried "
+                 f"({len(metrics['auto']['skipped'])} skipped)"] if metrics.get("auto") else []
+        lines += [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
                  f"({metrics['splits']['test']} {noun}), total {metrics['timings']['total_s']:.1f} s"]
         for e in metrics["exports"]:
             ram = f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from .features.extract import ordered_map
 from .progress import Progress, SilentProgress
 from .export.session import ExportSession
 from .tasks.classifier import Classifier, classifier_for
-from .tasks.options import ClassifierOptions
+from .tasks.options import AutoOptions, ClassifierOptions
 
 # format -> (runtime, quantization kind, audio front end in the graph; None: only where it stays full-integer)
 FORMATS = {
@@ -108,10 +109,12 @@ def train_run(
     task: str | None = None,
     max_flash: int | None = None,
     max_ram: int | None = None,
+    auto: AutoOptions | None = None,
 ) -> dict:
     """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content.
 
-    `task`: "image" or "audio"; None detects it from the files.
+    `task`: "image" or "audio"; None detects it from the files. `auto`: choose the backbone, input
+    size and head settings on validation within a time budget (tasks/auto.py).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = options or ClassifierOptions()
@@ -133,7 +136,15 @@ def train_run(
             progress.log(line)
         t_validate = time.perf_counter() - start
 
-        clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+        auto_record = None
+        if auto is not None:
+            from .tasks.auto import search
+
+            clf, auto_record = search(classifier_for(report.modality), splits.train, splits.val, options, auto,
+                                      progress, cache, len(splits.test), max_flash, max_ram, start, formats)
+            options = replace(clf.options, hparams=options.hparams)  # the winner's backbone and size, for config.json
+        else:
+            clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
         if clf.selection:
             progress.log("backbones by validation accuracy: " + ", ".join(
                 f"{name} {v['val_accuracy']:.3f}" for name, v in clf.selection.items()) + f"; chose {clf.spec.name}")
@@ -205,6 +216,8 @@ def train_run(
     from .evaluate.report import write_report
 
     budget_problems = check_budgets(exports, max_flash, max_ram)
+    if auto_record is not None:
+        metrics["auto"] = auto_record.to_dict()
     metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
     write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir / "report.html", metrics, splits, test_eval)

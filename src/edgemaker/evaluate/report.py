@@ -206,6 +206,18 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         out.append(f"<p>Backbone chosen by validation accuracy on this dataset: <b>{_e(bb['name'])}</b>.</p>")
         out.append(_table(["backbone", "val accuracy (clips)", "val loss"],
                           [[k, f"{v['val_accuracy']:.4f}", f"{v['val_loss']:.4f}"] for k, v in bb["selection"].items()]))
+    auto = metrics.get("auto")
+    if auto:
+        out.append(f"<p>Chosen automatically (--auto, budget {auto['budget_s']:.0f} s, search {auto['seconds']:.1f} s): "
+                   f"<b>{_e(auto['winner'])}</b>, {_e(auto['why'])}.</p>")
+        out.append(_table(["candidate", "settings", "fine-tune", "val accuracy", "val loss", "seconds", "predicted s",
+                           "predicted int8 size"],
+                          [[c["name"], ", ".join(f"{k} {v}" for k, v in c["settings"].items()), c["fine_tune"],
+                            f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}", f"{c['seconds']:.1f}",
+                            f"{c['predicted_s']:.1f}", f"{c['predicted']['flash_bytes'] / 1e6:.2f} MB"]
+                           for c in auto["candidates"]]))
+        if auto["skipped"]:
+            out.append(_table(["skipped", "why"], [[c["name"], c["reason"]] for c in auto["skipped"]]))
     counts = {name: {} for name, _ in splits.items()}
     for name, samples in splits.items():
         for s in samples:

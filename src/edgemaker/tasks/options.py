@@ -133,3 +133,25 @@ class ClassifierOptions:
 # The image task's name for the same options (MediaPipe Model Maker style).
 ImageClassifierOptions = ClassifierOptions
 AudioClassifierOptions = ClassifierOptions
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    """`--auto`: backbone, input size and head settings chosen on validation within `budget_s` seconds
+    for the whole run (tasks/auto.py)."""
+
+    budget_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.budget_s > 0:
+            raise ValueError("the --auto budget must be positive, e.g. 10m")
+
+    @staticmethod
+    def parse_budget(text: str | float) -> float:
+        """'10m', '90s', '1h', '300' (seconds) -> seconds."""
+        import re
+
+        m = re.fullmatch(r"\s*([0-9.]+)\s*(s|sec|m|min|h)?\s*", str(text).lower())
+        if not m:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 10m, 90s or 1h)")
+        return float(m.group(1)) * {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[m.group(2) or ""]

@@ -119,11 +119,15 @@ def _fit(model, parameters, train, val, options, progress, tag, train_mode) -> l
     hp = options.hparams
     torch.manual_seed(hp.seed)
     rng = np.random.default_rng(hp.seed)
-    opt = torch.optim.AdamW(parameters, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    # Unset (None: chosen later for the head on validation) means the head-selection default here.
+    from ..heads.selection import DEFAULTS
+
+    settings = {**DEFAULTS, **hp.given()}
+    opt = torch.optim.AdamW(parameters, lr=hp.learning_rate, weight_decay=settings["weight_decay"])
     # Class weights by the head's own rule (balanced when asked, or when "auto" finds imbalance).
     weights = SoftmaxHead(class_weight=hp.class_weights)._sample_weights(train.y, train.n_classes)
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.from_numpy(weights),
-                                        label_smoothing=hp.label_smoothing)
+                                        label_smoothing=settings["label_smoothing"])
     x_val = to_tensor(val.clean(), val.image) if len(val) else None
     y_val = torch.from_numpy(val.y)
     history: list[EpochRecord] = []

@@ -49,7 +49,9 @@ class ClassName(BaseModel):
 
 class TrainRequest(BaseModel):
     options: dict = Field(default_factory=dict,
-                          description="epochs, batch_size, learning_rate, dropout, backbone, augment, seed")
+                          description="epochs, batch_size, learning_rate, dropout, backbone, augment (true/false; "
+                                      "null: chosen on validation), seed, auto_minutes (choose on validation "
+                                      "within N minutes)")
     formats: list[str] | None = Field(default=None, description="export formats; default: all the page offers")
 
 
@@ -157,7 +159,7 @@ def create_app(config: WebConfig) -> FastAPI:
         """What the Train page offers for a task: backbones, export formats and the defaults."""
         from ..backbones import list_backbones
         from ..pipeline import AUDIO_ONLY, FORMATS
-        from ..tasks.options import HParams
+        from ..tasks.options import AutoOptions, HParams
         from .worker import web_formats
 
         if task not in ("image", "audio"):
@@ -165,7 +167,8 @@ def create_app(config: WebConfig) -> FastAPI:
         return {"backbones": [{"name": s.name, "parameters": s.parameters, "feature_dim": s.feature_dim}
                               for s in list_backbones() if s.modality == task and s.name != "base_model"],
                 "formats": [f for f in FORMATS if task == "audio" or f not in AUDIO_ONLY],
-                "default_formats": list(web_formats()), "defaults": vars(HParams())}
+                "default_formats": list(web_formats()), "defaults": vars(HParams()),
+                "auto": {"default_minutes": AutoOptions().budget_s / 60}}
 
     @app.get("/api/v1/projects")
     def list_projects() -> dict:
@@ -263,12 +266,13 @@ def create_app(config: WebConfig) -> FastAPI:
     def train(name: str, body: TrainRequest) -> dict:
         from ..backbones import get_spec
         from ..pipeline import parse_formats
-        from .worker import options_from_request
+        from .worker import auto_from_request, options_from_request
 
         p = project(name)
         request = body.model_dump()
         try:
             options, formats = options_from_request(request)
+            auto_from_request(request)
             parse_formats(formats, p.task)
         except (ValueError, EdgemakerError) as exc:
             raise WebError(400, "invalid_option", f"invalid option: {exc}") from None

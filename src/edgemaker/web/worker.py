@@ -32,7 +32,7 @@ def options_from_request(request: dict):
     opts = request.get("options") or {}
     if not isinstance(opts, dict):
         raise ValueError("options must be an object")
-    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed"}
+    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes"}
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
     hp = HParams(seed=int(opts.get("seed", 0)))
@@ -47,10 +47,26 @@ def options_from_request(request: dict):
     backbone = opts.get("backbone") or None
     if backbone is not None:
         get_spec(str(backbone))
+    # augment: true/false forces the views on/off; absent or null lets head selection choose on validation.
+    augment = opts.get("augment")
+    if augment not in (None, True, False):
+        raise ValueError("augment must be true, false or null (chosen on validation)")
     options = ClassifierOptions(model=ModelOptions(backbone), hparams=hp,
-                                augmentation=AugmentationOptions(enabled=bool(opts.get("augment", True))))
+                                augmentation=AugmentationOptions(enabled=augment))
     formats = parse_formats(request.get("formats") or list(web_formats()))
     return options, formats
+
+
+def auto_from_request(request: dict):
+    """AutoOptions when the request asks for "automatic (N minutes)" (`options.auto_minutes`), else None."""
+    from ..tasks.options import AutoOptions
+
+    minutes = (request.get("options") or {}).get("auto_minutes")
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 24 * 60:
+        raise ValueError("auto_minutes must be a number of minutes within 0..1440")
+    return AutoOptions(budget_s=60.0 * minutes)
 
 
 def web_formats() -> tuple[str, ...]:
@@ -108,7 +124,8 @@ def main(run_dir: Path) -> int:
     try:
         options, formats = options_from_request(request)
         task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
-        train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task)
+        train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task,
+                  auto=auto_from_request(request))
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
         code = 1

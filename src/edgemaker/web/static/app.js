@@ -344,7 +344,9 @@ async function recordClip() {
 function fillOptions() {
   const o = state.options;
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) $(`#opt-${k}`).value = o.defaults[k];
-  $("#opt-augment").checked = true;
+  $("#opt-augment").value = "";
+  $("#opt-auto").checked = false;
+  $("#opt-auto_minutes").value = o.auto ? o.auto.default_minutes : 10;
   $("#opt-backbone").replaceChildren(el("option", { value: "" }, o.backbones.length > 1 ? "automatic (best on validation)" : "default"),
     ...o.backbones.map((b) => el("option", { value: b.name }, `${b.name} (${(b.parameters / 1e6).toFixed(1)}M)`)));
   $("#formats").replaceChildren(el("legend", {}, "Export formats"), ...o.formats.map((f) =>
@@ -352,7 +354,9 @@ function fillOptions() {
 }
 
 function trainRequest() {
-  const options = { augment: $("#opt-augment").checked };
+  const augment = $("#opt-augment").value;
+  const options = augment ? { augment: augment === "on" } : {};
+  if ($("#opt-auto").checked) options.auto_minutes = Number($("#opt-auto_minutes").value);
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) options[k] = Number($(`#opt-${k}`).value);
   if ($("#opt-backbone").value) options.backbone = $("#opt-backbone").value;
   const formats = [...document.querySelectorAll("#formats input:checked")].map((i) => i.value);
@@ -458,7 +462,20 @@ async function showRun(runId) {
     int8 ? el("div", { class: "card" }, `${int8.format} accuracy`, el("b", {}, pct(int8.test_accuracy))) : "",
     int8 ? el("div", { class: "card" }, `${int8.format} size`, el("b", {}, mb(int8.size_bytes))) : "",
     el("div", { class: "card" }, "train / val / test", el("b", {}, Object.values(m.splits).join(" / "))),
-    el("div", { class: "card" }, "backbone", el("b", {}, m.backbone.name)));
+    el("div", { class: "card" }, "backbone", el("b", {}, m.backbone.input_size ? `${m.backbone.name} @ ${m.backbone.input_size}px` : m.backbone.name)));
+  const sel = m.training.head_selection;
+  const chosen = el("div", {}, el("h2", {}, "What was chosen"),
+    el("p", {}, sel ? sel.summary : "head settings: defaults", ". ",
+      `Augmented views used: ${m.training.augmented_views}.`, m.fine_tune ? ` Fine-tune depth: ${m.fine_tune.chosen_k ?? "–"} (asked: ${m.fine_tune.requested}).` : ""));
+  if (m.auto) {
+    chosen.append(el("p", {}, `Automatic search (${Math.round(m.auto.budget_s / 60)} minute budget, ${m.auto.seconds.toFixed(0)} s): chose `,
+      el("b", {}, m.auto.winner), `, ${m.auto.why}.`));
+    chosen.append(el("div", { class: "scroll" }, el("table", { "aria-label": "Automatic search candidates" },
+      el("tr", {}, ...["candidate", "settings", "val accuracy", "seconds", "predicted int8 size"].map((h) => el("th", {}, h))),
+      ...m.auto.candidates.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, Object.entries(c.settings).map(([k, v]) => `${k} ${v}`).join(", ")),
+        el("td", { class: "num" }, pct(c.val_accuracy)), el("td", { class: "num" }, c.seconds.toFixed(1)), el("td", { class: "num" }, mb(c.predicted.flash_bytes)))),
+      ...m.auto.skipped.map((c) => el("tr", {}, el("td", {}, c.name), el("td", { colspan: "4", class: "muted" }, `skipped: ${c.reason}`))))));
+  }
   const per = el("table", {}, el("tr", {}, ...["class", "precision", "recall", "F1", "test samples"].map((h) => el("th", {}, h))),
     ...Object.entries(m.per_class).map(([c, v]) => el("tr", {}, el("td", {}, c), el("td", { class: "num" }, v.precision.toFixed(3)),
       el("td", { class: "num" }, v.recall.toFixed(3)), el("td", { class: "num" }, v.f1.toFixed(3)), el("td", { class: "num" }, v.support))));
@@ -473,7 +490,7 @@ async function showRun(runId) {
       : el("button", { type: "button", onclick: () => new Audio(url).play(), "aria-label": `Play ${w.path}` }, "▶ play");
     return el("figure", { class: "thumb", title: w.path }, media, el("figcaption", {}, caption));
   })) : el("p", { class: "muted" }, "No test sample was misclassified.");
-  $("#results").replaceChildren(...m.warnings.map((w) => el("p", { class: "warn", role: "alert" }, `⚠ ${w}`)), cards,
+  $("#results").replaceChildren(...m.warnings.map((w) => el("p", { class: "warn", role: "alert" }, `⚠ ${w}`)), cards, chosen,
     el("h2", {}, "Per class (test split)"), el("div", { class: "scroll" }, per),
     el("h2", {}, "Confusion matrix"), el("div", { class: "scroll" }, cm),
     el("h2", {}, `Misclassified (${wrong.length})`), mis);
