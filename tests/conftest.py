@@ -93,3 +93,23 @@ def outlier_calibration_set(root: Path, n: int = 5) -> list[Path]:
         paths.append(root / f"calib_{i}.png")
         Image.fromarray(pixels).save(paths[-1])
     return paths
+
+
+def make_tiny_digit_folder(root: Path, per_class: int = 60, seed: int = 0) -> Path:
+    """8x8 grayscale digits (the size of old scanner digit sets): each drawn with Pillow's bitmap font
+    at a random offset on a 16x16 canvas, shrunk to 8x8, with a little noise."""
+    from PIL import ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    font = ImageFont.load_default()
+    for digit in range(10):
+        folder = root / str(digit)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            canvas = Image.new("L", (16, 16), 0)
+            ImageDraw.Draw(canvas).text((int(rng.integers(2, 7)), int(rng.integers(0, 4))), str(digit), fill=255,
+                                        font=font)
+            small = np.asarray(canvas.resize((8, 8), Image.BILINEAR), np.float32)
+            small = np.clip(small * rng.uniform(0.7, 1.0) + rng.normal(0, 12, small.shape), 0, 255)
+            Image.fromarray(small.astype(np.uint8), "L").save(folder / f"{digit}_{i:03d}.png")
+    return root

@@ -158,7 +158,7 @@ def train_run(
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
         session = clf.export_session(out_dir)
-        exported = _export_all(session, formats, splits, report.modality, progress)
+        exported, refused = _export_all(session, formats, splits, report.modality, progress)
         models = [load_exported(path, options.threads) for _, path in exported]
         file_evals = evaluate_files(models, [s.path for s in splits.test], [s.label for s in splits.test], progress)
         exports = []
@@ -184,7 +184,10 @@ def train_run(
                 entry.update(peak_ram_bytes=b.peak_ram_bytes, macs=b.macs)
             exports.append(entry)
         if "c-array" in formats:
-            exports.append(_c_array(out_dir, exports, clf))
+            if any(e["format"] == "tflite-int8" for e in exports):
+                exports.append(_c_array(out_dir, exports, clf))
+            else:
+                refused.append({"format": "c-array", "reason": "it holds the tflite-int8 file, which was refused"})
         for fp32_name, fmt in (("model_fp32.onnx", "onnx-fp32"), ("model_fp32_nofrontend.onnx", "onnx-fp32-nofrontend"),
                                ("model_fp32.tflite", "tflite-fp32"), ("model_fp32_nofrontend.tflite", "tflite-fp32")):
             if fmt not in formats:  # an fp32 file is the source of the quantized ones; keep it only if asked
@@ -194,7 +197,8 @@ def train_run(
     finally:
         cache.close()
 
-    warnings = _accuracy_warnings(exports, test_eval, report.modality)
+    warnings = [f"{r['format']} refused: {r['reason']}" for r in refused] + \
+        _accuracy_warnings(exports, test_eval, report.modality)
     for w in warnings:
         progress.log(f"WARNING: {w}")
     timings = {
@@ -208,7 +212,7 @@ def train_run(
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["export_steps"] = dict(session.timings)
     metrics = _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings,
-                       session.int8_choice)
+                       session.int8_choice, refused)
     write_text(out_dir / "labels.txt", "\n".join(clf.classes) + "\n")
     write_json(out_dir / "split.json", _split_record(report, splits))
     write_json(out_dir / "config.json", {"task": report.modality, "options": options.to_dict(), "split": vars(split),
@@ -227,7 +231,8 @@ def train_run(
 
 
 def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, modality: str, progress: Progress):
-    """[(format, path)] for every file format asked (c-array is built from tflite-int8 afterwards)."""
+    """([(format, path)] for every file written, [{format, reason}] for every int8 file refused);
+    c-array is built from tflite-int8 afterwards."""
     from .export.base import exporter_for
 
     wanted = [f for f in formats if f != "c-array"]
@@ -235,15 +240,19 @@ def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, 
         wanted.append("tflite-int8")  # the C array holds exactly this file's bytes
     for runtime in dict.fromkeys(FORMATS[f][0] for f in wanted):
         exporter_for(runtime)  # a missing extra is said before any work
-    out = []
+    out, refused = [], []
     bar = progress.bar(len(wanted), "export")
     for fmt in wanted:
         runtime = FORMATS[fmt][0]
         path = session.export(runtime, _quantization(fmt, splits, modality), _frontend(fmt, modality))
-        out.append((fmt, path))
+        if path is None:
+            choice = session.int8_choice[runtime + ("" if _frontend(fmt, modality) else "-nofrontend")]
+            refused.append({"format": fmt, "reason": choice["refused"]})
+        else:
+            out.append((fmt, path))
         bar.update()
     bar.close()
-    return out
+    return out, refused
 
 
 def _c_array(out_dir: Path, exports: list[dict], clf: Classifier) -> dict:
@@ -317,7 +326,7 @@ def _misclassified(report: ValidationReport, splits: Splits, ev: Evaluation) -> 
 
 
 def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, options, split, timings,
-             int8_choice) -> dict:
+             int8_choice, refused) -> dict:
     spec = clf.spec
     test = test_eval.to_dict()
     return {
@@ -352,5 +361,6 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
         "misclassified": _misclassified(report, splits, test_eval),
         "timings": timings,
         "exports": exports,
+        "refused": refused,
         "warnings": warnings,
     }

@@ -178,7 +178,8 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                     + (f", head fitted on the int8 backbone {aware:.4f}" if aware is not None else "") + f": {c['why']})")
 
         out.append("<p>Int8 head, kept by validation accuracy (ties: plain): " + "; ".join(
-            f"{_e(runtime)}-int8 kept <b>{_e(c['kept'])}</b> {_e(said(c))}" for runtime, c in choice.items()) + ".</p>")
+            f"{_e(runtime)}-int8 " + (f"kept <b>{_e(c['kept'])}</b>" if c.get("kept") else "<b>refused</b>") +
+            f" {_e(said(c))}" for runtime, c in choice.items()) + ".</p>")
     budget = metrics.get("budget") or {}
     if budget.get("max_flash_bytes") or budget.get("max_ram_bytes"):
         limits = ", ".join(f"{k} {_mb(v)}" for k, v in (("flash", budget.get("max_flash_bytes")),

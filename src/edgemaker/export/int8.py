@@ -31,6 +31,10 @@ from .quantization import Quantization
 HeadFitter = Callable[[Int8Backbone, str], LinearHead]
 REAL_LOSS = (0.01, 0.05)  # an int8 file loses accuracy when it is more than a point below, at McNemar p < 0.05
 MIN_AGREEMENT = 0.95  # ... or when it answers differently from the float model on more than 5% of validation
+# Below this agreement the int8 network itself does not compute what the float one does (measured on
+# 8x8 digits upscaled for Lite0: 80% agreement), and no head can make up for it on data never seen:
+# the file is refused, with the reason, rather than shipped.
+MIN_SHIPPABLE_AGREEMENT = 0.90
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
                quantization: Quantization, calibration: Sequence[np.ndarray], inputs: PreparedInputs,
                validation: Validation | None = None, fit_head: HeadFitter | None = None,
                threads: int | None = None) -> dict:
-    """Write the int8 file at `target`; returns the choice record for metrics.json ({} without validation)."""
+    """Write the int8 file at `target`; returns the choice record for metrics.json ({} without validation).
+    When the record has "refused", no file was left at `target`."""
     meta = model.metadata("int8", frontend)
     exporter.quantize(float_file, target, quantization, calibration, {**meta, "head": "float head, quantized"})
     if validation is None or not len(validation.paths):
@@ -74,6 +79,16 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
     record = {"float_val_accuracy": round(float_eval.accuracy, 4), "plain_val_accuracy": round(plain, 4),
               "plain_val_agreement": round(agreement, 4), "plain_vs_float": vs.to_dict(),
               "int8_aware_val_accuracy": None, "kept": "plain"}
+    if agreement < MIN_SHIPPABLE_AGREEMENT:
+        exporter.remove(target)
+        record["kept"] = None
+        record["refused"] = (
+            f"the int8 network answers differently from the float model on {1 - agreement:.0%} of the "
+            f"{len(validation.paths)} validation samples (int8 {plain:.3f} vs float {float_eval.accuracy:.3f}): "
+            "int8 does not suit these inputs with this backbone; use the fp32 or fp16 file, or a network "
+            "made for small inputs (--backbone small_cnn)")
+        record["why"] = record["refused"]
+        return record
     if not (vs.loss > REAL_LOSS[0] and vs.p_value < REAL_LOSS[1]) and agreement >= MIN_AGREEMENT:
         record["why"] = (f"the plain int8 file loses no real accuracy on validation ({vs.lost} samples right only "
                          f"in float, {vs.gained} only in int8, McNemar p = {vs.p_value:.2f}; agrees on "

@@ -43,8 +43,9 @@ class ExportSession:
         return path
 
     def export(self, runtime: str, quantization: Quantization | None = None, frontend: bool = True,
-               int8_aware_head: bool = True) -> Path:
-        """Write `runtime`'s file for `quantization` (fp32 when None); returns its path."""
+               int8_aware_head: bool = True) -> Path | None:
+        """Write `runtime`'s file for `quantization` (fp32 when None); returns its path, or None when
+        the int8 file was refused (`int8_choice[...]["refused"]` says why)."""
         quantization = quantization or Quantization.none()
         exporter = exporter_for(runtime)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,4 +64,4 @@ class ExportSession:
                              self.fit_head, self.threads)
         if choice:
             self.int8_choice[runtime + ("" if frontend else "-nofrontend")] = choice
-        return target
+        return None if choice.get("refused") else target
