@@ -56,6 +56,8 @@ class Classifier:
         self.selection: dict[str, dict] = {}  # backbone -> validation scores, when several were tried
         self.train_samples: Sequence[Sample] = ()
         self.val_samples: Sequence[Sample] = ()
+        self.fine_tune: dict = {}  # --fine-tune: depths tried, chosen K, head-only vs fine-tuned (see tasks.finetune)
+        self.head_only: Classifier | None = None  # the model before fine-tuning, when it ran
         self.int8_head_choice: dict[str, dict] = {}  # runtime -> validation accuracy of the two int8 heads
         # fp32 files written in this process -> the head they hold: a second format that needs the same
         # float source (fp32 then int8, dynamic, ...) reuses it instead of converting again.
@@ -107,6 +109,14 @@ class Classifier:
         extract_s = train_s = 0.0
         best: tuple | None = None
         scores: dict[str, dict] = {}
+        if options.fine_tune.active:  # fail before any extraction when the backbone or K cannot be fine-tuned
+            from .finetune import check_supported
+
+            for name in cls.candidate_backbones(options):
+                spec = get_spec(name)
+                check_supported(spec.with_image_size(options.model.input_size)
+                                if options.model.input_size and spec.image else spec,
+                                [k for k in options.fine_tune.depths if k > 0])
         for name in cls.candidate_backbones(options):
             t0 = time.perf_counter()
             spec = get_spec(name)
@@ -137,6 +147,10 @@ class Classifier:
         model.timings = {"extract_s": extract_s, "train_s": train_s}
         model.train_samples, model.val_samples = list(train), list(validation)
         model.selection = scores if len(scores) > 1 else {}
+        if options.fine_tune.active:
+            from .finetune import fine_tune
+
+            model = fine_tune(model, progress)
         return model
 
     def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:
