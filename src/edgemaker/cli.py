@@ -51,6 +51,9 @@ def cli() -> None:
                    "tflite-dynamic, tflite-fp16, c-array (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
 @click.option("--input-size", type=int, default=None,
               help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
+@click.option("--fine-tune", "fine_tune", default=None, metavar="K|auto",
+              help="Images: also train the backbone's last K blocks with the head (auto: K from 0-3 by validation).")
+@click.option("--fine-tune-epochs", type=int, default=None, help="Most fine-tuning epochs per depth tried.")
 @click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
 @click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
@@ -61,7 +64,8 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
-          class_weights, seed, augment, augment_views, split_text, formats, input_size, max_flash, max_ram,
+          class_weights, seed, augment, augment_views, split_text, formats, input_size, fine_tune, fine_tune_epochs,
+          max_flash, max_ram,
           silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
@@ -70,7 +74,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
     from .data.audio import SilenceOptions
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
+    from .tasks.options import AugmentationOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
 
     try:
         hp = HParams(seed=seed)
@@ -85,7 +89,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         options = ClassifierOptions(
             model=ModelOptions(backbone, input_size), hparams=hp, augmentation=aug,
             silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
-            cache_dir=cache_dir, threads=threads,
+            cache_dir=cache_dir, threads=threads, fine_tune=_fine_tune_options(fine_tune, fine_tune_epochs),
         )
         split = SplitOptions.parse(split_text, seed=seed)
         from .export.device import parse_size
@@ -113,6 +117,21 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
                          f"{e['latency_ms']:.1f} ms{ram}  {out / e['path']}")
         lines.append(f"report: {out / 'report.html'}")
         click.echo("\n".join(lines))
+
+
+def _fine_tune_options(text: str | None, epochs: int | None):
+    from .tasks.options import FineTuneOptions
+
+    depth: int | str | None = None
+    if text is not None:
+        text = text.strip().lower()
+        if text != "auto":
+            if not text.isdigit():
+                raise ValueError(f"--fine-tune {text!r}: give a number of blocks (0, 1, 2, ...) or auto")
+            depth = int(text)
+        else:
+            depth = "auto"
+    return FineTuneOptions(depth=depth, **({"epochs": epochs} if epochs is not None else {}))
 
 
 @cli.command()

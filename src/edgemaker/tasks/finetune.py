@@ -197,6 +197,12 @@ def save_weights(spec: BackboneSpec, net, root) -> tuple:
     return path, sha
 
 
+def head_only_score(clf) -> tuple[float, float]:
+    """Validation (accuracy, loss) of the head-only model: the score every depth must beat."""
+    ev = clf.evaluate(clf.val_samples)
+    return ev.accuracy, ev.loss
+
+
 def fine_tune(clf, progress: Progress):
     """-> a Classifier whose backbone has its last K blocks fine-tuned (or `clf` itself when K=0
     wins on validation), with `fine_tune` (the report) and `head_only` (the model before) set."""
@@ -239,15 +245,15 @@ def fine_tune(clf, progress: Progress):
     cw = clf.head.class_weights_
     class_weights = None if not cw else np.array([cw[c] for c in clf.head.classes_.tolist()], np.float32)
 
-    base = clf.evaluate(clf.val_samples)
-    rank0 = (base.accuracy, -base.loss)
-    candidates = [{"k": 0, "augmentation": "views" if views else "clean", "val_accuracy": round(base.accuracy, 4),
-                   "val_loss": round(base.loss, 4), "seconds": 0.0}]
+    base_acc, base_loss = head_only_score(clf)
+    rank0 = (base_acc, -base_loss)
+    candidates = [{"k": 0, "augmentation": "views" if views else "clean", "val_accuracy": round(base_acc, 4),
+                   "val_loss": round(base_loss, 4), "seconds": 0.0}]
     best = (rank0, 0, None, None)  # (rank, k, net state, fc)
     net = _trunk(spec)
     original = copy.deepcopy(net.state_dict())
     modes = ["clean", "views"] if views else ["clean"]
-    previous = rank0
+    previous = None
     for k in depths:
         net.load_state_dict(original)
         start = n_blocks - k
@@ -269,8 +275,8 @@ def fine_tune(clf, progress: Progress):
         if rank > best[0]:
             best = (rank, k, state, fc)
         modes = [record["augmentation"]]  # the augmentation chosen at the first depth serves the deeper ones
-        if ft.depth == "auto" and rank <= previous:
-            break  # a deeper cut stopped helping on validation
+        if ft.depth == "auto" and previous is not None and rank <= previous:
+            break  # a deeper cut stopped helping on validation (the first two depths are always tried)
         previous = rank
 
     chosen = best[1]
@@ -280,15 +286,15 @@ def fine_tune(clf, progress: Progress):
         "candidates": candidates,
         "activations": {"computed": run.calls, "reused": (len(clf.train_samples) * (1 + views) + len(clf.val_samples)) - run.calls,
                         "seconds": round(activations_s, 2)},
-        "head_only": {"val_accuracy": round(base.accuracy, 4)},
+        "head_only": {"val_accuracy": round(base_acc, 4)},
     }
     if chosen == 0:
         clf.head_only = clf
-        report["fine_tuned"] = {"val_accuracy": round(base.accuracy, 4)}
+        report["fine_tuned"] = {"val_accuracy": round(base_acc, 4)}
         report["extra_s"] = round(time.perf_counter() - start_time, 2)
         clf.fine_tune = report
         clf.timings = {**clf.timings, "fine_tune_s": report["extra_s"]}
-        progress.log(f"fine-tune: head only kept (val accuracy {base.accuracy:.4f} not beaten)")
+        progress.log(f"fine-tune: head only kept (val accuracy {base_acc:.4f} not beaten)")
         return clf
 
     net.load_state_dict(best[2])
@@ -306,5 +312,5 @@ def fine_tune(clf, progress: Progress):
     report["extra_s"] = round(time.perf_counter() - start_time, 2)
     model.fine_tune = report
     model.timings = {**clf.timings, "fine_tune_s": report["extra_s"]}
-    progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {base.accuracy:.4f} -> {onnx_val.accuracy:.4f}")
+    progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {base_acc:.4f} -> {onnx_val.accuracy:.4f}")
     return model
