@@ -214,6 +214,9 @@ def fine_tune(clf, progress: Progress):
     spec = clf.spec
     depths = [k for k in ft.depths if k > 0]
     check_supported(spec, depths)
+    if not clf.val_samples:
+        raise EdgemakerError("--fine-tune chooses on the validation split, and this run has none; "
+                             "use a split with validation (e.g. --split 80/10/10)")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     n_blocks = block_count(spec)
@@ -249,7 +252,7 @@ def fine_tune(clf, progress: Progress):
     rank0 = (base_acc, -base_loss)
     candidates = [{"k": 0, "augmentation": "views" if views else "clean", "val_accuracy": round(base_acc, 4),
                    "val_loss": round(base_loss, 4), "seconds": 0.0}]
-    best = (rank0, 0, None, None)  # (rank, k, net state, fc)
+    best = (rank0, 0, None, None, None)  # (rank, k, net state, fc, augmentation)
     net = _trunk(spec)
     original = copy.deepcopy(net.state_dict())
     modes = ["clean", "views"] if views else ["clean"]
@@ -273,7 +276,7 @@ def fine_tune(clf, progress: Progress):
         rank, record, state, fc = max(results, key=lambda r: r[0])
         candidates.extend(r[1] for r in results)
         if rank > best[0]:
-            best = (rank, k, state, fc)
+            best = (rank, k, state, fc, record["augmentation"])
         modes = [record["augmentation"]]  # the augmentation chosen at the first depth serves the deeper ones
         if ft.depth == "auto" and previous is not None and rank <= previous:
             break  # a deeper cut stopped helping on validation (the first two depths are always tried)
@@ -282,7 +285,7 @@ def fine_tune(clf, progress: Progress):
     chosen = best[1]
     report = {
         "requested": ft.depth, "chosen_k": chosen, "blocks": n_blocks, "cut": cut,
-        "augmentation": next((c["augmentation"] for c in candidates[1:] if c["k"] == chosen), None) if chosen else None,
+        "augmentation": best[4],
         "candidates": candidates,
         "activations": {"computed": run.calls, "reused": (len(clf.train_samples) * (1 + views) + len(clf.val_samples)) - run.calls,
                         "seconds": round(activations_s, 2)},
