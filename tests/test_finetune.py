@@ -57,6 +57,8 @@ def test_cut_activations_are_cached_and_reused(setup, tuned):
     assert again.fine_tune["activations"]["computed"] == 0
     assert again.fine_tune["activations"]["reused"] == first["computed"]
     assert again.spec.weights.sha256 == tuned.spec.weights.sha256  # deterministic, content-addressed
+    assert all("rank" not in c for c in again.fine_tune["candidates"])
+    json.dumps(again.fine_tune)  # goes into metrics.json as it is
 
 
 def test_only_the_last_k_blocks_change(tuned):

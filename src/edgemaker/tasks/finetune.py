@@ -268,7 +268,8 @@ def fine_tune(clf, progress: Progress):
             tail = _tail_module(net, start, clf.head.coef_, clf.head.intercept_, hp.dropout)
             record = train_tail(tail, x, y, xv, yv, mode == "views", ft, hp, class_weights)
             record.update(k=k, augmentation=mode, seconds=round(time.perf_counter() - t0, 2))
-            rank = record.pop("rank") if record["best_epoch"] else rank0
+            rank = record.pop("rank")
+            rank = rank if record["best_epoch"] else rank0  # unchanged weights: the head-only model itself
             results.append((rank, record, copy.deepcopy(net.state_dict()),
                             (tail.fc.weight.detach().numpy().copy(), tail.fc.bias.detach().numpy().copy())))
             progress.log(f"fine-tune last {k} block(s), {mode} inputs: val accuracy {record['val_accuracy']:.4f} "
