@@ -64,6 +64,9 @@ def cli() -> None:
               help="A --base-model without edgemaker metadata: how it expects pixels scaled (with --input-size).")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror training views (turn off for digits and text).")
+@click.option("--fine-tune", "fine_tune", default=None, metavar="K|auto",
+              help="Images: also train the backbone's last K blocks with the head (auto: K from 0-3 by validation).")
+@click.option("--fine-tune-epochs", type=int, default=None, help="Most fine-tuning epochs per depth tried.")
 @click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
 @click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
 @click.option("--auto", "auto", is_flag=True,
@@ -79,7 +82,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
-          base_model, retrain_last, input_scaling, flip, max_flash, max_ram, auto, budget,
+          base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, auto, budget,
           silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
@@ -88,7 +91,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
     from .data.audio import SilenceOptions
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, HParams, ModelOptions
+    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
 
     try:
         hp = HParams(seed=seed)
@@ -105,7 +108,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
                 ("width", width), ("grayscale", grayscale), ("base_model", base_model),
                 ("retrain_last", retrain_last), ("input_scaling", input_scaling)) if v is not None}), hparams=hp, augmentation=aug,
             silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
-            cache_dir=cache_dir, threads=threads,
+            cache_dir=cache_dir, threads=threads, fine_tune=_fine_tune_options(fine_tune, fine_tune_epochs),
         )
         split = SplitOptions.parse(split_text, seed=seed)
         from .export.device import parse_size
@@ -138,6 +141,21 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
                          f"{e['latency_ms']:.1f} ms{ram}  {out / e['path']}")
         lines.append(f"report: {out / 'report.html'}")
         click.echo("\n".join(lines))
+
+
+def _fine_tune_options(text: str | None, epochs: int | None):
+    from .tasks.options import FineTuneOptions
+
+    depth: int | str | None = None
+    if text is not None:
+        text = text.strip().lower()
+        if text != "auto":
+            if not text.isdigit():
+                raise ValueError(f"--fine-tune {text!r}: give a number of blocks (0, 1, 2, ...) or auto")
+            depth = int(text)
+        else:
+            depth = "auto"
+    return FineTuneOptions(depth=depth, **({"epochs": epochs} if epochs is not None else {}))
 
 
 @cli.command()

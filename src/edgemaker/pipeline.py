@@ -152,6 +152,8 @@ def train_run(
         t0 = time.perf_counter()
         val_eval = clf.evaluate(splits.val)
         test_eval = clf.evaluate(splits.test)
+        if clf.fine_tune:
+            _fine_tune_test(clf, test_eval, splits, progress)
         t_eval = time.perf_counter() - t0
         progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
 
@@ -205,6 +207,7 @@ def train_run(
         "validate_s": t_validate,
         "extract_s": clf.timings["extract_s"],
         "train_s": clf.timings["train_s"],
+        **({"fine_tune_s": clf.timings["fine_tune_s"]} if "fine_tune_s" in clf.timings else {}),
         "evaluate_s": t_eval,
         "export_s": t_export,
     }
@@ -228,6 +231,15 @@ def train_run(
     if budget_problems:
         raise EdgemakerError(budget_problems[0])
     return metrics
+
+
+def _fine_tune_test(clf: Classifier, test_eval: Evaluation, splits: Splits, progress: Progress) -> None:
+    """Head-only vs fine-tuned test accuracy for the report (the head-only model's embeddings are cached)."""
+    head_only = clf.head_only if clf.head_only is not None else clf
+    before = test_eval if head_only is clf else head_only.evaluate(splits.test)
+    clf.fine_tune["head_only"]["test_accuracy"] = round(before.accuracy, 4)
+    clf.fine_tune["fine_tuned"]["test_accuracy"] = round(test_eval.accuracy, 4)
+    progress.log(f"fine-tune: test accuracy head only {before.accuracy:.4f}, chosen model {test_eval.accuracy:.4f}")
 
 
 def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, modality: str, progress: Progress):
@@ -354,6 +366,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "network": clf.network or None,
             "history": [vars(h) for h in clf.head.history_],
         },
+        "fine_tune": clf.fine_tune or None,
         "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},
         "test": test,
         "per_class": test["per_class"],

@@ -137,6 +137,28 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def _fine_tune_section(ft: dict | None) -> list[str]:
+    """--fine-tune: what was chosen, head-only vs fine-tuned accuracy, the extra time, every depth tried."""
+    if not ft:
+        return []
+    before, after = ft["head_only"], ft["fine_tuned"]
+
+    def acc(d: dict, key: str) -> str:
+        return f"{d[key]:.4f}" if d.get(key) is not None else "–"
+
+    chosen = (f"the last <b>{ft['chosen_k']}</b> of {ft['blocks']} blocks fine-tuned ({_e(ft['augmentation'])} inputs)"
+              if ft["chosen_k"] else "<b>head only</b> (no depth beat it on validation)")
+    out = [f"<p>Fine-tuning (requested {_e(ft['requested'])}): {chosen}; {ft['extra_s']:.1f} s extra, "
+           f"{ft['activations']['computed']} cut activations computed, {ft['activations']['reused']} reused.</p>",
+           _table(["model", "val accuracy", "test accuracy"],
+                  [["head only", acc(before, "val_accuracy"), acc(before, "test_accuracy")],
+                   ["chosen", acc(after, "val_accuracy"), acc(after, "test_accuracy")]]),
+           _table(["blocks fine-tuned", "inputs", "val accuracy", "val loss", "best epoch", "seconds"],
+                  [[c["k"], c["augmentation"], f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
+                    c.get("best_epoch", "–"), f"{c['seconds']:.1f}"] for c in ft["candidates"]])]
+    return out
+
+
 def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 40) -> None:
     hist = metrics["training"]["history"]
     test = metrics["test"]
@@ -246,6 +268,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                               [[*(c[k] for k in keys), f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
                                 c["best_epoch"], f"{c['seconds']:.2f}"] for c in sel["candidates"]]))
             out.append("</details>")
+    out += _fine_tune_section(metrics.get("fine_tune"))
     out.append(_line_chart("accuracy", {"train": [h["train_accuracy"] for h in hist],
                                         "val": [h["val_accuracy"] for h in hist]}, 1.0))
     out.append(_line_chart("loss", {"train": [h["train_loss"] for h in hist], "val": [h["val_loss"] for h in hist]}))

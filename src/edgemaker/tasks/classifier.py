@@ -94,6 +94,8 @@ class Classifier:
         self._sessions: dict[Path, ExportSession] = {}  # out_dir -> the session that exports there
         self.network: dict = {}  # how a trained-per-run backbone was trained (small_cnn, --base-model)
         self.head_selection: HeadSelection | None = None  # head settings tried on validation, and the winner
+        self.fine_tune: dict = {}  # --fine-tune: depths tried, chosen K, head-only vs fine-tuned (see tasks.finetune)
+        self.head_only: Classifier | None = None  # the model before fine-tuning, when it ran
 
     @property
     def classes(self) -> list[str]:
@@ -141,6 +143,14 @@ class Classifier:
         extract_s = train_s = 0.0
         best: tuple | None = None
         scores: dict[str, dict] = {}
+        if options.fine_tune.active:  # fail before any extraction when the backbone or K cannot be fine-tuned
+            from .finetune import check_supported
+
+            for name in cls.candidate_backbones(options):
+                spec = get_spec(name)
+                check_supported(spec.with_image_size(options.model.input_size)
+                                if options.model.input_size and spec.image else spec,
+                                [k for k in options.fine_tune.depths if k > 0])
         for name in cls.candidate_backbones(options):
             t0 = time.perf_counter()
             spec = get_spec(name)
@@ -178,6 +188,10 @@ class Classifier:
         model.train_samples, model.val_samples = list(train), list(validation)
         model.selection = scores if len(scores) > 1 else {}
         progress.log(model.head_selection.summary())
+        if options.fine_tune.active:
+            from .finetune import fine_tune
+
+            model = fine_tune(model, progress)
         return model
 
     def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:

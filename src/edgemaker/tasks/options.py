@@ -115,11 +115,47 @@ class HParams:
 
 
 @dataclass(frozen=True)
+class FineTuneOptions:
+    """After the head converges, train the last `depth` backbone blocks with it (BatchNorm frozen).
+
+    depth None or 0: head only; "auto": the depth in `candidates` with the best validation accuracy.
+    Epochs run on cached cut activations; the augmentation (clean or the head's views) is chosen on
+    validation too."""
+
+    depth: int | str | None = None
+    candidates: tuple[int, ...] = (0, 1, 2, 3)
+    epochs: int = 4
+    patience: int = 2  # early stopping on validation accuracy, best state restored
+    learning_rate: float = 2e-4
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.depth is not None and self.depth != "auto" and not (isinstance(self.depth, int) and self.depth >= 0):
+            raise ValueError("fine-tune depth must be a number of blocks (0, 1, 2, ...) or 'auto'")
+        if not self.candidates or min(self.candidates) < 0:
+            raise ValueError("fine-tune candidates must be non-negative block counts")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise ValueError("fine-tune epochs, patience and batch_size must be at least 1")
+        if not self.learning_rate > 0:
+            raise ValueError("fine-tune learning_rate must be positive")
+
+    @property
+    def active(self) -> bool:
+        return self.depth == "auto" or bool(self.depth)
+
+    @property
+    def depths(self) -> list[int]:
+        """Block counts to try, smallest first (0 = the head-only model)."""
+        return sorted(set(self.candidates) | {0}) if self.depth == "auto" else [0, int(self.depth or 0)]
+
+
+@dataclass(frozen=True)
 class ClassifierOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     hparams: HParams = field(default_factory=HParams)
     augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
     silence: SilenceOptions = field(default_factory=SilenceOptions)  # audio only
+    fine_tune: FineTuneOptions = field(default_factory=FineTuneOptions)
     cache_dir: Path | None = None  # default: the user cache directory
     threads: int | None = None  # ONNX Runtime threads; default: all cores
 
