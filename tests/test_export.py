@@ -122,9 +122,10 @@ def test_calibration_ranges_mean_resists_an_outlier_sample(trained, tmp_path):
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "tflite"])
-def test_int8_aware_head_only_when_the_plain_file_loses_validation_accuracy(trained, tmp_path, runtime):
+def test_int8_flow_aware_head_only_when_the_file_departs_from_float_and_refused_when_broken(trained, tmp_path, runtime):
     """The flow is the same for every runtime: quantize, score on validation against the float
-    model, and only if the int8 file lost accuracy there fit a head on its own int8 backbone."""
+    model, fit a head on the file's own int8 backbone only if it departs from the float model there,
+    and refuse the file when its int8 network does not compute what the float one does."""
     if runtime == "tflite":
         pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
     from edgemaker.export.base import exporter_for
@@ -137,38 +138,49 @@ def test_int8_aware_head_only_when_the_plain_file_loses_validation_accuracy(trai
     session = ExportSession(model, tmp_path)
     fp32 = session.float_file(exporter)
     calibration = session.inputs.calibration(q, model.metadata())
-    val = splits.val + splits.test
+    samples = splits.train + splits.val + splits.test
+    paths = [s.path for s in samples]
     fitted = []
 
     def fit(int8_backbone, digest):
         fitted.append(digest)
         return clf._fit_int8_head(int8_backbone, digest)
 
-    # A float model that gets every sample right under labels shifted by one class: no file can come
-    # close (a real loss, McNemar p << 0.05), so the int8-aware head is fitted, built, scored, and kept
-    # only if strictly better.
-    samples = splits.train + splits.val + splits.test
-    shifted = [clf.classes[(clf.classes.index(s.label) + 1) % len(clf.classes)] for s in samples]
-    perfect = np.eye(len(clf.classes))[[clf.classes.index(c) for c in shifted]]
-    hard = Validation([s.path for s in samples], shifted, perfect)
-    record = build_int8(exporter, model, True, fp32, tmp_path / f"hard{exporter.suffix}", q, calibration,
-                        session.inputs, hard, fit)
-    assert fitted and record["float_val_accuracy"] == 1.0 and record["plain_val_accuracy"] < 0.5
-    assert record["plain_vs_float"]["p_value"] < 0.05
-    assert record["int8_aware_val_accuracy"] is not None
-    assert record["kept"] == ("int8-aware head" if record["int8_aware_val_accuracy"] > record["plain_val_accuracy"]
-                              else "plain")
-    assert not list(tmp_path.glob(".*"))  # the candidate file is gone either way
+    def build(name, validation):
+        return build_int8(exporter, model, True, fp32, tmp_path / f"{name}{exporter.suffix}", q, calibration,
+                          session.inputs, validation, fit)
+
+    build("plain", None)
+    plain = exporter.load(tmp_path / f"plain{exporter.suffix}").predict_files(paths)
+    answers = [clf.classes[i] for i in plain.argmax(1)]  # labels the plain int8 file gets all right
 
     # A float model that answers exactly as the plain int8 file does: nothing to win, no head fitted.
-    fitted.clear()
-    plain = exporter.load(build_int8(exporter, model, True, fp32, tmp_path / f"plain{exporter.suffix}", q, calibration,
-                                     session.inputs) and None or tmp_path / f"plain{exporter.suffix}")
-    same = Validation([s.path for s in val], [s.label for s in val], plain.predict_files([s.path for s in val]))
-    record = build_int8(exporter, model, True, fp32, tmp_path / f"same{exporter.suffix}", q, calibration,
-                        session.inputs, same, fit)
-    assert record["plain_val_accuracy"] >= record["float_val_accuracy"] and record["kept"] == "plain"
+    record = build("same", Validation(paths, answers, plain))
+    assert record["plain_val_accuracy"] == record["float_val_accuracy"] and record["kept"] == "plain"
     assert not fitted and record["int8_aware_val_accuracy"] is None
+
+    # A float model that differs from the int8 file on 3 of the samples (agreement between 90 and 95%):
+    # the int8-aware head is fitted, built, scored and kept only if strictly better; the file ships.
+    float_answers = [clf.classes[(clf.classes.index(a) + 1) % len(clf.classes)] if i < 3 else a
+                     for i, a in enumerate(answers)]
+    assert 0.9 <= 1 - 3 / len(samples) < 0.95
+    record = build("departs", Validation(paths, answers, np.eye(len(clf.classes))[
+        [clf.classes.index(c) for c in float_answers]]))
+    assert fitted and record["int8_aware_val_accuracy"] is not None and not record.get("refused")
+    assert record["kept"] == ("int8-aware head" if record["int8_aware_val_accuracy"] > record["plain_val_accuracy"]
+                              else "plain")
+    assert (tmp_path / f"departs{exporter.suffix}").is_file()
+
+    # A float model right on every sample under labels shifted by one class: the int8 network answers
+    # otherwise almost everywhere, so no head is trusted to repair it and the file is refused.
+    fitted.clear()
+    shifted = [clf.classes[(clf.classes.index(s.label) + 1) % len(clf.classes)] for s in samples]
+    record = build("hard", Validation(paths, shifted, np.eye(len(clf.classes))[
+        [clf.classes.index(c) for c in shifted]]))
+    assert record["float_val_accuracy"] == 1.0 and record["plain_val_agreement"] < 0.9 and not fitted
+    assert record["kept"] is None and "int8 does not suit these inputs" in record["refused"]
+    assert not (tmp_path / f"hard{exporter.suffix}").exists()
+    assert not list(tmp_path.glob(".*"))  # no candidate file left behind
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "tflite"])

@@ -170,3 +170,26 @@ def test_cli_tflite_c_array_and_a_budget_that_does_not_fit(tmp_path):
     assert tight.returncode == 2 and "Traceback" not in tight.stderr
     last = [line for line in tight.stderr.splitlines() if line.startswith("error: ")]
     assert last and "does not fit the device budget" in last[0] and "--input-size" in last[0]
+
+
+def test_tiny_grayscale_inputs_keep_int8_within_two_points_or_refuse_it(tmp_path):
+    """8x8 grayscale digits, upscaled for a 224-px ImageNet network: where int8 cannot follow the float
+    model, the run refuses that int8 file with the reason instead of shipping it."""
+    from conftest import make_tiny_digit_folder
+
+    data = make_tiny_digit_folder(tmp_path / "digits", per_class=60)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), "--no-augment", "--json",
+                                      "--formats", "onnx-fp32,onnx-int8,tflite-int8,c-array"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    exports = {e["format"]: e for e in metrics["exports"]}
+    refused = {r["format"]: r["reason"] for r in metrics["refused"]}
+    for fmt, file in (("onnx-int8", "model_int8.onnx"), ("tflite-int8", "model_int8.tflite")):
+        if fmt in refused:
+            assert "does not suit these inputs" in refused[fmt] and "small_cnn" in refused[fmt]
+            assert not (out / file).exists() and fmt not in exports
+            assert any(w.startswith(f"{fmt} refused") for w in metrics["warnings"])
+        else:
+            assert exports["onnx-fp32"]["test_accuracy"] - exports[fmt]["test_accuracy"] <= 0.02, exports[fmt]
+    assert ("c-array" in refused) == ("tflite-int8" in refused)

@@ -10,7 +10,9 @@ only when the plain file really departs from the float model on validation: it l
 point and an exact McNemar test says the loss is not noise (on 237 photos, 3 flipped samples are not
 evidence), or it disagrees with the float model on more than 5% of the samples (measured on tiny
 upscaled 8x8 digits: 15% disagreement at equal accuracy). It is kept only when it scores strictly
-better than the plain file there.
+better than the plain file there. An int8 file is refused, with the reason, rather than shipped when
+its int8 network disagrees with the float one on more than 10% of validation (no head can be trusted
+to repair that), or when even the better of the two files still loses real accuracy there.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from .quantization import Quantization
 HeadFitter = Callable[[Int8Backbone, str], LinearHead]
 REAL_LOSS = (0.01, 0.05)  # an int8 file loses accuracy when it is more than a point below, at McNemar p < 0.05
 MIN_AGREEMENT = 0.95  # ... or when it answers differently from the float model on more than 5% of validation
-# Below this agreement the int8 network itself does not compute what the float one does (measured on
-# 8x8 digits upscaled for Lite0: 80% agreement), and no head can make up for it on data never seen:
-# the file is refused, with the reason, rather than shipped.
+# Below this the int8 backbone does not compute what the float one does, and a head fitted on it cannot
+# be trusted: measured on 8x8 digits upscaled for Lite0 (8% agreement), the int8-aware head matched
+# the float model on validation (0.567 vs 0.583; its early stopping had seen that split) and lost 12
+# points on test. Such a file is refused with the reason.
 MIN_SHIPPABLE_AGREEMENT = 0.90
 
 
@@ -79,38 +82,53 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
     record = {"float_val_accuracy": round(float_eval.accuracy, 4), "plain_val_accuracy": round(plain, 4),
               "plain_val_agreement": round(agreement, 4), "plain_vs_float": vs.to_dict(),
               "int8_aware_val_accuracy": None, "kept": "plain"}
-    if agreement < MIN_SHIPPABLE_AGREEMENT:
-        exporter.remove(target)
-        record["kept"] = None
-        record["refused"] = (
-            f"the int8 network answers differently from the float model on {1 - agreement:.0%} of the "
-            f"{len(validation.paths)} validation samples (int8 {plain:.3f} vs float {float_eval.accuracy:.3f}): "
-            "int8 does not suit these inputs with this backbone; use the fp32 or fp16 file, or a network "
-            "made for small inputs (--backbone small_cnn)")
-        record["why"] = record["refused"]
-        return record
-    if not (vs.loss > REAL_LOSS[0] and vs.p_value < REAL_LOSS[1]) and agreement >= MIN_AGREEMENT:
+    if not _real_loss(vs) and agreement >= MIN_AGREEMENT:
         record["why"] = (f"the plain int8 file loses no real accuracy on validation ({vs.lost} samples right only "
                          f"in float, {vs.gained} only in int8, McNemar p = {vs.p_value:.2f}; agrees on "
                          f"{agreement:.1%})")
         return record
+    kept_eval = plain_eval
+    if agreement < MIN_SHIPPABLE_AGREEMENT:
+        return _refuse(exporter, target, record,
+                       f"its int8 network answers differently from the float model on {1 - agreement:.0%} of the "
+                       f"{len(validation.paths)} validation samples (int8 {plain:.3f} vs float {float_eval.accuracy:.3f})")
     if fit_head is None:
         record["why"] = "no training data to fit an int8-aware head"
-        return record
-    digest = int8_digest(exporter, model.spec.cache_id, quantization, frontend)
-    head = fit_head(exporter.int8_backbone(target, meta, threads), digest)
-    aware = target.with_name(f".{target.stem}-int8-aware{target.suffix}")
-    try:
-        exporter.int8_with_head(model.with_head(head), frontend, float_file, target, aware, quantization, calibration,
-                                {**meta, "head": "fitted on the int8 backbone's embeddings"})
-        score = validation.score(exporter.load(aware, threads), inputs).accuracy
-        record["int8_aware_val_accuracy"] = round(score, 4)
-        if score > plain:
-            record["kept"] = "int8-aware head"
-            record["why"] = "the head fitted on the int8 backbone scores higher on validation"
-            exporter.replace(aware, target)
-        else:
-            record["why"] = "the int8-aware head did not score higher on validation (ties keep the plain file)"
-    finally:
-        exporter.remove(aware)
+    else:
+        digest = int8_digest(exporter, model.spec.cache_id, quantization, frontend)
+        head = fit_head(exporter.int8_backbone(target, meta, threads), digest)
+        aware = target.with_name(f".{target.stem}-int8-aware{target.suffix}")
+        try:
+            exporter.int8_with_head(model.with_head(head), frontend, float_file, target, aware, quantization,
+                                    calibration, {**meta, "head": "fitted on the int8 backbone's embeddings"})
+            aware_eval = validation.score(exporter.load(aware, threads), inputs)
+            record["int8_aware_val_accuracy"] = round(aware_eval.accuracy, 4)
+            if aware_eval.accuracy > plain:
+                record["kept"] = "int8-aware head"
+                record["why"] = "the head fitted on the int8 backbone scores higher on validation"
+                exporter.replace(aware, target)
+                kept_eval = aware_eval
+            else:
+                record["why"] = "the int8-aware head did not score higher on validation (ties keep the plain file)"
+        finally:
+            exporter.remove(aware)
+    left = paired_loss(float_eval, kept_eval)
+    if _real_loss(left):
+        return _refuse(exporter, target, record,
+                       f"the int8 file scores {kept_eval.accuracy:.3f} on validation against {float_eval.accuracy:.3f} "
+                       f"for the float model ({left.lost} samples right only in float, {left.gained} only in int8, "
+                       f"McNemar p = {left.p_value:.3f})")
+    return record
+
+
+def _real_loss(vs) -> bool:
+    return vs.loss > REAL_LOSS[0] and vs.p_value < REAL_LOSS[1]
+
+
+def _refuse(exporter: Exporter, target: Path, record: dict, what: str) -> dict:
+    exporter.remove(target)
+    record["kept"] = None
+    record["refused"] = record["why"] = (
+        f"{what}: int8 does not suit these inputs with this backbone; use the fp32 or fp16 file, or a network "
+        "made for small inputs (--backbone small_cnn)")
     return record
