@@ -121,21 +121,27 @@ def test_calibration_ranges_mean_resists_an_outlier_sample(trained, tmp_path):
     assert scales["mean"] < 0.5 * scales["minmax"], scales
 
 
+def _int8_setup(trained, tmp_path, runtime):
+    """(splits, classifier, its FloatModel, int8 quantization, the runtime's exporter, a fresh session)."""
+    if runtime == "tflite":
+        pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
+    from edgemaker.export.base import exporter_for
+    from edgemaker.export.session import ExportSession
+
+    splits, clf = trained
+    model = clf.float_model()
+    return (splits, clf, model, Quantization.for_int8([s.path for s in splits.train]), exporter_for(runtime),
+            ExportSession(model, tmp_path))
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "tflite"])
 def test_int8_flow_aware_head_only_when_the_file_departs_from_float_and_refused_when_broken(trained, tmp_path, runtime):
     """The flow is the same for every runtime: quantize, score on validation against the float
     model, fit a head on the file's own int8 backbone only if it departs from the float model there,
     and refuse the file when its int8 network does not compute what the float one does."""
-    if runtime == "tflite":
-        pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
-    from edgemaker.export.base import exporter_for
     from edgemaker.export.int8 import Validation, build_int8
-    from edgemaker.export.session import ExportSession
 
-    splits, clf = trained
-    model, q = clf.float_model(), Quantization.for_int8([s.path for s in splits.train])
-    exporter = exporter_for(runtime)
-    session = ExportSession(model, tmp_path)
+    splits, clf, model, q, exporter, session = _int8_setup(trained, tmp_path, runtime)
     fp32 = session.float_file(exporter)
     calibration = session.inputs.calibration(q, model.metadata())
     samples = splits.train + splits.val + splits.test
@@ -187,15 +193,7 @@ def test_int8_flow_aware_head_only_when_the_file_departs_from_float_and_refused_
 def test_a_new_head_on_the_same_int8_backbone(trained, tmp_path, runtime):
     """ONNX swaps the float head's weights in the int8 file; TFLite patches the float file's head
     and quantizes again. Either way the file computes softmax(int8 embedding @ W.T + b)."""
-    if runtime == "tflite":
-        pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
-    from edgemaker.export.base import exporter_for
-    from edgemaker.export.session import ExportSession
-
-    splits, clf = trained
-    model, q = clf.float_model(), Quantization.for_int8([s.path for s in splits.train])
-    exporter = exporter_for(runtime)
-    session = ExportSession(model, tmp_path)
+    splits, clf, model, q, exporter, session = _int8_setup(trained, tmp_path, runtime)
     int8 = session.export(runtime, q)
     meta = model.metadata("int8")
     rng = np.random.default_rng(0)

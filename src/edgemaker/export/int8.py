@@ -11,8 +11,8 @@ point and an exact McNemar test says the loss is not noise (on 237 photos, 3 fli
 evidence), or it disagrees with the float model on more than 5% of the samples (measured on tiny
 upscaled 8x8 digits: 15% disagreement at equal accuracy). It is kept only when it scores strictly
 better than the plain file there. An int8 file is refused, with the reason, rather than shipped when
-its int8 network disagrees with the float one on more than 10% of validation (no head can be trusted
-to repair that), or when even the better of the two files still loses real accuracy there.
+its int8 network disagrees with the float one on more than 10% of validation: no head can be trusted
+to repair that. A smaller loss that remains is reported on the test split like any other.
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
                          f"in float, {vs.gained} only in int8, McNemar p = {vs.p_value:.2f}; agrees on "
                          f"{agreement:.1%})")
         return record
-    kept_eval = plain_eval
     if agreement < MIN_SHIPPABLE_AGREEMENT:
         return _refuse(exporter, target, record,
                        f"its int8 network answers differently from the float model on {1 - agreement:.0%} of the "
@@ -107,17 +106,10 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
                 record["kept"] = "int8-aware head"
                 record["why"] = "the head fitted on the int8 backbone scores higher on validation"
                 exporter.replace(aware, target)
-                kept_eval = aware_eval
             else:
                 record["why"] = "the int8-aware head did not score higher on validation (ties keep the plain file)"
         finally:
             exporter.remove(aware)
-    left = paired_loss(float_eval, kept_eval)
-    if _real_loss(left):
-        return _refuse(exporter, target, record,
-                       f"the int8 file scores {kept_eval.accuracy:.3f} on validation against {float_eval.accuracy:.3f} "
-                       f"for the float model ({left.lost} samples right only in float, {left.gained} only in int8, "
-                       f"McNemar p = {left.p_value:.3f})")
     return record
 
 
