@@ -42,8 +42,16 @@ def test_staged_search_picks_the_best_validation_score_and_keeps_the_default_on_
 
 
 def test_lower_validation_loss_breaks_an_accuracy_tie():
+    head, sel = select_head(FakeHead, lambda h: (0.9, 0.5 if h.settings["weight_decay"] == STRONG else 0.7), {})
+    assert sel.chosen["weight_decay"] == STRONG
+
+
+def test_label_smoothing_ties_keep_the_default_whatever_the_loss():
+    """Smoothing raises the log loss by design, so a lower loss without it is no evidence."""
     head, sel = select_head(FakeHead, lambda h: (0.9, 0.5 if h.settings["label_smoothing"] == 0.0 else 0.7), {})
-    assert sel.chosen["label_smoothing"] == 0.0
+    assert sel.chosen["label_smoothing"] == DEFAULTS["label_smoothing"]
+    _, sel = select_head(FakeHead, lambda h: (0.95 if h.settings["label_smoothing"] == 0.0 else 0.9, 0.7), {})
+    assert sel.chosen["label_smoothing"] == 0.0  # a better accuracy still wins
 
 
 def test_given_settings_are_not_searched():

@@ -77,7 +77,7 @@ def _binomial_tail(k: int, n: int) -> float:
     return sum(comb(n, i) for i in range(k + 1)) / 2**n
 
 
-def _clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+def proportion_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Exact (Clopper-Pearson) interval for a binomial proportion k/n, by bisection on the tails."""
     from math import comb
 
@@ -125,6 +125,6 @@ def paired_loss(reference: Evaluation, other: Evaluation) -> PairedLoss:
     if discordant == 0:
         return PairedLoss(n, 0, 0, 1.0, (0.0, 0.0))
     p = min(1.0, 2 * _binomial_tail(min(lost, gained), discordant))
-    low, high = _clopper_pearson(lost, discordant)  # P(a discordant sample is a loss)
+    low, high = proportion_interval(lost, discordant)  # P(a discordant sample is a loss)
     scale = discordant / n
     return PairedLoss(n, lost, gained, p, (scale * (2 * low - 1), scale * (2 * high - 1)))

@@ -4,7 +4,10 @@ Why: one fixed recipe loses to a plain logistic-regression probe on some data (z
 erase the cue that tells look-alike classes apart; the right regularisation depends on the data).
 The search is staged (one setting at a time, the others at their current best) so it costs a handful
 of fits; settings the user gave explicitly are never searched. Candidates are ranked by validation
-accuracy, then lower validation loss; a tie keeps the earlier candidate (the default comes first).
+accuracy; an accuracy tie goes to the lower validation loss, except between two label-smoothing
+values: smoothing raises the log loss by design (it trains the head to be less sure), so there the
+loss says nothing about which head is better, and the tie keeps the earlier candidate (the default
+comes first).
 """
 
 from __future__ import annotations
@@ -58,13 +61,17 @@ class HeadSelection:
         if not self.searched:  # all given by the user, or no validation split to choose on
             return "head settings (none searched): " + ", ".join(f"{k} {v}" for k, v in self.chosen.items())
         chosen = ", ".join(f"{k} {self.chosen[k]}" for k in self.searched)
-        best = max(self.trials, key=_rank)
+        best = next(t for t in self.trials if t.settings == self.chosen)
         return (f"head settings by validation ({len(self.trials)} fits, {self.seconds:.1f} s): {chosen} "
                 f"(val accuracy {best.val_accuracy:.3f})")
 
 
-def _rank(trial: Trial) -> tuple[float, float]:
-    return (trial.val_accuracy, -trial.val_loss)
+def _better(candidate: Trial, best: Trial) -> bool:
+    if candidate.val_accuracy != best.val_accuracy:
+        return candidate.val_accuracy > best.val_accuracy
+    if candidate.settings.get("label_smoothing") != best.settings.get("label_smoothing"):
+        return False  # log losses of heads trained with different smoothing are not comparable
+    return candidate.val_loss < best.val_loss
 
 
 def select_head(
@@ -99,7 +106,7 @@ def select_head(
             continue
         for value in values:
             candidate = trial({**best[0].settings, name: value})
-            if _rank(candidate[0]) > _rank(best[0]):
+            if _better(candidate[0], best[0]):
                 best = candidate
     selection.chosen = dict(best[0].settings)
     selection.seconds = time.perf_counter() - start
