@@ -91,7 +91,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
     from .data.audio import SilenceOptions
     from .data.splits import SplitOptions
     from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
+    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, HParams, ModelOptions
 
     try:
         hp = HParams(seed=seed)

@@ -102,7 +102,6 @@ def fit_network(model, parameters, train: ImageSet, val: ImageSet, options: Clas
     `train_mode` puts the model in training mode (default: model.train()); frozen parts can keep eval."""
     import torch
 
-    hp = options.hparams
     threads = torch.get_num_threads()
     # Small networks on small batches train fastest on one thread (measured: 0.56 s vs 4.6 s an
     # epoch with two on a busy 2-core machine); --threads overrides.
