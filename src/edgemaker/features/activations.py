@@ -9,7 +9,6 @@ run resumes from what it had finished.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +23,7 @@ from ..backbones.spec import BackboneSpec
 from ..data.validate import Sample
 from ..paths import cache_dir
 from ..progress import Progress, SilentProgress
-from .cache import Key
+from .cache import Key, connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activations (
@@ -41,10 +40,7 @@ class ActivationStore:
         self.path = path or cache_dir() / "features.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=120, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(self.path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -33,6 +33,16 @@ CREATE TABLE IF NOT EXISTS media (
 Key = tuple[str, str, int]  # (content sha256, backbone cache id, view)
 
 
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """The cache database as every store in it opens it: WAL (readers never block the one writer,
+    concurrent runs share it), autocommit (each batch commits in its own transaction), `schema` applied."""
+    db = sqlite3.connect(path, timeout=120, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class FeatureCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "features.sqlite"
@@ -48,10 +58,7 @@ class FeatureCache:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=120, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db = connect(self.path, _SCHEMA)
         db.execute("SELECT count(*) FROM media").fetchone()
         return db
 
