@@ -177,6 +177,13 @@ def test_web_options_round_trip(tmp_path):
             auto_from_request({"options": bad})
     with pytest.raises(ValueError):
         options_from_request({"options": {"augment": "yes"}})
+    # Fine-tune depth from the Advanced panel: off by default, a block count, or chosen on validation.
+    assert not options.fine_tune.active
+    assert options_from_request({"options": {"fine_tune": 2}})[0].fine_tune.depth == 2
+    assert options_from_request({"options": {"fine_tune": "auto"}})[0].fine_tune.depth == "auto"
+    for bad in ("deep", True, -1, 1.5):
+        with pytest.raises(ValueError):
+            options_from_request({"options": {"fine_tune": bad}})
 
     api = Api(create_app(WebConfig(home=tmp_path / "projects")))
     assert api.get("/api/v1/options?task=image").json()["auto"]["default_minutes"] == 10

@@ -27,12 +27,12 @@ def options_from_request(request: dict):
     """(ClassifierOptions, formats) from a train request; ValueError/EdgemakerError on bad values."""
     from ..backbones import get_spec
     from ..pipeline import parse_formats
-    from ..tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
+    from ..tasks.options import AugmentationOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
 
     opts = request.get("options") or {}
     if not isinstance(opts, dict):
         raise ValueError("options must be an object")
-    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes"}
+    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes", "fine_tune"}
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
     hp = HParams(seed=int(opts.get("seed", 0)))
@@ -51,8 +51,13 @@ def options_from_request(request: dict):
     augment = opts.get("augment")
     if augment not in (None, True, False):
         raise ValueError("augment must be true, false or null (chosen on validation)")
+    # fine_tune: 0 (head only, the default), a number of last blocks, or "auto" (chosen on validation).
+    fine_tune = opts.get("fine_tune")
+    if not (fine_tune in (None, "auto") or (isinstance(fine_tune, int) and not isinstance(fine_tune, bool))):
+        raise ValueError("fine_tune must be a number of blocks (0, 1, 2, 3) or \"auto\"")
     options = ClassifierOptions(model=ModelOptions(backbone), hparams=hp,
-                                augmentation=AugmentationOptions(enabled=augment))
+                                augmentation=AugmentationOptions(enabled=augment),
+                                fine_tune=FineTuneOptions(depth=fine_tune))
     formats = parse_formats(request.get("formats") or list(web_formats()))
     return options, formats
 

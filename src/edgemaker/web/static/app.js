@@ -345,6 +345,7 @@ function fillOptions() {
   const o = state.options;
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) $(`#opt-${k}`).value = o.defaults[k];
   $("#opt-augment").value = "";
+  $("#opt-fine_tune").value = "";
   $("#opt-auto").checked = false;
   $("#opt-auto_minutes").value = o.auto ? o.auto.default_minutes : 10;
   $("#opt-backbone").replaceChildren(el("option", { value: "" }, o.backbones.length > 1 ? "automatic (best on validation)" : "default"),
@@ -357,6 +358,8 @@ function trainRequest() {
   const augment = $("#opt-augment").value;
   const options = augment ? { augment: augment === "on" } : {};
   if ($("#opt-auto").checked) options.auto_minutes = Number($("#opt-auto_minutes").value);
+  const fineTune = $("#opt-fine_tune").value;
+  if (fineTune) options.fine_tune = fineTune === "auto" ? "auto" : Number(fineTune);
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) options[k] = Number($(`#opt-${k}`).value);
   if ($("#opt-backbone").value) options.backbone = $("#opt-backbone").value;
   const formats = [...document.querySelectorAll("#formats input:checked")].map((i) => i.value);
