@@ -51,6 +51,16 @@ class FloatModel:
         return model_metadata(self.spec, self.classes, quantization, self.silence_threshold_db, frontend)
 
 
+def file_input(batch: np.ndarray, metadata: dict) -> np.ndarray:
+    """What a file takes, from what the float backbone takes: the same images, or waveform windows
+    turned into log-mel patches for files without the in-graph front end."""
+    if metadata["input"]["kind"] != "logmel":
+        return batch
+    from ..backbones.audio_backbones import FRONTENDS
+
+    return FRONTENDS[metadata["backbone"]].compute(batch.astype(np.float32))
+
+
 class Int8Backbone(Protocol):
     """The int8 backbone inside a quantized file: the same inputs as the float backbone -> (N, dim)."""
 
@@ -62,6 +72,7 @@ class Exporter(ABC):
 
     runtime: str
     suffix: str
+    route_id: str = ""  # how int8 files are quantized, when a runtime offers several routes
 
     def path(self, out_dir: Path, kind: str, frontend: bool) -> Path:
         return out_dir / f"{FILE_STEMS[kind]}{'' if frontend else '_nofrontend'}{self.suffix}"

@@ -63,7 +63,7 @@ def int8_digest(exporter: Exporter, spec_id: str, quantization: Quantization, fr
     """Names the int8 backbone: same weights, calibration, route and runtime -> same embeddings."""
     key = "\n".join(str(p) for p in quantization.calibration_files()) + repr(
         (spec_id, quantization.max_samples, quantization.ranges, quantization.per_channel, frontend, exporter.runtime,
-         getattr(exporter, "route_id", "")))
+         exporter.route_id))
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

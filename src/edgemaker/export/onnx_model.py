@@ -14,7 +14,7 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME, export_backbone_onnx
 from ..backbones.spec import BackboneSpec
-from .base import Exporter, FloatModel
+from .base import Exporter, FloatModel, file_input
 from .quantization import Quantization
 
 PROBABILITIES = "probabilities"
@@ -211,12 +211,8 @@ class OnnxInt8Backbone:
         self._meta = metadata
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        spec = self._meta["input"]
-        if spec["kind"] == "logmel":  # fed waveform windows like the float backbone; the caller computes log-mel
-            from ..backbones.audio_backbones import FRONTENDS
-
-            batch = FRONTENDS[self._meta["backbone"]].compute(batch.astype(np.float32))
-        out = self._session.run([self._output], {spec["name"]: np.ascontiguousarray(batch)})[0]
+        batch = file_input(batch, self._meta)
+        out = self._session.run([self._output], {self._meta["input"]["name"]: np.ascontiguousarray(batch)})[0]
         return out.reshape(len(batch), -1).astype(np.float32)
 
 

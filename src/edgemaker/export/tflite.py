@@ -22,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_json
 from ..errors import EdgemakerError, MissingDependencyError
-from .base import Exporter, FloatModel
+from .base import Exporter, FloatModel, file_input
 from .quantization import Quantization
 from .runtime import ModelFile
 
@@ -339,11 +339,7 @@ class TFLiteInt8Backbone:
         self._embedding = next(t for t in self._it.get_tensor_details() if t["index"] == embedding)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        x = batch.astype(np.float32)
-        if self._meta["input"]["kind"] == "logmel":
-            from ..backbones.audio_backbones import FRONTENDS
-
-            x = FRONTENDS[self._meta["backbone"]].compute(x)
+        x = file_input(batch, self._meta).astype(np.float32)
         scale, zero = self._embedding["quantization"]
         rows = []
         for row in x:
