@@ -217,7 +217,7 @@ def audio_run(tmp_path_factory):
     out = root / "run"
     train_run(tone_folder(root / "data"), out,
               ClassifierOptions(model=ModelOptions(backbone="efficientnet_lite0_mel"), **FAST),
-              formats=("onnx-int8", "onnx-fp32-nofrontend"))
+              formats=("onnx-int8", "onnx-fp32-nofrontend", "tflite-int8"))
     return out
 
 
@@ -254,15 +254,33 @@ def test_python_snippet_on_clips_matches_edgemaker_predict(audio_run, tmp_path, 
         assert_same_as_predict(model, clip, printed)
 
 
-def test_sound_snippets_for_the_int8_tflite_recipe_are_valid(audio_run, image_run, tmp_path):
-    """Full-int8 TFLite sound models take the log-mel patch: the LiteRT snippet computes it (the
-    same code the ONNX test above ran) and quantizes it; the TFLite Micro one quantizes a patch."""
-    meta = sn.read_model_metadata(audio_run / "model_fp32_nofrontend.onnx")
-    meta["tflite"] = {"input": {"dtype": "int8", "scale": 0.05, "zero_point": 3},
-                      "output": {"dtype": "int8", "scale": 1 / 256, "zero_point": -128}}
-    litert = sn.python_litert(meta, "model_int8.tflite")
-    compile(litert, "litert", "exec")
-    assert "def logmel(" in litert and "INPUT_SCALE, INPUT_ZERO_POINT = np.int8, 0.05, 3" in litert
+def test_litert_snippet_on_clips_matches_edgemaker_predict(audio_run, tmp_path):
+    """Full-int8 TFLite sound models take the log-mel patch: the LiteRT snippet computes it, quantizes
+    it with the file's own scale and zero point, and must print what `edgemaker predict` says."""
+    model = audio_run / "model_int8_nofrontend.tflite"
+    meta = sn.read_model_metadata(model)
+    assert meta["input"]["kind"] == "logmel"
+    for i, clip in enumerate(clips(tmp_path / "clips")):
+        code = sn.python_litert(meta, model.name, "clip.wav")
+        assert "def logmel(" in code and "import edgemaker" not in code
+        printed = run_snippet(code, tmp_path / f"run{i}", model, clip, "clip.wav")
+        assert_same_as_predict(model, clip, printed)
+
+
+def test_a_silent_patch_runs_through_the_full_int8_sound_model(audio_run):
+    """Digital silence makes a constant log-mel patch; its per-patch std must not quantize to zero
+    (the int8 DIV kernel aborts on a zero divisor): the file answers with finite probabilities."""
+    from edgemaker.export.runtime import load_exported
+
+    model = load_exported(audio_run / "model_int8_nofrontend.tflite")
+    patch = np.full((1, *model._shape[1:]), np.log(0.001), np.float32)  # log(0 + offset) everywhere
+    proba = model.predict_proba(patch)
+    assert proba.shape == (1, len(model.labels)) and np.isfinite(proba).all()
+    assert abs(float(proba.sum()) - 1) < 0.05
+
+
+def test_tflite_micro_sound_snippet_compiles(audio_run, image_run, tmp_path):
+    meta = sn.read_model_metadata(audio_run / "model_int8_nofrontend.tflite")
     code = sn.tflite_micro(meta, "model_int8.tflite", ["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"])
     assert "const float* logmel" in code and "MicroMutableOpResolver<3>" in code
     compile_tflm(code, image_run / "model_data.h", tmp_path)
