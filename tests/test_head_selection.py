@@ -157,3 +157,24 @@ def test_the_cli_records_the_choice_and_keeps_what_the_user_gave(tmp_path):
     assert runs["given"]["augmented_views"] == 1
     report = (tmp_path / "auto" / "report.html").read_text()
     assert auto["summary"].split(":")[0] in report and "Head settings tried" in report
+
+
+def test_an_identical_search_is_remembered_and_any_change_searches_again(tmp_path):
+    train, x_train = flipped_cue_set(30, seed=0)
+    val, x_val = flipped_cue_set(10, seed=1, views=0)
+    options = ClassifierOptions(hparams=HParams(epochs=10, patience=5), cache_dir=tmp_path)
+    head, first = _select_head(options, train, val, x_train, x_val)
+    assert not first.reused and len(first.trials) == 4
+    again_head, again = _select_head(options, train, val, x_train, x_val)
+    assert again.reused and again.chosen == first.chosen
+    assert [t.to_dict() for t in again.trials] == [t.to_dict() for t in first.trials]
+    assert "reused" in again.summary() and again.to_dict()["reused"] is True
+    np.testing.assert_allclose(again_head.predict_proba(x_val.vectors), head.predict_proba(x_val.vectors), atol=1e-6)
+    # Another seed, other embeddings or a corrupt memo file: a new search.
+    other_seed = ClassifierOptions(hparams=HParams(epochs=10, patience=5, seed=1), cache_dir=tmp_path)
+    assert not _select_head(other_seed, train, val, x_train, x_val)[1].reused
+    x_shifted = Embeddings(x_train.vectors + 1e-3, x_train.owner, x_train.view, x_train.n_samples)
+    assert not _select_head(options, train, val, x_shifted, x_val)[1].reused
+    for f in (tmp_path / "head-selection").glob("*.json"):
+        f.write_text("{not json")
+    assert not _select_head(options, train, val, x_train, x_val)[1].reused

@@ -12,9 +12,11 @@ comes first).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .softmax import SoftmaxHead
 
@@ -51,10 +53,18 @@ class HeadSelection:
     searched: list[str]
     trials: list[Trial] = field(default_factory=list)
     seconds: float = 0.0
+    reused: bool = False  # the trials are an identical earlier search's (SelectionMemo); one fit was made
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "searched": self.searched, "seconds": round(self.seconds, 2),
-                "summary": self.summary(), "candidates": [t.to_dict() for t in self.trials]}
+                "reused": self.reused, "summary": self.summary(), "candidates": [t.to_dict() for t in self.trials]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadSelection:
+        keys = ("val_accuracy", "val_loss", "best_epoch", "seconds")
+        trials = [Trial({k: v for k, v in t.items() if k not in keys}, t["val_accuracy"], t["val_loss"],
+                        t["best_epoch"], t["seconds"]) for t in d["candidates"]]
+        return cls(dict(d["chosen"]), list(d["searched"]), trials, d["seconds"])
 
     def summary(self) -> str:
         """One line for the console and the report."""
@@ -62,8 +72,35 @@ class HeadSelection:
             return "head settings (none searched): " + ", ".join(f"{k} {v}" for k, v in self.chosen.items())
         chosen = ", ".join(f"{k} {self.chosen[k]}" for k in self.searched)
         best = next(t for t in self.trials if t.settings == self.chosen)
-        return (f"head settings by validation ({len(self.trials)} fits, {self.seconds:.1f} s): {chosen} "
-                f"(val accuracy {best.val_accuracy:.3f})")
+        how = ("the same search on the same embeddings earlier, reused" if self.reused
+               else f"{len(self.trials)} fits, {self.seconds:.1f} s")
+        return f"head settings by validation ({how}): {chosen} (val accuracy {best.val_accuracy:.3f})"
+
+
+class SelectionMemo:
+    """Searches already made, by a digest of everything they depend on (embeddings, labels, options,
+    seed, grid): a retrain on unchanged data and settings fits the chosen head once instead of
+    repeating every candidate (the choice is a deterministic function of those inputs)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, key: str) -> HeadSelection | None:
+        try:
+            selection = HeadSelection.from_dict(json.loads((self.folder / f"{key}.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent or unreadable: search again
+        selection.reused = True
+        return selection
+
+    def put(self, key: str, selection: HeadSelection) -> None:
+        from ..atomic import write_json
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(self.folder / f"{key}.json", selection.to_dict())
+        except OSError:
+            pass  # a read-only cache only costs the next retrain its search
 
 
 def _better(candidate: Trial, best: Trial) -> bool:
@@ -79,11 +116,17 @@ def select_head(
     score: Callable[[SoftmaxHead], tuple[float, float]],
     given: dict,
     stages: Sequence[tuple[str, tuple]] = STAGES,
+    memo: tuple[SelectionMemo, str] | None = None,
 ) -> tuple[SoftmaxHead, HeadSelection]:
     """Fit `fit(settings)` for the staged candidates, score each with `score(head)` -> (val accuracy,
     val loss), and return the best head with the record. `given`: settings fixed by the user (or
-    not applicable, e.g. views when there is no augmentation); they are not searched."""
+    not applicable, e.g. views when there is no augmentation); they are not searched. `memo`: where
+    an identical search is remembered (store, key); the caller's key must cover every input of it."""
     start = time.perf_counter()
+    if memo is not None and (known := memo[0].get(memo[1])) is not None:
+        head = fit(known.chosen)
+        known.seconds = time.perf_counter() - start
+        return head, known
     settings = {**DEFAULTS, **given}
     searched = [name for name, _ in stages if name not in given]
     selection = HeadSelection(settings, searched)
@@ -110,4 +153,6 @@ def select_head(
                 best = candidate
     selection.chosen = dict(best[0].settings)
     selection.seconds = time.perf_counter() - start
+    if memo is not None:
+        memo[0].put(memo[1], selection)
     return best[1], selection

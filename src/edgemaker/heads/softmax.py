@@ -24,6 +24,8 @@ class EpochRecord:
 
 
 class SoftmaxHead:
+    VERSION = 1  # bump when training changes what a fit returns (remembered head searches are keyed on it)
+
     def __init__(
         self,
         epochs: int = 100,

@@ -7,6 +7,7 @@ sample with many, and sample-level results are the mean of its windows' probabil
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,7 +27,7 @@ from ..export.quantization import Quantization
 from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
-from ..heads.selection import DEFAULTS, HeadSelection, select_head
+from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
 from .options import ClassifierOptions
@@ -63,7 +64,24 @@ def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation
                                   x_val.aggregate(head.predict_proba(x_val.vectors)))
         return ev.accuracy, ev.loss
 
-    return select_head(fit, score, given)
+    return select_head(fit, score, given, memo=(_selection_memo(options), _selection_key(
+        options, given, (x_train, _labels(train, x_train)), (x_val, y_val))))
+
+
+def _selection_memo(options: ClassifierOptions) -> SelectionMemo:
+    from ..paths import cache_dir
+
+    return SelectionMemo((options.cache_dir or cache_dir()) / "head-selection")
+
+
+def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embeddings, np.ndarray | None]) -> str:
+    """Digest of every input of the head search: embeddings (rows, owners, views), labels, the head
+    options (seed, epochs, ...), the given settings, the grid and the head's code version."""
+    h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, sorted(given.items()), options.hparams)).encode())
+    for emb, labels in parts:
+        for a in (emb.vectors, emb.owner, emb.view, labels if labels is not None else np.zeros(0)):
+            h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def _resolved(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
