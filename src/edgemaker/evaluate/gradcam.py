@@ -43,32 +43,13 @@ class Explanations:
                 "images": [{k: v for k, v in item.items() if k != "overlay"} for item in self.items]}
 
 
-def last_conv(module, example) -> tuple[str, object]:
-    """(name, module) of the last torch Conv2d that runs in a forward pass of `example`."""
-    import torch
-
-    order: list[str] = []
-    names = {m: n for n, m in module.named_modules()}
-    hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(names[mod]))
-             for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            module(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
-        raise ValueError("the backbone has no 2-D convolution")
-    name = order[-1]
-    return name, dict(module.named_modules())[name]
-
-
 def gradcam(module, coef: np.ndarray, intercept: np.ndarray, images: np.ndarray, targets: Sequence[int],
             batch_size: int = 8) -> tuple[np.ndarray, str]:
     """Grad-CAM maps in [0, 1], (N, S, S) for uint8 (N, S, S, 3) `images`, and the layer's name.
 
-    `module`: float input (already normalised, as the builder's) -> (N, D) features; the class
-    score is `features @ coef.T + intercept`. Only the part after the layer keeps a graph."""
+    `module`: uint8 NHWC images -> (N, D) features; the class score is `features @ coef.T + intercept`.
+    The layer is the last Conv2d that runs: every convolution's output is cut from the graph as it
+    leaves (so the frozen prefix keeps no graph), and the last one cut is where the gradient starts."""
     import torch
     import torch.nn.functional as F
 
@@ -78,15 +59,18 @@ def gradcam(module, coef: np.ndarray, intercept: np.ndarray, images: np.ndarray,
     w = torch.from_numpy(np.asarray(coef, np.float32))
     b = torch.from_numpy(np.asarray(intercept, np.float32))
     size = images.shape[1]
-    name, layer = last_conv(module, torch.from_numpy(images[:1]))
-    seen: dict[str, torch.Tensor] = {}
+    seen: dict = {}
 
-    def keep(_mod, _inp, out):
-        out = out.detach().requires_grad_(True)  # the prefix needs no graph: the gradient starts here
-        seen["a"] = out
-        return out
+    def cut(name: str):
+        def hook(_mod, _inp, out):
+            out = out.detach().requires_grad_(True)
+            seen["a"], seen["name"] = out, name
+            return out
+        return hook
 
-    handle = layer.register_forward_hook(keep)
+    handles = [m.register_forward_hook(cut(n)) for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if not handles:
+        raise ValueError("the backbone has no 2-D convolution")
     maps = []
     try:
         for start in range(0, len(images), batch_size):
@@ -103,8 +87,9 @@ def gradcam(module, coef: np.ndarray, intercept: np.ndarray, images: np.ndarray,
             peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)
             maps.append((cam / peak[:, None, None]).numpy())
     finally:
-        handle.remove()
-    return np.concatenate(maps) if maps else np.zeros((0, size, size), np.float32), name
+        for h in handles:
+            h.remove()
+    return np.concatenate(maps) if maps else np.zeros((0, size, size), np.float32), seen.get("name", "")
 
 
 def heat_colours(heat: np.ndarray) -> np.ndarray:
