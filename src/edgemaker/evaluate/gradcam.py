@@ -72,6 +72,8 @@ def gradcam(module, coef: np.ndarray, intercept: np.ndarray, images: np.ndarray,
     if not handles:
         raise ValueError("the backbone has no 2-D convolution")
     maps = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a dozen images: a second thread mostly spins (4x slower on a busy 2-core machine)
     try:
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
@@ -87,6 +89,7 @@ def gradcam(module, coef: np.ndarray, intercept: np.ndarray, images: np.ndarray,
             peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12)
             maps.append((cam / peak[:, None, None]).numpy())
     finally:
+        torch.set_num_threads(threads)
         for h in handles:
             h.remove()
     return np.concatenate(maps) if maps else np.zeros((0, size, size), np.float32), seen.get("name", "")
