@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path as PathParam, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -33,6 +33,11 @@ SERVED = {".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json":
 SANDBOX = ("sandbox allow-scripts; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; media-src data:")
 RUN_ID_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$"
+# projects.safe_name's rule, in the schema (so a fuzzer knows which names are valid): 1 to 64 characters,
+# none of / \ : * ? " < > | or control characters, no dot or space at either end.
+_NAME_CHAR = r'[^\x00-\x1f\x7f/\\:*?"<>|]'
+_NAME_END = r'[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000/\\:*?"<>|.]'  # str.strip's spaces
+NAME_PATTERN = rf"^{_NAME_END}$|^{_NAME_END}{_NAME_CHAR}{{0,62}}{_NAME_END}$"
 
 
 # -- response models -------------------------------------------------------------------------------
@@ -275,18 +280,21 @@ ERRORS = {400: {"model": ErrorResponse, "description": "a bad project, run or fi
           422: {"model": ErrorResponse, "description": "a missing or malformed parameter"}}
 
 
+ProjectName = Annotated[str, PathParam(description="project name", pattern=NAME_PATTERN)]
+
+
 def add_history_routes(app: FastAPI, project) -> None:
     """`project(name) -> Project` is the app's own lookup (404s and all)."""
 
     @app.get("/api/v1/projects/{name}/history", response_model=History, responses=ERRORS, tags=["runs"])
-    def history(name: str) -> History:
+    def history(name: ProjectName) -> History:
         """Every run of the project (settings, accuracies, sizes, times) and its compare/curve results."""
         p = project(name)
         runs = [run_summary(p, p.runs_dir / r["id"]) for r in jobs.list_runs(p)]
         return History(runs=runs, experiments=list_experiments(p))
 
     @app.get("/api/v1/projects/{name}/history/compare", response_model=Comparison, responses=ERRORS, tags=["runs"])
-    def compare_runs(name: str,
+    def compare_runs(name: ProjectName,
                      a: str = Query(description="run id (the reference)", pattern=RUN_ID_PATTERN),
                      b: str = Query(description="run id (compared with a)", pattern=RUN_ID_PATTERN)) -> Comparison:
         """Two runs line by line: each setting and result, whether it differs, and b - a for numbers."""
@@ -297,7 +305,10 @@ def add_history_routes(app: FastAPI, project) -> None:
              response_class=FileResponse,
              responses={200: {"description": "the file (html, svg, json, md, txt, csv, png, jpg)",
                               "content": {t.split(";")[0]: {} for t in SERVED.values()}}, **ERRORS})
-    def experiment_download(name: str, experiment: str, filename: str):
+    def experiment_download(name: ProjectName,
+                            experiment: str = PathParam(description="folder under the project's experiments/",
+                                                        pattern=NAME_PATTERN),
+                            filename: str = PathParam(description="a file directly inside it")):
         """A file of one `edgemaker compare` / `curve` result folder under the project's experiments/."""
         target = experiment_file(project(name), experiment, filename)
         return FileResponse(target, media_type=SERVED[target.suffix.lower()],
