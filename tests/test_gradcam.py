@@ -78,7 +78,7 @@ def test_explain_misclassified_batches_only_wrong_images(trained, tmp_path):
     from edgemaker.data.validate import Sample
     from edgemaker.evaluate.metrics import evaluate_predictions
 
-    module, head, spec = trained
+    _, head, spec = trained
     rng = np.random.default_rng(3)
     kinds = ["stripes", "checks", "stripes"]
     samples = []

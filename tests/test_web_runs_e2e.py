@@ -49,7 +49,7 @@ def _row(table, key: str) -> list[str]:
     return [c.inner_text().strip() for c in table.locator(f'tr[data-key="{key}"] td').all()]
 
 
-def test_runs_page_lists_two_runs_and_compares_them(served, page):
+def test_runs_page_lists_two_runs_and_compares_them(served, page):  # noqa: F811 - the imported fixture
     url, a, b = served
     page.goto(url)
     page.get_by_role("button", name=re.compile("^shapes")).click()
