@@ -156,6 +156,7 @@ def train_run(
             _fine_tune_test(clf, test_eval, splits, progress)
         t_eval = time.perf_counter() - t0
         progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
+        explanations = _explain(clf, splits, test_eval, progress)
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +210,7 @@ def train_run(
         "train_s": clf.timings["train_s"],
         **({"fine_tune_s": clf.timings["fine_tune_s"]} if "fine_tune_s" in clf.timings else {}),
         "evaluate_s": t_eval,
+        "gradcam_s": explanations.seconds,
         "export_s": t_export,
     }
     timings["total_s"] = time.perf_counter() - start
@@ -226,11 +228,26 @@ def train_run(
     if auto_record is not None:
         metrics["auto"] = auto_record.to_dict()
     metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
+    metrics["explanations"] = explanations.to_dict()
     write_json(out_dir / "metrics.json", metrics)
-    write_report(out_dir / "report.html", metrics, splits, test_eval)
+    write_report(out_dir / "report.html", metrics, splits, test_eval, explanations=explanations.overlays())
     if budget_problems:
         raise EdgemakerError(budget_problems[0])
     return metrics
+
+
+def _explain(clf: Classifier, splits: Splits, test_eval: Evaluation, progress: Progress):
+    """Grad-CAM of the misclassified test images for the report (evaluate/gradcam.py); never fails a run."""
+    from .evaluate.gradcam import Explanations, explain_misclassified
+
+    try:
+        out = explain_misclassified(clf, splits.test, test_eval)
+    except Exception as exc:  # noqa: BLE001 - an explanation must never cost the user the trained model
+        out = Explanations(skipped=f"Grad-CAM failed ({type(exc).__name__}: {exc})",
+                           total_wrong=int((test_eval.y_pred != test_eval.y_true).sum()))
+    if out.items:
+        progress.log(f"Grad-CAM: {len(out.items)} misclassified test images explained ({out.seconds:.1f} s)")
+    return out
 
 
 def _fine_tune_test(clf: Classifier, test_eval: Evaluation, splits: Splits, progress: Progress) -> None:

@@ -27,6 +27,7 @@ th{background:#eef0f7}td:first-child,th:first-child{text-align:left}
 width:124px;font-size:12px}.thumbs img{width:112px;height:112px;object-fit:cover;display:block}
 .thumbs figure.clip{width:236px}.thumbs img.spec{width:224px;height:96px;object-fit:fill}.thumbs audio{width:224px;height:32px}
 .muted{color:#667}svg text{font:11px system-ui,sans-serif}
+.thumbs figure.cam{width:236px}.thumbs figure.cam img{display:inline-block;margin-right:0}
 """
 
 
@@ -159,7 +160,33 @@ def _fine_tune_section(ft: dict | None) -> list[str]:
     return out
 
 
-def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 40) -> None:
+def _explanations_section(record: dict | None, overlays: dict[int, str], splits: Splits) -> list[str]:
+    """Grad-CAM of misclassified test images (evaluate/gradcam.py): the photo and its heat map side by side."""
+    if not record:
+        return []
+    out = ["<h2>Where the float model looked (Grad-CAM)</h2>"]
+    if record.get("skipped"):
+        return out + [f"<p class=muted>Not shown: {_e(record['skipped'])}.</p>"]
+    out.append(f"<p class=muted>Heat (red) marks what raised the score of the class the float model predicted, at "
+               f"the backbone's last convolution ({_e(record['layer'])}); {record['explained']} of "
+               f"{record['misclassified']} misclassified test images, most confident first, "
+               f"{record['seconds']:.1f} s. Heat on the background, a border or a mark rather than the object "
+               "suggests a shortcut in the training data.</p>")
+    figs = []
+    for item in record["images"]:
+        uri = overlays.get(item["index"])
+        if not uri:
+            continue
+        path = splits.test[item["index"]].path
+        figs.append(f'<figure class=cam><img alt="{_e(item["path"])}" src="{_thumb(path)}">'
+                    f'<img alt="Grad-CAM of {_e(item["path"])} for {_e(item["predicted"])}" src="{uri}">'
+                    f"<figcaption>true <b>{_e(item['label'])}</b>, predicted <b>{_e(item['predicted'])}</b> "
+                    f"({item['confidence']:.0%})<br><span class=muted>{_e(item['path'])}</span></figcaption></figure>")
+    return out + ["<div class=thumbs>" + "".join(figs) + "</div>"]
+
+
+def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 40,
+                 explanations: dict[int, str] | None = None) -> None:
     hist = metrics["training"]["history"]
     test = metrics["test"]
     exports = metrics["exports"]
@@ -294,5 +321,6 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         out.append("<div class=thumbs>" + "".join(figs) + "</div>")
     else:
         out.append(f"<p>None: every test {noun[:-1]} was classified correctly.</p>")
+    out += _explanations_section(metrics.get("explanations"), explanations or {}, splits)
     out.append("</main></body></html>")
     write_text(target, "\n".join(out))

@@ -23,6 +23,7 @@ from .. import __version__
 from ..data.folders import MEDIA_EXTENSIONS as _EXTS
 from ..errors import EdgemakerError
 from . import jobs
+from .history import add_history_routes
 from .projects import Project, ProjectStore, WebError
 from .security import Guard, SecurityConfig, error_body
 
@@ -362,6 +363,8 @@ def create_app(config: WebConfig) -> FastAPI:
         found = snippets.snippets_for(meta, filename, base_url=str(request.base_url).rstrip("/"), project=name,
                                       ops=ops, arena_bytes=arena, c_array=c_array)
         return {"file": filename, "snippets": [s.to_dict() for s in found]}
+
+    add_history_routes(app, project)  # the runs page: /history, /history/compare, /experiments/...
 
     # -- predictions ----------------------------------------------------------------------------
     @app.post("/api/v1/predict")

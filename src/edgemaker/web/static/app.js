@@ -1,4 +1,5 @@
 // The edgemaker page: plain ES module, no build step. Every action is one call to the local API.
+import { showRuns } from "./runs.js";
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -644,6 +645,7 @@ function wire() {
     $("#train-state").textContent = "cancelling…";
   }));
   $("#run-select").addEventListener("change", guard(async (e) => showRun(e.target.value)));
+  $("#tab-runs").addEventListener("click", guard(async () => showRuns(state.project.name, $("#runs"))));
   $("#preview-live").addEventListener("click", guard(livePreview));
   $("#preview-stop").addEventListener("click", stopMedia);
   $("#preview-file").addEventListener("change", guard(async (e) => { const f = e.target.files[0]; if (f) await classifyFile(f); e.target.value = ""; }));
@@ -659,7 +661,7 @@ async function start() {
   if (state.info.mode === "model") {  // `edgemaker serve --model`: the preview alone
     $("#view-project").hidden = false;
     $("#project-title").textContent = state.info.model.file;
-    for (const t of ["tab-data", "tab-train", "tab-results", "tab-export"]) $(`#${t}`).hidden = true;
+    for (const t of ["tab-data", "tab-train", "tab-results", "tab-export", "tab-runs"]) $(`#${t}`).hidden = true;
     selectTab("tab-preview");
     $("#preview-live").textContent = state.info.model.modality === "image" ? "Live camera" : "Live microphone";
     $("#preview-model").textContent = `Serving ${state.info.model.file}: ${state.info.model.labels.join(", ")}`;
