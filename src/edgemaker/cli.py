@@ -50,7 +50,7 @@ def cli() -> None:
               help="train/val/test percentages for folders without their own split.")
 @click.option("--formats", default="onnx-fp32,onnx-int8,tflite-int8", show_default=True,
               help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16, tflite-fp32, tflite-int8, "
-                   "tflite-dynamic, tflite-fp16, c-array (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
+                   "tflite-dynamic, tflite-fp16, c-array, arduino (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
 @click.option("--input-size", type=int, default=None,
               help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
 @click.option("--width", type=int, default=None, help="small_cnn: channels of the first conv block (default 16).")
