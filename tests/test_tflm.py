@@ -49,6 +49,9 @@ def test_tflm_agrees_with_litert_and_measures_the_arena(small):
     assert result.samples == 12 and result.of == len(paths)
     assert result.agreement_with_litert >= 0.99, result
     assert result.max_abs_diff < 0.05 and result.ms_per_inference > 0
+    # TFLM plans the activations as the liveness estimate does, and adds its persistent data.
+    assert result.arena_planned_bytes + result.arena_persistent_bytes == result.arena_bytes
+    assert abs(result.arena_planned_bytes - budget(path, measure=False).peak_ram_bytes) <= 0.05 * result.arena_planned_bytes
     # The measured arena is the smallest TFLM allocates in: 16 bytes less (its alignment) does not.
     data = path.read_bytes()
     assert tflm._new(data, result.arena_bytes, "m") is not None

@@ -311,8 +311,9 @@ def _tflm(exports: list[dict]) -> list[str]:
             continue
         said.append(f"{_e(e['path'])}: agrees with LiteRT on <b>{t['agreement_with_litert']:.1%}</b> of {t['samples']} "
                     f"test files (of {t['of']}; top class equal, largest probability difference {t['max_abs_diff']:.4f}); "
-                    f"tensor arena <b>{_mb(t['arena_bytes'])}</b> measured (liveness estimate "
-                    f"{_mb(t['estimate_bytes']) if t.get('estimate_bytes') else '–'}); {t['ms_per_inference']:.0f} ms "
+                    f"tensor arena <b>{_mb(t['arena_bytes'])}</b> measured: {_mb(t.get('arena_planned_bytes') or 0)} "
+                    f"of activations (liveness estimate {_mb(t['estimate_bytes']) if t.get('estimate_bytes') else '–'}) "
+                    f"+ {_mb(t.get('arena_persistent_bytes') or 0)} persistent; {t['ms_per_inference']:.0f} ms "
                     "per inference with TFLM's reference kernels on this machine")
     return ["<h3>TensorFlow Lite Micro</h3><p>Each full-int8 .tflite was run in the TensorFlow Lite Micro interpreter, "
             "the runtime of microcontrollers; device budgets use its measured arena.</p><ul>"

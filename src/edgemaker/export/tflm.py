@@ -95,11 +95,12 @@ def _new(data: bytes, arena: int, name: str):
     raise TFLMUnsupported(_problem(name, log))
 
 
-def _allocated_total(interpreter) -> int | None:
+def allocations(interpreter) -> dict[str, int]:
+    """TFLM's recording allocator: 'total', 'head' (the planned, reused activations: what the liveness
+    estimate predicts) and 'tail' (persistent: quantization parameters, per-operator data), in bytes."""
     with _native_log() as said:
         interpreter.print_allocations()
-    m = re.search(r"Arena allocation total (\d+) bytes", said[0])
-    return int(m.group(1)) if m else None
+    return {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", said[0])}
 
 
 def load(data: bytes, name: str = "model") -> tuple[object, int]:
@@ -115,7 +116,7 @@ def load(data: bytes, name: str = "model") -> tuple[object, int]:
         if size > 1 << 31:
             raise TFLMUnsupported(f"{name}: TensorFlow Lite Micro could not allocate even a 2 GB arena")
         size *= 2
-    total = _allocated_total(it)
+    total = allocations(it).get("total")
     if total is not None and total <= size and _new(data, total, name) is not None:
         if total <= 16 or _new(data, total - 16, name) is None:  # the planner aligns to 16 bytes
             return it, total
@@ -163,6 +164,7 @@ class TFLMModel(ModelFile):
     def __init__(self, like: ModelFile) -> None:
         self.path, self.metadata, self.labels, self.input = like.path, like.metadata, like.labels, like.input
         it, self.arena_bytes = load(self.path.read_bytes(), self.path.name)
+        self.allocations = allocations(it)
         self._it = _Adapter(it)
         self._in, self._out = _details(it.get_input_details(0), 0), _details(it.get_output_details(0), 0)
         self._shape = tuple(int(d) for d in self._in["shape"])
@@ -186,6 +188,8 @@ class TFLMCheck:
     max_abs_diff: float | None = None  # largest probability difference
     arena_bytes: int | None = None  # measured by TFLM
     estimate_bytes: int | None = None  # the liveness estimate (device.budget)
+    arena_planned_bytes: int | None = None  # TFLM's planned activations (compare with the estimate) ...
+    arena_persistent_bytes: int | None = None  # ... and its persistent data (quantization parameters, op data)
     ms_per_inference: float | None = None
     disagreements: list[str] = field(default_factory=list)
 
@@ -225,8 +229,9 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
         else:
             wrong.append(Path(path).name)
     return TFLMCheck("ok", None, len(chosen), len(paths), round(same / len(chosen), 4) if chosen else None,
-                     round(diff, 6), micro.arena_bytes, estimate_bytes,
-                     round(1000 * seconds / inferences, 1) if inferences else None, wrong[:10])
+                     round(diff, 6), micro.arena_bytes, estimate_bytes, micro.allocations.get("head"),
+                     micro.allocations.get("tail"), round(1000 * seconds / inferences, 1) if inferences else None,
+                     wrong[:10])
 
 
 def warnings(exports: list[dict]) -> list[str]:
