@@ -142,7 +142,8 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         lines += [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
                  f"({metrics['splits']['test']} {noun}), total {metrics['timings']['total_s']:.1f} s"]
         for e in metrics["exports"]:
-            ram = f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else ""
+            ram = (f"  RAM {e['arena_bytes'] / 1e6:.2f} MB (TFLite Micro)" if e.get("arena_bytes") else
+                   f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else "")
             lines.append(f"  {e['format']:<14} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
                          f"{e['latency_ms']:.1f} ms{ram}  {out / e['path']}")
         lines.append(f"report: {out / 'report.html'}")

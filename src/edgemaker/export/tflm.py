@@ -5,7 +5,7 @@ estimate), and whether its outputs agree with LiteRT's on real inputs.
 
 TFLM's Python interpreter runs the reference kernels, one inference at a time (EfficientNet-Lite0 at
 224 px: about half a second), so the agreement is measured on an evenly spread sample of at most
-MAX_SAMPLES test files, and the record says how many. Its C++ code logs to file descriptor 2; that
+MAX_SAMPLES test files (fewer for long sounds: MAX_INFERENCES windows), and the record says how many. Its C++ code logs to file descriptor 2; that
 text is captured (it names an unsupported operator) and never reaches the console.
 """
 
@@ -26,7 +26,8 @@ import numpy as np
 from ..errors import EdgemakerError
 from .runtime import ModelFile
 
-MAX_SAMPLES = 50  # test files run through TFLM per int8 file (about 0.5 s each for Lite0 at 224 px)
+MAX_SAMPLES = 25  # test files run through TFLM per int8 file (about 0.5 s each for Lite0 at 224 px) ...
+MAX_INFERENCES = 100  # ... and at most this many windows (a sound file is several)
 AGREEMENT_GOAL = 0.99
 INSTALL = "pip install tflite-micro (or `pip install 'edgemaker[tflite]'`)"
 _NATIVE = threading.Lock()  # fd 2 is process-wide: one capture at a time
@@ -205,7 +206,7 @@ def spread(items: Sequence, n: int) -> list:
 
 
 def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPLES,
-          estimate_bytes: int | None = None) -> TFLMCheck:
+          estimate_bytes: int | None = None, max_inferences: int = MAX_INFERENCES) -> TFLMCheck:
     """Run the file `litert` holds in TFLM on (a spread sample of) `paths`; compare with LiteRT."""
     if not available():
         return TFLMCheck("skipped", f"TensorFlow Lite Micro is not installed: {INSTALL}", of=len(paths),
@@ -214,10 +215,12 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
         micro = TFLMModel(litert)
     except TFLMUnsupported as exc:
         return TFLMCheck("unsupported", str(exc), of=len(paths), estimate_bytes=estimate_bytes)
-    chosen = spread(list(paths), max_samples)
+    first = litert.prepare(paths[0]) if len(paths) else None
+    per_file = max(1, len(first)) if first is not None else 1
+    chosen = spread(list(paths), max(1, min(max_samples, max_inferences // per_file)))
     same, diff, wrong, inferences, seconds = 0, 0.0, [], 0, 0.0
     for path in chosen:
-        windows = litert.prepare(path)
+        windows = first if path == paths[0] else litert.prepare(path)
         a = litert.predict_prepared(windows)
         t = time.perf_counter()
         b = micro.predict_prepared(windows)
