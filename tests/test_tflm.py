@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -193,7 +194,10 @@ def test_cli_arduino_format_runs_tflm_and_records_it(tmp_path):
     assert t["estimate_bytes"] == exports["tflite-int8"]["peak_ram_bytes"]
     assert metrics["timings"]["export_steps"]["tflm_check_s"] > 0
     name = library_name(data.name)
-    assert exports["arduino"]["path"] == f"arduino/{name}"
+    assert exports["arduino"]["path"] == f"{name}.zip" and exports["arduino"]["folder"] == f"arduino/{name}"
     assert (out / "arduino" / name / "examples" / name / f"{name}.ino").is_file()
+    with zipfile.ZipFile(out / f"{name}.zip") as z:  # what the Arduino IDE's "Add .ZIP Library" takes
+        assert f"{name}/examples/{name}/{name}.ino" in z.namelist() and f"{name}/library.properties" in z.namelist()
+        assert z.read(f"{name}/src/{name}.h") == (out / "arduino" / name / "src" / f"{name}.h").read_bytes()
     report = (out / "report.html").read_text()
     assert "TensorFlow Lite Micro" in report and "agrees with LiteRT" in report

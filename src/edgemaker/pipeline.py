@@ -293,7 +293,7 @@ def _c_array(out_dir: Path, exports: list[dict], clf: Classifier) -> dict:
 
 def _arduino(out_dir: Path, exports: list[dict], litert: ExportedModel, splits: Splits, data_dir: Path) -> dict:
     """The Arduino library (export/arduino.py) around tflite-int8's bytes; its example input is a test file."""
-    from .export.arduino import library_name, write_library
+    from .export.arduino import library_name, write_library, zip_library
     from .export.snippets import tflite_ops
     from .export.tflite import read_metadata
 
@@ -306,8 +306,10 @@ def _arduino(out_dir: Path, exports: list[dict], litert: ExportedModel, splits: 
     name = library_name(Path(data_dir).resolve().name)
     root = write_library(tflite, out_dir / "arduino", read_metadata(tflite), name, tflite_ops(tflite) or [],
                          windows[0], note, source.get("arena_bytes"), source["peak_ram_bytes"])
-    return {**source, "format": "arduino", "path": str(root.relative_to(out_dir)), "size_bytes": tflite.stat().st_size,
-            "source": source["path"], "note": f"an Arduino library holding exactly the bytes of {source['path']}"}
+    archive = zip_library(root, out_dir / f"{name}.zip")
+    return {**source, "format": "arduino", "path": archive.name, "folder": root.relative_to(out_dir).as_posix(),
+            "size_bytes": tflite.stat().st_size, "source": source["path"],
+            "note": f"an Arduino library (zip and folder) holding exactly the bytes of {source['path']}"}
 
 
 def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], progress: Progress):

@@ -6,18 +6,20 @@ comment says what LiteRT predicted for it. The arena size is the one TFLM measur
 headroom for optimized kernels' scratch buffers; without a measurement, the liveness estimate.
 
 Build: install the TensorFlow Lite Micro Arduino library (github.com/tensorflow/tflite-micro-arduino-examples,
-`Arduino_TensorFlowLite`), copy this folder into your Arduino `libraries/` folder, open the example.
+`Arduino_TensorFlowLite`), then add <name>.zip (Sketch > Include Library > Add .ZIP Library) or copy the
+folder into your Arduino `libraries/` folder, and open the example.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text
+from ..atomic import atomic_path, write_text
 from .device import write_c_array
 from .snippets import _tflm_add
 
@@ -165,3 +167,12 @@ def write_library(tflite: Path, out_dir: Path, metadata: dict, name: str, ops: l
     write_text(plain, "// Build: g++ main.cc ../src/*.cpp + the TensorFlow Lite Micro library, -I../src -I<tflite-micro>.\n"
                + program(name, metadata, ops, arena, example, example_note, arduino=False))
     return root
+
+
+def zip_library(root: Path, target: Path) -> Path:
+    """The library as the zip the Arduino IDE adds (one top folder named as the library), atomically."""
+    with atomic_path(target, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            z.write(f, f"{root.name}/{f.relative_to(root).as_posix()}")
+    return target
+
