@@ -183,8 +183,9 @@ def train_run(
             if path.suffix == ".tflite":
                 from .export.device import budget
 
-                tflm = _tflm_check(session, model, [s.path for s in splits.test], progress)
-                b = budget(path, measure=False, arena_bytes=tflm.arena_bytes if tflm else None)
+                b = budget(path, measure=False)
+                tflm = _tflm_check(session, model, [s.path for s in splits.test], progress, b.macs)
+                b.arena_bytes = tflm.arena_bytes if tflm else None
                 entry.update(peak_ram_bytes=b.peak_ram_bytes, macs=b.macs, arena_bytes=b.arena_bytes)
                 if tflm:
                     tflm.estimate_bytes = b.peak_ram_bytes
@@ -312,18 +313,19 @@ def _arduino(out_dir: Path, exports: list[dict], litert: ExportedModel, splits: 
             "note": f"an Arduino library (zip and folder) holding exactly the bytes of {source['path']}"}
 
 
-def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], progress: Progress):
+def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], progress: Progress, macs: int):
     """A full-int8 .tflite file run in TensorFlow Lite Micro beside LiteRT (export/tflm.py); None for others."""
     if model.metadata["quantization"] != "int8":
         return None
     from .export import tflm
 
     t0 = time.perf_counter()
-    result = tflm.check(model, test)
+    result = tflm.check(model, test, macs=macs)
     session.timings["tflm_check_s"] = round(session.timings.get("tflm_check_s", 0.0) + time.perf_counter() - t0, 3)
     if result.status == "ok":
         progress.log(f"TFLite Micro: {model.path.name} agrees with LiteRT on {result.agreement_with_litert:.1%} of "
-                     f"{result.samples} test files; arena {result.arena_bytes / 1e3:.1f} kB measured")
+                     f"{result.samples} test {'images' if model.modality == 'image' else 'windows'}; arena "
+                     f"{result.arena_bytes / 1e3:.1f} kB measured")
     else:
         progress.log(f"TFLite Micro check {result.status}: {result.message}")
     return result

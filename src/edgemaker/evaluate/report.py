@@ -310,7 +310,8 @@ def _tflm(exports: list[dict]) -> list[str]:
             said.append(f"{_e(e['path'])}: {_e(t['status'])} ({_e(t['message'])})")
             continue
         said.append(f"{_e(e['path'])}: agrees with LiteRT on <b>{t['agreement_with_litert']:.1%}</b> of {t['samples']} "
-                    f"test files (of {t['of']}; top class equal, largest probability difference {t['max_abs_diff']:.4f}); "
+                    f"test files (of {t['of']}; one inference each, top class equal; largest probability difference "
+                    f"{t['max_abs_diff']:.4f}); "
                     f"tensor arena <b>{_mb(t['arena_bytes'])}</b> measured: {_mb(t.get('arena_planned_bytes') or 0)} "
                     f"of activations (liveness estimate {_mb(t['estimate_bytes']) if t.get('estimate_bytes') else '–'}) "
                     f"+ {_mb(t.get('arena_persistent_bytes') or 0)} persistent; {t['ms_per_inference']:.0f} ms "

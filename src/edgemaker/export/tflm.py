@@ -5,7 +5,8 @@ estimate), and whether its outputs agree with LiteRT's on real inputs.
 
 TFLM's Python interpreter runs the reference kernels, one inference at a time (EfficientNet-Lite0 at
 224 px: about half a second), so the agreement is measured on an evenly spread sample of at most
-MAX_SAMPLES test files (fewer for long sounds: MAX_INFERENCES windows), and the record says how many. Its C++ code logs to file descriptor 2; that
+at most MAX_SAMPLES test files (fewer for heavy networks: MAC_BUDGET), one inference each (a sound:
+its middle window, so the top class of one window is compared), and the record says how many. Its C++ code logs to file descriptor 2; that
 text is captured (it names an unsupported operator) and never reaches the console.
 """
 
@@ -26,8 +27,8 @@ import numpy as np
 from ..errors import EdgemakerError
 from .runtime import ModelFile
 
-MAX_SAMPLES = 25  # test files run through TFLM per int8 file (about 0.5 s each for Lite0 at 224 px) ...
-MAX_INFERENCES = 100  # ... and at most this many windows (a sound file is several)
+MAX_SAMPLES, MIN_SAMPLES = 25, 8  # test files run through TFLM per int8 file, one inference each ...
+MAC_BUDGET = 10e9  # ... as many as 10 G multiply-accumulates allow (Lite0 224 px: 25, about 0.5 s each)
 AGREEMENT_GOAL = 0.99
 INSTALL = "pip install tflite-micro (or `pip install 'edgemaker[tflite]'`)"
 _NATIVE = threading.Lock()  # fd 2 is process-wide: one capture at a time
@@ -205,9 +206,18 @@ def spread(items: Sequence, n: int) -> list:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
+def sample_count(macs: int | None, max_samples: int = MAX_SAMPLES, min_samples: int = MIN_SAMPLES,
+                 mac_budget: float = MAC_BUDGET) -> int:
+    """How many inferences the check affords: MAC_BUDGET multiply-accumulates, within [min, max]."""
+    if not macs:
+        return max_samples
+    return int(min(max_samples, max(min_samples, mac_budget // macs)))
+
+
 def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPLES,
-          estimate_bytes: int | None = None, max_inferences: int = MAX_INFERENCES) -> TFLMCheck:
-    """Run the file `litert` holds in TFLM on (a spread sample of) `paths`; compare with LiteRT."""
+          estimate_bytes: int | None = None, macs: int | None = None) -> TFLMCheck:
+    """Run the file `litert` holds in TFLM on a spread sample of `paths` (one inference each: an image,
+    or a sound's middle window) and compare the top class with LiteRT's on the same input."""
     if not available():
         return TFLMCheck("skipped", f"TensorFlow Lite Micro is not installed: {INSTALL}", of=len(paths),
                          estimate_bytes=estimate_bytes)
@@ -215,17 +225,15 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
         micro = TFLMModel(litert)
     except TFLMUnsupported as exc:
         return TFLMCheck("unsupported", str(exc), of=len(paths), estimate_bytes=estimate_bytes)
-    first = litert.prepare(paths[0]) if len(paths) else None
-    per_file = max(1, len(first)) if first is not None else 1
-    chosen = spread(list(paths), max(1, min(max_samples, max_inferences // per_file)))
-    same, diff, wrong, inferences, seconds = 0, 0.0, [], 0, 0.0
+    chosen = spread(list(paths), sample_count(macs, max_samples, min(MIN_SAMPLES, max_samples)))
+    same, diff, wrong, seconds = 0, 0.0, [], 0.0
     for path in chosen:
-        windows = first if path == paths[0] else litert.prepare(path)
-        a = litert.predict_prepared(windows)
+        windows = litert.prepare(path)
+        x = windows[len(windows) // 2 :][:1]
+        a = litert.predict_proba(x)[0]
         t = time.perf_counter()
-        b = micro.predict_prepared(windows)
+        b = micro.predict_proba(x)[0]
         seconds += time.perf_counter() - t
-        inferences += len(windows)
         diff = max(diff, float(np.abs(a - b).max()))
         if int(a.argmax()) == int(b.argmax()):
             same += 1
@@ -233,7 +241,7 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
             wrong.append(Path(path).name)
     return TFLMCheck("ok", None, len(chosen), len(paths), round(same / len(chosen), 4) if chosen else None,
                      round(diff, 6), micro.arena_bytes, estimate_bytes, micro.allocations.get("head"),
-                     micro.allocations.get("tail"), round(1000 * seconds / inferences, 1) if inferences else None,
+                     micro.allocations.get("tail"), round(1000 * seconds / len(chosen), 1) if chosen else None,
                      wrong[:10])
 
 
