@@ -14,9 +14,16 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_image_folder
-from edgemaker import AugmentationOptions, ClassifierOptions, ImageClassifier, ModelOptions, Quantization, load_image_folder
+
+from edgemaker import (
+    AugmentationOptions,
+    ClassifierOptions,
+    ImageClassifier,
+    ModelOptions,
+    Quantization,
+    load_image_folder,
+)
 from edgemaker.cli import cli
 from edgemaker.export import tflm
 from edgemaker.export.arduino import library_name, write_library
@@ -166,7 +173,7 @@ def test_arduino_library_holds_the_bytes_and_the_input_recipe(small, tmp_path):
     assert zero == meta["tflite"]["input"]["zero_point"]
     assert int(re.search(r"kArenaSize = (\d+);", sketch).group(1)) >= 200_000
     assert "TFLite Micro measured 200000 bytes" in sketch
-    pixels = re.search(r"g_input\[kInputCount\] = \{(.*?)\};", sketch, re.S).group(1)
+    pixels = re.search(r"g_input\[kInputCount\] = \{(.*?)\};", sketch, re.DOTALL).group(1)
     assert np.array_equal(np.array([int(v) for v in re.findall(r"\d+", pixels)]), windows[0].reshape(-1))
     assert f"MicroMutableOpResolver<{len(ops)}>" in sketch and "resolver.AddDepthwiseConv2D();" in sketch
 

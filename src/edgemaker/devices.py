@@ -89,8 +89,8 @@ def _human(n: int) -> str:
 def table() -> str:
     """`edgemaker devices`: one line per preset, the budget first."""
     rows = [("device", "model flash", "model RAM", "board"), *(
-        (d.name, _human(d.max_flash), _human(d.max_ram), f"{d.title}: {_human(d.flash_bytes)} flash, "
-                                                           f"{_human(d.ram_bytes)} RAM")
+        (d.name, _human(d.max_flash), _human(d.max_ram),
+         f"{d.title}: {_human(d.flash_bytes)} flash, {_human(d.ram_bytes)} RAM")
         for d in DEVICES.values())]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows)

@@ -60,8 +60,8 @@ def program(name: str, metadata: dict, ops: list[str], arena: tuple[int, str], e
     elem = "uint8_t" if kind == "image" else "float"
     meaning = "RGB pixels (row-major, HxWx3)" if kind == "image" else "log-mel values of one window (frames x mels)"
     uniq = sorted(dict.fromkeys(ops))
-    say = ("  Serial.print(\"top class: \");\n  Serial.print(g_{n}_labels[best]);\n  Serial.print(\" \");\n"
-           "  Serial.println(probability, 4);\n").format(n=name) if arduino else \
+    say = (f"  Serial.print(\"top class: \");\n  Serial.print(g_{name}_labels[best]);\n  Serial.print(\" \");\n"
+           "  Serial.println(probability, 4);\n") if arduino else \
         f'  std::printf("top class: %s %.4f\\n", g_{name}_labels[best], static_cast<double>(probability));\n'
     fail = ("  Serial.println(message);\n  return -1;" if arduino else
             "  std::printf(\"%s\\n\", message);\n  return -1;")

@@ -22,7 +22,7 @@ def _builder(size: int):
     import flatbuffers
 
     class Builder(flatbuffers.Builder):
-        def CreateNumpyVector(self, x):  # noqa: N802 (the flatbuffers name)
+        def CreateNumpyVector(self, x):
             if x.dtype != np.uint8:  # shapes, indices: their own alignment
                 return super().CreateNumpyVector(x)
             payload = x.tobytes()

@@ -119,9 +119,9 @@ def load(data: bytes, name: str = "model") -> tuple[object, int]:
             raise TFLMUnsupported(f"{name}: TensorFlow Lite Micro could not allocate even a 2 GB arena")
         size *= 2
     total = allocations(it).get("total")
-    if total is not None and total <= size and _new(data, total, name) is not None:
-        if total <= 16 or _new(data, total - 16, name) is None:  # the planner aligns to 16 bytes
-            return it, total
+    if (total is not None and total <= size and _new(data, total, name) is not None
+            and (total <= 16 or _new(data, total - 16, name) is None)):  # the planner aligns to 16 bytes
+        return it, total
     low, high = 0, size  # low fails, high works
     while high - low > 16:
         mid = (low + high) // 2
