@@ -50,7 +50,7 @@ def cli() -> None:
               help="train/val/test percentages for folders without their own split.")
 @click.option("--formats", default="onnx-fp32,onnx-int8,tflite-int8", show_default=True,
               help="Comma-separated: onnx-fp32, onnx-int8, onnx-dynamic, onnx-fp16, tflite-fp32, tflite-int8, "
-                   "tflite-dynamic, tflite-fp16, c-array (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
+                   "tflite-dynamic, tflite-fp16, c-array, arduino (sounds also: onnx-fp32-nofrontend, onnx-int8-nofrontend).")
 @click.option("--input-size", type=int, default=None,
               help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
 @click.option("--width", type=int, default=None, help="small_cnn: channels of the first conv block (default 16).")
@@ -69,6 +69,8 @@ def cli() -> None:
 @click.option("--fine-tune-epochs", type=int, default=None, help="Most fine-tuning epochs per depth tried.")
 @click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
 @click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
+@click.option("--device", default=None, metavar="NAME",
+              help="A board's flash and RAM budgets (see `edgemaker devices`); --max-flash/--max-ram override them.")
 @click.option("--auto", "auto", is_flag=True,
               help="Choose backbone, input size and head settings by validation accuracy within --budget "
                    "(with --max-flash/--max-ram: the most accurate candidate that fits).")
@@ -82,7 +84,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
-          base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, auto, budget,
+          base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
           silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
@@ -115,6 +117,10 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
 
         flash_limit = parse_size(max_flash) if max_flash else None
         ram_limit = parse_size(max_ram) if max_ram else None
+        if device:
+            from .devices import limits
+
+            flash_limit, ram_limit = limits(device, flash_limit, ram_limit)
         if budget is not None and not auto:
             raise ValueError("--budget goes with --auto")
         auto_options = AutoOptions(AutoOptions.parse_budget(budget or "10m")) if auto else None
@@ -136,7 +142,8 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
         lines += [f"backbone {metrics['backbone']['name']}; test accuracy {metrics['test']['accuracy']:.4f} "
                  f"({metrics['splits']['test']} {noun}), total {metrics['timings']['total_s']:.1f} s"]
         for e in metrics["exports"]:
-            ram = f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else ""
+            ram = (f"  RAM {e['arena_bytes'] / 1e6:.2f} MB (TFLite Micro)" if e.get("arena_bytes") else
+                   f"  RAM {e['peak_ram_bytes'] / 1e6:.2f} MB" if e.get("peak_ram_bytes") else "")
             lines.append(f"  {e['format']:<14} {e['size_bytes'] / 1e6:6.2f} MB  acc {e['test_accuracy']:.4f}  "
                          f"{e['latency_ms']:.1f} ms{ram}  {out / e['path']}")
         lines.append(f"report: {out / 'report.html'}")
@@ -262,6 +269,15 @@ def backbones(as_json: bool) -> None:
             f"{'':<14} trained per run: {r['weights']}" if r["trained_per_run"] else
             f"{r['input']:<14} {r['parameters'] / 1e6:.1f}M params  dim {r['feature_dim']}  "
             f"licence {r['licence'].split(' ')[0]}  weights: {r['weights']}") for r in rows))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def devices(as_json: bool) -> None:
+    """Device presets for --device: each board's flash and RAM budget for the model, and why."""
+    from .devices import DEVICES, table
+
+    _emit({"devices": [d.to_dict() for d in DEVICES.values()]}, as_json, table())
 
 
 @cli.command()

@@ -31,8 +31,9 @@ FORMATS = {
     "onnx-fp32-nofrontend": ("onnx", "none", False), "onnx-int8-nofrontend": ("onnx", "int8", False),
     "tflite-fp32": ("tflite", "none", True), "tflite-int8": ("tflite", "int8", None),
     "tflite-dynamic": ("tflite", "dynamic", True), "tflite-fp16": ("tflite", "float16", True),
-    "c-array": ("c", "int8", None),
+    "c-array": ("c", "int8", None), "arduino": ("c", "int8", None),
 }
+FROM_TFLITE_INT8 = ("c-array", "arduino")  # made from the tflite-int8 file's bytes after it is evaluated
 AUDIO_ONLY = ("onnx-fp32-nofrontend", "onnx-int8-nofrontend")
 DEFAULT_FORMATS = ("onnx-fp32", "onnx-int8", "tflite-int8")
 INT8_TOLERANCE = 0.01  # a quantized file more than 1 point below its fp32 source is reported loudly ...
@@ -183,14 +184,25 @@ def train_run(
             if path.suffix == ".tflite":
                 from .export.device import budget
 
-                b = budget(path)
-                entry.update(peak_ram_bytes=b.peak_ram_bytes, macs=b.macs)
+                b = budget(path, measure=False)
+                tflm = _tflm_check(session, model, [s.path for s in splits.test], progress, b.macs)
+                b.arena_bytes = tflm.arena_bytes if tflm else None
+                entry.update(peak_ram_bytes=b.peak_ram_bytes, macs=b.macs, arena_bytes=b.arena_bytes)
+                if tflm:
+                    tflm.estimate_bytes = b.peak_ram_bytes
+                    entry["tflm"] = tflm.to_dict()
             exports.append(entry)
         if "c-array" in formats:
             if any(e["format"] == "tflite-int8" for e in exports):
                 exports.append(_c_array(out_dir, exports, clf))
             else:
                 refused.append({"format": "c-array", "reason": "it holds the tflite-int8 file, which was refused"})
+        if "arduino" in formats:
+            if any(e["format"] == "tflite-int8" for e in exports):
+                litert = next(m for (fmt, _), m in zip(exported, models) if fmt == "tflite-int8")
+                exports.append(_arduino(out_dir, exports, litert, splits, data_dir))
+            else:
+                refused.append({"format": "arduino", "reason": "it holds the tflite-int8 file, which was refused"})
         for fp32_name, fmt in (("model_fp32.onnx", "onnx-fp32"), ("model_fp32_nofrontend.onnx", "onnx-fp32-nofrontend"),
                                ("model_fp32.tflite", "tflite-fp32"), ("model_fp32_nofrontend.tflite", "tflite-fp32")):
             if fmt not in formats:  # an fp32 file is the source of the quantized ones; keep it only if asked
@@ -200,8 +212,10 @@ def train_run(
     finally:
         cache.close()
 
+    from .export.tflm import warnings as tflm_warnings
+
     warnings = [f"{r['format']} refused: {r['reason']}" for r in refused] + \
-        _accuracy_warnings(exports, test_eval, report.modality)
+        _accuracy_warnings(exports, test_eval, report.modality) + tflm_warnings(exports)
     for w in warnings:
         progress.log(f"WARNING: {w}")
     timings = {
@@ -264,8 +278,8 @@ def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, 
     c-array is built from tflite-int8 afterwards."""
     from .export.base import exporter_for
 
-    wanted = [f for f in formats if f != "c-array"]
-    if "c-array" in formats and "tflite-int8" not in wanted:
+    wanted = [f for f in formats if f not in FROM_TFLITE_INT8]
+    if any(f in formats for f in FROM_TFLITE_INT8) and "tflite-int8" not in wanted:
         wanted.append("tflite-int8")  # the C array holds exactly this file's bytes
     for runtime in dict.fromkeys(FORMATS[f][0] for f in wanted):
         exporter_for(runtime)  # a missing extra is said before any work
@@ -295,6 +309,45 @@ def _c_array(out_dir: Path, exports: list[dict], clf: Classifier) -> dict:
             "source": source["path"], "note": "model_data.cc holds exactly the bytes of " + source["path"]}
 
 
+def _arduino(out_dir: Path, exports: list[dict], litert: ExportedModel, splits: Splits, data_dir: Path) -> dict:
+    """The Arduino library (export/arduino.py) around tflite-int8's bytes; its example input is a test file."""
+    from .export.arduino import library_name, write_library, zip_library
+    from .export.snippets import tflite_ops
+    from .export.tflite import read_metadata
+
+    source = next(e for e in exports if e["format"] == "tflite-int8")
+    tflite = out_dir / source["path"]
+    sample = (splits.test or splits.val or splits.train)[0]
+    windows = litert.prepare(sample.path)
+    said = litert.labels[int(litert.predict_proba(windows[:1])[0].argmax())]
+    note = f"{Path(sample.path).name} (label {sample.label}; LiteRT says {said})"
+    name = library_name(Path(data_dir).resolve().name)
+    root = write_library(tflite, out_dir / "arduino", read_metadata(tflite), name, tflite_ops(tflite) or [],
+                         windows[0], note, source.get("arena_bytes"), source["peak_ram_bytes"])
+    archive = zip_library(root, out_dir / f"{name}.zip")
+    return {**source, "format": "arduino", "path": archive.name, "folder": root.relative_to(out_dir).as_posix(),
+            "size_bytes": tflite.stat().st_size, "source": source["path"],
+            "note": f"an Arduino library (zip and folder) holding exactly the bytes of {source['path']}"}
+
+
+def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], progress: Progress, macs: int):
+    """A full-int8 .tflite file run in TensorFlow Lite Micro beside LiteRT (export/tflm.py); None for others."""
+    if model.metadata["quantization"] != "int8":
+        return None
+    from .export import tflm
+
+    t0 = time.perf_counter()
+    result = tflm.check(model, test, macs=macs)
+    session.timings["tflm_check_s"] = round(session.timings.get("tflm_check_s", 0.0) + time.perf_counter() - t0, 3)
+    if result.status == "ok":
+        progress.log(f"TFLite Micro: {model.path.name} agrees with LiteRT on {result.agreement_with_litert:.1%} of "
+                     f"{result.samples} test {'images' if model.modality == 'image' else 'windows'}; arena "
+                     f"{result.arena_bytes / 1e3:.1f} kB measured")
+    else:
+        progress.log(f"TFLite Micro check {result.status}: {result.message}")
+    return result
+
+
 def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | None) -> list[str]:
     from .export.device import Budget, check_budget
 
@@ -302,7 +355,7 @@ def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | Non
     for e in exports:
         if e["peak_ram_bytes"] is None:
             continue
-        b = Budget(e["size_bytes"], e["peak_ram_bytes"], e["macs"] or 0, 0)
+        b = Budget(e["size_bytes"], e["peak_ram_bytes"], e["macs"] or 0, 0, e.get("arena_bytes"))
         msg = check_budget(e["path"], b, max_flash, max_ram)
         if msg:
             problems.append(msg)
@@ -323,7 +376,7 @@ def _accuracy_warnings(exports: list[dict], float_eval: Evaluation, modality: st
     n = len(float_eval.y_true)
     what = "clips" if modality == "audio" else "images"
     for e in exports:
-        if e["quantization"] == "none" or e["format"] == "c-array":  # the C array is tflite-int8's bytes
+        if e["quantization"] == "none" or e["format"] in FROM_TFLITE_INT8:  # tflite-int8's bytes
             continue
         fp32 = next((x["test_accuracy"] for x in exports if x["format"] == _float_source(e["format"])),
                     round(float_eval.accuracy, 4))

@@ -219,6 +219,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                         f"{e['macs'] / 1e6:.1f} M" if e.get("macs") else "–"] for e in exports]))
     out.append("<p class=muted>Peak RAM: tensor-arena estimate from a liveness analysis of the .tflite graph. "
                "MACs: multiply-accumulates of one inference (convolutions and dense layers).</p>")
+    out += _tflm(exports)
     choice = metrics["training"].get("int8_head_choice") or {}
     if choice:
         def said(c: dict) -> str:
@@ -324,3 +325,26 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     out += _explanations_section(metrics.get("explanations"), explanations or {}, splits)
     out.append("</main></body></html>")
     write_text(target, "\n".join(out))
+
+
+def _tflm(exports: list[dict]) -> list[str]:
+    """The int8 .tflite files run in TensorFlow Lite Micro (export/tflm.py): agreement and arena."""
+    rows = [(e, e["tflm"]) for e in exports if e.get("tflm") and e["format"] not in ("c-array", "arduino")]
+    if not rows:
+        return []
+    said = []
+    for e, t in rows:
+        if t["status"] != "ok":
+            said.append(f"{_e(e['path'])}: {_e(t['status'])} ({_e(t['message'])})")
+            continue
+        said.append(f"{_e(e['path'])}: agrees with LiteRT on <b>{t['agreement_with_litert']:.1%}</b> of {t['samples']} "
+                    f"test files (of {t['of']}; one inference each, top class equal; largest probability difference "
+                    f"{t['max_abs_diff']:.4f}); "
+                    f"tensor arena <b>{_mb(t['arena_bytes'])}</b> measured: {_mb(t.get('arena_planned_bytes') or 0)} "
+                    f"of activations (liveness estimate {_mb(t['estimate_bytes']) if t.get('estimate_bytes') else '–'}) "
+                    f"+ {_mb(t.get('arena_persistent_bytes') or 0)} persistent; {t['ms_per_inference']:.0f} ms "
+                    "per inference with TFLM's reference kernels on this machine")
+    return ["<h3>TensorFlow Lite Micro</h3><p>Each full-int8 .tflite was run in the TensorFlow Lite Micro interpreter, "
+            "the runtime of microcontrollers; device budgets use its measured arena.</p><ul>"
+            + "".join(f"<li>{s}</li>" for s in said) + "</ul>"]
+

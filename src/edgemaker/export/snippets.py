@@ -335,7 +335,7 @@ def tflite_micro(metadata: dict, filename: str, ops: Sequence[str] | None = None
     else:
         resolver = ["  static tflite::MicroMutableOpResolver<16> resolver;  // add every operator the model uses:",
                     "  resolver.AddConv2D(); resolver.AddDepthwiseConv2D(); resolver.AddFullyConnected(); resolver.AddSoftmax();"]
-    arena = (f"constexpr size_t kArenaSize = {arena_bytes + 64 * 1024};  // peak RAM measured by edgemaker + 64 kB"
+    arena = (f"constexpr size_t kArenaSize = {arena_bytes + 64 * 1024};  // tensor arena from the edgemaker run (measured by TFLite Micro when it was installed) + 64 kB"
              if arena_bytes else "constexpr size_t kArenaSize = 2 * 1024 * 1024;  // raise it if AllocateTensors() fails")
     if inp["kind"] == "image":
         size = int(inp["size"])

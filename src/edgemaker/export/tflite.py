@@ -350,6 +350,9 @@ class TFLiteInt8Backbone:
 
 
 def _finish(path: Path, metadata: dict) -> None:
+    from .flatbuffer import inline_buffers
+
+    inline_buffers(path)  # weights inside the flatbuffer: TFLite Micro misreads offset buffers
     quant = io_quantization(path)
     metadata = {**metadata, "tflite": quant}
     metadata["input"] = {**metadata["input"], "tflite_dtype": quant["input"]["dtype"],

@@ -160,6 +160,7 @@ def create_app(config: WebConfig) -> FastAPI:
         """What the Train page offers for a task: backbones, export formats and the defaults."""
         from ..backbones import list_backbones
         from ..pipeline import AUDIO_ONLY, FORMATS
+        from ..devices import DEVICES
         from ..tasks.options import AutoOptions, HParams
         from .worker import web_formats
 
@@ -169,7 +170,8 @@ def create_app(config: WebConfig) -> FastAPI:
                               for s in list_backbones() if s.modality == task and s.name != "base_model"],
                 "formats": [f for f in FORMATS if task == "audio" or f not in AUDIO_ONLY],
                 "default_formats": list(web_formats()), "defaults": vars(HParams()),
-                "auto": {"default_minutes": AutoOptions().budget_s / 60}}
+                "auto": {"default_minutes": AutoOptions().budget_s / 60},
+                "devices": [d.to_dict() for d in DEVICES.values()]}
 
     @app.get("/api/v1/projects")
     def list_projects() -> dict:
@@ -267,13 +269,14 @@ def create_app(config: WebConfig) -> FastAPI:
     def train(name: str, body: TrainRequest) -> dict:
         from ..backbones import get_spec
         from ..pipeline import parse_formats
-        from .worker import auto_from_request, options_from_request
+        from .worker import auto_from_request, device_from_request, options_from_request
 
         p = project(name)
         request = body.model_dump()
         try:
             options, formats = options_from_request(request)
             auto_from_request(request)
+            device_from_request(request)
             parse_formats(formats, p.task)
         except (ValueError, EdgemakerError) as exc:
             raise WebError(400, "invalid_option", f"invalid option: {exc}") from None
@@ -357,7 +360,7 @@ def create_app(config: WebConfig) -> FastAPI:
         if meta is None:
             raise WebError(404, "no_metadata", f"{filename}: no edgemaker metadata in the file; re-export it")
         exports = json.loads((path / "metrics.json").read_text("utf-8")).get("exports", [])
-        arena = next((e.get("peak_ram_bytes") for e in exports if e.get("path") == filename), None)
+        arena = next((e.get("arena_bytes") or e.get("peak_ram_bytes") for e in exports if e.get("path") == filename), None)
         c_array = (path / "model_data.h").is_file() and target.suffix.lower() == ".tflite"
         ops = snippets.tflite_ops(target) if c_array else None
         found = snippets.snippets_for(meta, filename, base_url=str(request.base_url).rstrip("/"), project=name,

@@ -32,7 +32,7 @@ def options_from_request(request: dict):
     opts = request.get("options") or {}
     if not isinstance(opts, dict):
         raise ValueError("options must be an object")
-    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes", "fine_tune"}
+    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes", "fine_tune", "device"}
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
     hp = HParams(seed=int(opts.get("seed", 0)))
@@ -72,6 +72,18 @@ def auto_from_request(request: dict):
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 24 * 60:
         raise ValueError("auto_minutes must be a number of minutes within 0..1440")
     return AutoOptions(budget_s=60.0 * minutes)
+
+
+def device_from_request(request: dict) -> tuple[int | None, int | None]:
+    """(max flash, max RAM) of the device preset the request names (`options.device`), else (None, None)."""
+    from ..devices import limits
+
+    device = (request.get("options") or {}).get("device")
+    if device is None or device == "":
+        return None, None
+    if not isinstance(device, str):
+        raise ValueError("device must be the name of a device preset (GET /api/v1/options lists them)")
+    return limits(device, None, None)
 
 
 def web_formats() -> tuple[str, ...]:
@@ -129,8 +141,9 @@ def main(run_dir: Path) -> int:
     try:
         options, formats = options_from_request(request)
         task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
+        max_flash, max_ram = device_from_request(request)
         train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task,
-                  auto=auto_from_request(request))
+                  auto=auto_from_request(request), max_flash=max_flash, max_ram=max_ram)
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
         code = 1

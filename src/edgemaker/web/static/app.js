@@ -14,6 +14,7 @@ const el = (tag, attrs = {}, ...children) => {
 const enc = encodeURIComponent;
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 const mb = (n) => `${(n / 1e6).toFixed(2)} MB`;
+const size = (n) => (n >= 1e6 ? mb(n) : `${Math.round(n / 1024)} kB`);
 
 const state = { info: null, project: null, options: null, run: null, events: null, stream: null, audio: null };
 
@@ -347,6 +348,9 @@ function fillOptions() {
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) $(`#opt-${k}`).value = o.defaults[k];
   $("#opt-augment").value = "";
   $("#opt-fine_tune").value = "";
+  $("#opt-device").replaceChildren(el("option", { value: "" }, "any (no size budget)"),
+    ...(o.devices || []).map((d) => el("option", { value: d.name, title: d.note },
+      `${d.title}: model ≤ ${size(d.max_flash_bytes)} flash, ≤ ${size(d.max_ram_bytes)} RAM`)));
   $("#opt-auto").checked = false;
   $("#opt-auto_minutes").value = o.auto ? o.auto.default_minutes : 10;
   $("#opt-backbone").replaceChildren(el("option", { value: "" }, o.backbones.length > 1 ? "automatic (best on validation)" : "default"),
@@ -361,6 +365,7 @@ function trainRequest() {
   if ($("#opt-auto").checked) options.auto_minutes = Number($("#opt-auto_minutes").value);
   const fineTune = $("#opt-fine_tune").value;
   if (fineTune) options.fine_tune = fineTune === "auto" ? "auto" : Number(fineTune);
+  if ($("#opt-device").value) options.device = $("#opt-device").value;
   for (const k of ["epochs", "batch_size", "learning_rate", "dropout"]) options[k] = Number($(`#opt-${k}`).value);
   if ($("#opt-backbone").value) options.backbone = $("#opt-backbone").value;
   const formats = [...document.querySelectorAll("#formats input:checked")].map((i) => i.value);
