@@ -26,7 +26,7 @@ from ..errors import EdgemakerError
 from . import contract, jobs
 from .contract import errors
 from .projects import Project, ProjectStore, WebError
-from .security import Guard, SecurityConfig, error_body
+from .security import BodyRefused, Guard, SecurityConfig, error_body
 
 STATIC = Path(__file__).parent / "static"
 INTERNAL_FILES = frozenset({"status.json", "request.json", "events.jsonl", "worker.log"})  # the run's bookkeeping
@@ -124,7 +124,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # every method the path takes, not only the first route's
             headers["Allow"] = ", ".join(contract.allowed_methods(app, request.scope))
@@ -138,6 +138,8 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        if isinstance(exc, BodyRefused):  # the guard answers it (413/408); nothing to log
+            return error(400, "body_refused", str(exc))
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(500, "internal", f"internal error ({type(exc).__name__}); see the server's console")
 
