@@ -3,8 +3,10 @@ process through the CLI's own pipeline (the backbone export is the cost, cached 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def trained_model(modality: str, fmt: str = "onnx-fp32", per_class: int = 8) -> 
     from edgemaker.cli import cli
 
     base = Path(tempfile.mkdtemp(prefix=f"edgemaker-{modality}-model-"))
+    atexit.register(shutil.rmtree, base, True)
     for c, kind in enumerate(TONES if modality == "audio" else IMAGE_CLASSES):
         folder = base / "data" / (f"tone{int(kind)}" if modality == "audio" else kind)
         folder.mkdir(parents=True)

@@ -38,6 +38,7 @@ class WebConfig:
     home: Path | None = None  # the projects folder (None with `model`)
     model: Path | None = None  # serve this one exported file: predict API only
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    batch_window_ms: float = 0.0  # > 0: concurrent predictions share one ONNX Runtime call (batching.py)
 
 
 class NewProject(BaseModel):
@@ -84,6 +85,16 @@ class ModelCache:
         with self._lock:
             self._models[path] = (mtime, model)
         return model
+
+    def batcher(self, path: Path, window_ms: float):
+        """The model's MicroBatcher (one per loaded model, so one thread runs each model)."""
+        from .batching import MicroBatcher
+
+        model = self.get(path)
+        with self._lock:
+            if getattr(model, "_web_batcher", None) is None:
+                model._web_batcher = MicroBatcher(model, window_s=window_ms / 1000)
+            return model._web_batcher
 
 
 def _model_of_run(run: Path) -> Path:
@@ -426,10 +437,17 @@ def create_app(config: WebConfig) -> FastAPI:
         with tempfile.TemporaryDirectory(prefix="edgemaker-predict-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
+            batcher = models.batcher(model_path, config.batch_window_ms) if config.batch_window_ms > 0 else None
+            if batcher is not None:
+                batcher.enter()
             try:
-                proba = model.predict_prepared(model.prepare(path))
+                windows = model.prepare(path)
+                proba = batcher.predict(windows) if batcher is not None else model.predict_prepared(windows)
             except EdgemakerError as exc:
                 raise WebError(415, "bad_content", str(exc).replace(str(path), fname)) from None
+            finally:
+                if batcher is not None:
+                    batcher.leave()
         order = proba.argsort()[::-1]
         return {"model": model_path.name, "file": fname,
                 "top": [{"label": model.labels[i], "probability": round(float(proba[i]), 4)} for i in order[:top_k]],
