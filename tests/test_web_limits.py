@@ -53,13 +53,19 @@ def _raw(port: int, head: str, body: bytes = b"") -> socket.socket:
 
 
 def _status(s: socket.socket) -> tuple[int, bytes]:
+    """The response's status and its bytes (headers and the whole body, by its Content-Length)."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
         chunk = s.recv(65536)
         if not chunk:
             break
         data += chunk
     return int(data.split(b" ", 2)[1]), data
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.startswith(b"content-length:")), 0)
 
 
 def _post_head(path: str, length: int) -> str:

@@ -38,7 +38,7 @@ class WebConfig:
     home: Path | None = None  # the projects folder (None with `model`)
     model: Path | None = None  # serve this one exported file: predict API only
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    batch_window_ms: float = 0.0  # > 0: concurrent predictions share one ONNX Runtime call (batching.py)
+    batch_window_ms: float = 5.0  # > 0: concurrent predictions share ONNX Runtime calls (batching.py); 0: off
 
 
 class NewProject(BaseModel):

@@ -60,14 +60,13 @@ def errors(*codes: int) -> dict:
 
 
 def document_errors(schema: dict, predict_project: bool = True) -> dict:
-    """`predict_project`: the projects server (False: `serve --model`, the predict API alone). Declare on every operation the statuses any route answers (the guard's, 404 where a path names
-    something, 422 where FastAPI validates) with the one error shape, and the name rules on path parameters."""
+    """Declare on every operation the statuses any route answers (the guard's, 404 where a path names
+    something, 422 where FastAPI validates) with the one error shape, and the name rules on the
+    parameters that carry names. `predict_project` False: `serve --model`, the predict API alone."""
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-                   .pop("$defs", {}))
-    schemas["ErrorResponse"] = {k: v for k, v in ErrorResponse.model_json_schema(
-        ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+    error_schema = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error_schema.pop("$defs", {}), ErrorResponse=error_schema)
     if not predict_project:  # `serve --model`: the project routes answer 404 no_projects; not offered
         schema["paths"] = {k: v for k, v in schema.get("paths", {}).items() if not k.startswith("/api/v1/projects")}
     predict = schema.get("paths", {}).get("/api/v1/predict", {}).get("post", {})
