@@ -27,7 +27,7 @@ from edgemaker.web.app import WebConfig, create_app  # noqa: E402
 if not hasattr(pytest.Item, "_nodeid"):  # schemathesis' lazy fixtures rename the node; pytest 9 keeps it in `_id`
     pytest.Item._nodeid = property(lambda self: self.nodeid, lambda self, value: None)
 
-EXAMPLES = int(os.environ.get("EDGEMAKER_FUZZ_EXAMPLES", 12))  # per operation; raise it for a longer hunt
+EXAMPLES = int(os.environ.get("EDGEMAKER_FUZZ_EXAMPLES", "12"))  # per operation; raise it for a longer hunt
 BASE = "http://127.0.0.1"  # the guard serves loopback names only
 CASES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 

@@ -31,7 +31,7 @@ IMAGE_CLASSES = ("stripes", "checks", "blobs")
 TONES = (300.0, 900.0, 2000.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_model(modality: str, fmt: str = "onnx-fp32", per_class: int = 8) -> Path:
     """An exported model trained on generated images (3 patterns) or sounds (3 tones)."""
     from click.testing import CliRunner

@@ -114,7 +114,7 @@ def allowed_methods(app, scope) -> list[str]:
 def train_request_model(backbones: list[str], formats: list[str]):
     """The train request as a strict pydantic model, so the schema lists every option with its
     bounds and the server refuses (422) exactly what the schema refuses."""
-    from typing import Annotated, Literal, Union
+    from typing import Annotated, Literal
 
     from pydantic import BeforeValidator, Field, create_model
 
@@ -124,7 +124,7 @@ def train_request_model(backbones: list[str], formats: list[str]):
             raise ValueError("must be a whole number")
         return int(value)
 
-    def Int(ge: int, le: int):  # noqa: N802 - a type
+    def Int(ge: int, le: int):  # a type: whole numbers within [ge, le]
         return Annotated[int, Field(ge=ge, le=le), BeforeValidator(whole)]
     strict = ConfigDict(extra="forbid", strict=True)
     backbone = Literal[tuple(backbones)] if backbones else str  # type: ignore[valid-type]
@@ -139,7 +139,7 @@ def train_request_model(backbones: list[str], formats: list[str]):
         augment=(bool | None, Field(None, description="true/false; null: chosen on validation")),
         seed=(Int(0, 2**32 - 1) | None, Field(None)),
         auto_minutes=(float | None, Field(None, gt=0, le=24 * 60, description="choose on validation within N minutes")),
-        fine_tune=(Union[Literal["auto"], Int(0, 64), None],
+        fine_tune=(Literal["auto"] | Int(0, 64) | None,
                    Field(None, description="last backbone blocks to train (0: head only); auto: chosen on validation")),
     )
     return create_model(

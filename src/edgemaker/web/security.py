@@ -98,10 +98,10 @@ class Guard:
             timeout = min(limits.upload_idle_s, max(deadline - time.monotonic(), 0.0))
             try:
                 message = await asyncio.wait_for(receive(), timeout=timeout)
-            except asyncio.TimeoutError:
-                state["refused"] = (408, "upload_timeout", "the upload arrived too slowly; the server stopped waiting "
-                                                           f"(at least {limits.upload_min_rate / 1000:.0f} kB/s, "
-                                                           f"no pause over {limits.upload_idle_s:.0f} s)")
+            except TimeoutError:
+                state["refused"] = (408, "upload_timeout", (f"the upload arrived too slowly; the server stopped waiting "
+                                                            f"(at least {limits.upload_min_rate / 1000:.0f} kB/s, "
+                                                            f"no pause over {limits.upload_idle_s:.0f} s)"))
                 raise BodyRefused(state["refused"][2]) from None
             if message["type"] == "http.request":
                 state["complete"] = not message.get("more_body", False)
