@@ -209,13 +209,30 @@ def audio(tmp: Path) -> dict:
     return {"audio_data": str(data), "audio_clips": len(samples), "audio": rows}
 
 
+def serve_load() -> dict:
+    """`serve --model` under load: 32 clients x 60 s, images and a sound mix (bench/serve_load.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from serve_load import measure
+
+    return measure(clients=32, seconds=60)
+
+
+def serve_report(result: dict) -> None:
+    from serve_load import report
+
+    report(result)
+    print(f"{'serve_rps':<22}{result['serve_rps']:>10.1f}   p50 {result['serve_p50_ms']:.0f} ms, "
+          f"p99 {result['serve_p99_ms']:.0f} ms, errors {result['serve_errors']}, server RSS "
+          f"{result['serve_rss_start_mb']:.0f} -> {result['serve_rss_end_mb']:.0f} MB")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ.setdefault("EDGEMAKER_CACHE_DIR", str(tmp / "cache"))
         data = dataset(tmp)
         result = {"data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **finetune_epoch(data),
-                  **runs(data, tmp), **audio(tmp), **hard_cold_run(tmp)}
+                  **runs(data, tmp), **audio(tmp), **hard_cold_run(tmp), **serve_load()}
     goals = [("extract_ratio", ">=", 0.8), ("warm_retrain_ratio", "<=", 0.10), ("int8_size_ratio", "<=", 0.30),
              ("finetune_epoch_ratio", "<=", 0.33)]
     if "export_share" in result:
@@ -248,6 +265,7 @@ def main() -> None:
         print(f"  {name:<24}{row['clips_s']:>8.1f} clips/s  {row['windows_s']:>7.1f} windows/s end-to-end vs "
               f"{row['raw_windows_s']:.1f} raw ({row['windows_per_clip']:.1f} windows/clip); windowing overhead "
               f"{row['windowing_overhead']:.1%}")
+    serve_report(result)
     result["goals_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, op, v in goals}
     (ROOT / "bench-results.json").write_text(json.dumps(result, indent=2) + "\n")
     print("wrote bench-results.json")

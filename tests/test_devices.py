@@ -1,5 +1,5 @@
 """Device presets: `edgemaker devices`, `--device NAME` (explicit budgets win, unknown names list the
-known ones), and the web app's device picker (a bad value is a 400)."""
+known ones), and the web app's device picker (a value the schema refuses is a 422)."""
 
 from __future__ import annotations
 
@@ -52,4 +52,4 @@ def test_web_device_picker_passes_a_preset_and_rejects_others(tmp_path):
     assert api.post("/api/v1/projects", json={"name": "p", "task": "image"}).status_code == 201
     for bad in ("toaster", 3, ["phone"]):
         r = api.post("/api/v1/projects/p/train", json={"options": {"device": bad}})
-        assert r.status_code == 400 and "device" in r.text, (bad, r.text)
+        assert r.status_code == 422 and "device" in r.text, (bad, r.text)

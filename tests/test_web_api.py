@@ -107,7 +107,7 @@ def test_projects_classes_and_samples(api, home):
     # nothing but rejects: the error shape, with the first reason
     assert_error(api.post(f"{base}/classes/apple/samples", files=[("files", ("a.png", b"\x89PNG\r\n", "image/png"))]),
                  415, "bad_content")
-    assert_error(api.post(f"{base}/classes/apple/samples", data={"x": "1"}), 400, "no_files")
+    assert_error(api.post(f"{base}/classes/apple/samples", data={"x": "1"}), 400, "bad_upload")  # only `files`
     assert_error(api.post(f"{base}/classes/nope/samples", files=images("blobs", 1)), 404, "not_found")
 
     samples = api.get(f"{base}/classes/apple/samples").json()["samples"]
@@ -124,7 +124,7 @@ def test_projects_classes_and_samples(api, home):
     assert api.delete(f"{base}/classes/banana").status_code == 204
     project = api.get(base).json()
     assert project["classes"] == [{"name": "apple", "count": 3}] and project["runs"] == [] and project["latest_run"] is None
-    assert_error(api.post(f"{base}/train", json={}), 400, "not_enough_data")
+    assert_error(api.post(f"{base}/train", json={}), 409, "not_enough_data")
 
 
 def test_traversal_and_symlinks_stay_inside_the_project(api, home, tmp_path):
@@ -220,12 +220,14 @@ def test_train_follow_predict_download_and_restart(api, home):
     from edgemaker.export.runtime import load_exported
 
     image_project(api)
-    assert_error(api.post(f"{P}/pats/train", json={"options": {"epochs": 0}}), 400, "invalid_option")
-    assert_error(api.post(f"{P}/pats/train", json={"options": {"backbone": "nope"}}), 400, "invalid_option")
-    assert_error(api.post(f"{P}/pats/train", json={"options": {"backbone": "aisfx"}}), 400, "invalid_option")
-    assert_error(api.post(f"{P}/pats/train", json={"options": {"colour": 1}}), 400, "invalid_option")
-    assert_error(api.post(f"{P}/pats/train", json={"formats": ["onnx-int8-nofrontend"]}), 400, "invalid_option")
-    assert_error(api.post(f"{P}/pats/train", json={"formats": ["zip"]}), 400, "invalid_option")
+    # what the schema refuses is a 422 naming the field; valid options that do not fit the project's task a 409
+    assert_error(api.post(f"{P}/pats/train", json={"options": {"epochs": 0}}), 422, "invalid_request")
+    assert_error(api.post(f"{P}/pats/train", json={"options": {"epochs": "3"}}), 422, "invalid_request")
+    assert_error(api.post(f"{P}/pats/train", json={"options": {"backbone": "nope"}}), 422, "invalid_request")
+    assert_error(api.post(f"{P}/pats/train", json={"options": {"backbone": "aisfx"}}), 409, "wrong_task")
+    assert_error(api.post(f"{P}/pats/train", json={"options": {"colour": 1}}), 422, "invalid_request")
+    assert_error(api.post(f"{P}/pats/train", json={"formats": ["onnx-int8-nofrontend"]}), 409, "wrong_task")
+    assert_error(api.post(f"{P}/pats/train", json={"formats": ["zip"]}), 422, "invalid_request")
     assert_error(api.post("/api/v1/predict?project_name=pats", files={"file": ("x.png", b"x")}), 409, "not_trained")
 
     r = api.post(f"{P}/pats/train", json={"options": {"epochs": 40}, "formats": ["onnx-fp32", "onnx-int8"]})
@@ -279,7 +281,7 @@ def test_train_follow_predict_download_and_restart(api, home):
     assert_error(api.post("/api/v1/predict?project_name=pats", files={"file": ("q.png", b"not an image")}), 415,
                  "bad_content")
     assert_error(api.post("/api/v1/predict", files={"file": ("q.png", b"x")}), 400, "no_model")
-    assert_error(api.post("/api/v1/predict?project_name=pats", data={"x": "1"}), 400, "no_files")
+    assert_error(api.post("/api/v1/predict?project_name=pats", data={"x": "1"}), 400, "bad_upload")
 
     # a restarted server shows the last completed run
     restarted = Api(create_app(WebConfig(home=home)))

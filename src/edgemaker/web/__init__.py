@@ -47,6 +47,19 @@ def bind(host: str, port: int | None) -> socket.socket:
     raise EdgemakerError(f"cannot listen on {host}; choose another --host")
 
 
+def batch_window_ms() -> float:
+    """EDGEMAKER_SERVE_BATCH_MS: the micro-batching window for concurrent predictions (0: off)."""
+    import os
+
+    from .app import WebConfig
+
+    text = os.environ.get("EDGEMAKER_SERVE_BATCH_MS", "")
+    try:
+        return max(float(text), 0.0) if text else WebConfig.batch_window_ms
+    except ValueError:
+        raise EdgemakerError(f"EDGEMAKER_SERVE_BATCH_MS={text!r}: give milliseconds, e.g. 5 (0: off)") from None
+
+
 def serve(home: Path | None, model: Path | None, host: str, port: int | None, token: str | None,
           open_browser: bool, echo=print) -> None:
     require_web()
@@ -68,7 +81,8 @@ def serve(home: Path | None, model: Path | None, host: str, port: int | None, to
         if home.exists() and not home.is_dir():
             raise EdgemakerError(f"{home}: is a file; pass a folder for the projects")
         home.mkdir(parents=True, exist_ok=True)
-    app = create_app(WebConfig(home=home, model=model, security=SecurityConfig(token=token, loopback_only=loopback)))
+    app = create_app(WebConfig(home=home, model=model, security=SecurityConfig(token=token, loopback_only=loopback),
+                               batch_window_ms=batch_window_ms()))
     sock = bind(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{sock.getsockname()[1]}/"

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,10 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..data.folders import MEDIA_EXTENSIONS as _EXTS
 from ..errors import EdgemakerError
-from . import jobs
+from . import contract, jobs
+from .contract import errors
 from .history import add_history_routes
 from .projects import Project, ProjectStore, WebError
-from .security import Guard, SecurityConfig, error_body
+from .security import BodyRefused, Guard, SecurityConfig, error_body
 
 STATIC = Path(__file__).parent / "static"
 INTERNAL_FILES = frozenset({"status.json", "request.json", "events.jsonl", "worker.log"})  # the run's bookkeeping
@@ -37,23 +39,16 @@ class WebConfig:
     home: Path | None = None  # the projects folder (None with `model`)
     model: Path | None = None  # serve this one exported file: predict API only
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    batch_window_ms: float = 5.0  # > 0: concurrent predictions share ONNX Runtime calls (batching.py); 0: off
 
 
 class NewProject(BaseModel):
-    name: str = Field(description="Folder name of the project")
-    task: str = Field(description="image or audio")
+    name: str = Field(description="Folder name of the project", json_schema_extra=contract.NAME_SCHEMA)
+    task: str = Field(description="image or audio", json_schema_extra={"enum": ["image", "audio"]})
 
 
 class ClassName(BaseModel):
-    name: str
-
-
-class TrainRequest(BaseModel):
-    options: dict = Field(default_factory=dict,
-                          description="epochs, batch_size, learning_rate, dropout, backbone, augment (true/false; "
-                                      "null: chosen on validation), seed, auto_minutes (choose on validation "
-                                      "within N minutes)")
-    formats: list[str] | None = Field(default=None, description="export formats; default: all the page offers")
+    name: str = Field(json_schema_extra=contract.CLASS_SCHEMA)
 
 
 def check_upload(data: bytes, task: str, name: str) -> None:
@@ -92,6 +87,16 @@ class ModelCache:
             self._models[path] = (mtime, model)
         return model
 
+    def batcher(self, path: Path, window_ms: float):
+        """The model's MicroBatcher (one per loaded model, so one thread runs each model)."""
+        from .batching import MicroBatcher
+
+        model = self.get(path)
+        with self._lock:
+            if getattr(model, "_web_batcher", None) is None:
+                model._web_batcher = MicroBatcher(model, window_s=window_ms / 1000)
+            return model._web_batcher
+
 
 def _model_of_run(run: Path) -> Path:
     for name in ("model_int8.onnx", "model_fp32.onnx"):
@@ -109,8 +114,17 @@ def create_app(config: WebConfig) -> FastAPI:
     limits = config.security.limits
 
     # -- one error shape ------------------------------------------------------------------------
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse(json.loads(error_body(status, code, message)), status_code=status)
+    folders = [(Path.home(), "~")]
+    if config.home:
+        folders += [(config.home.resolve(), "<projects>"), (config.home.absolute(), "<projects>")]
+    if config.model:
+        folders += [(config.model.resolve().parent, "<model folder>"), (config.model.absolute().parent, "<model folder>")]
+    hidden = sorted({(str(f), label) for f, label in folders if len(f.parts) > 1}, key=lambda t: -len(t[0]))
+
+    def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+        for folder, label in hidden:  # error messages never show the server's folders
+            message = message.replace(folder, label)
+        return JSONResponse(json.loads(error_body(status, code, message)), status_code=status, headers=headers)
 
     @app.exception_handler(WebError)
     async def _web_error(request: Request, exc: WebError):
@@ -122,8 +136,11 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error(exc.status_code, code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method the path takes, not only the first route's
+            headers["Allow"] = ", ".join(contract.allowed_methods(app, request.scope))
+        return error(exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -133,6 +150,8 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
+        if isinstance(exc, BodyRefused):  # the guard answers it (413/408); nothing to log
+            return error(400, "body_refused", str(exc))
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error(500, "internal", f"internal error ({type(exc).__name__}); see the server's console")
 
@@ -156,7 +175,7 @@ def create_app(config: WebConfig) -> FastAPI:
         return out
 
     @app.get("/api/v1/options")
-    def train_options(task: str = "image") -> dict:
+    def train_options(task: str = Query("image", json_schema_extra={"enum": ["image", "audio"]})) -> dict:
         """What the Train page offers for a task: backbones, export formats and the defaults."""
         from ..backbones import list_backbones
         from ..pipeline import AUDIO_ONLY, FORMATS
@@ -177,7 +196,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def list_projects() -> dict:
         return {"projects": store.list() if store else []}
 
-    @app.post("/api/v1/projects", status_code=201)
+    @app.post("/api/v1/projects", status_code=201, responses=errors(409))
     def create_project(body: NewProject) -> dict:
         if store is None:
             project("")
@@ -191,18 +210,18 @@ def create_app(config: WebConfig) -> FastAPI:
                 "latest_run": next((r["id"] for r in runs if r["state"] == "done"), None)}
 
     # -- classes and samples --------------------------------------------------------------------
-    @app.post("/api/v1/projects/{name}/classes", status_code=201)
+    @app.post("/api/v1/projects/{name}/classes", status_code=201, responses=errors(409))
     def add_class(name: str, body: ClassName) -> dict:
         p = project(name)
         return {"name": p.add_class(body.name)}
 
-    @app.patch("/api/v1/projects/{name}/classes/{label}")
+    @app.patch("/api/v1/projects/{name}/classes/{label}", responses=errors(409))
     def rename_class(name: str, label: str, body: ClassName) -> dict:
         p = project(name)
         not_while_training(p)
         return {"name": p.rename_class(label, body.name)}
 
-    @app.delete("/api/v1/projects/{name}/classes/{label}", status_code=204)
+    @app.delete("/api/v1/projects/{name}/classes/{label}", status_code=204, responses=errors(409))
     def delete_class(name: str, label: str) -> None:
         p = project(name)
         not_while_training(p)
@@ -212,7 +231,8 @@ def create_app(config: WebConfig) -> FastAPI:
     def list_samples(name: str, label: str) -> dict:
         return {"samples": project(name).samples(label)}
 
-    @app.post("/api/v1/projects/{name}/classes/{label}/samples", status_code=201)
+    @app.post("/api/v1/projects/{name}/classes/{label}/samples", status_code=201, responses=errors(415),
+              openapi_extra=contract.upload_body("files", many=True))
     async def upload_samples(name: str, label: str, request: Request) -> dict:
         """multipart/form-data, one or many `files`; each is checked and written on its own."""
         p = project(name)
@@ -224,6 +244,7 @@ def create_app(config: WebConfig) -> FastAPI:
                                               f"{limits.max_files} files as multipart/form-data") from None
         added, rejected = [], []
         try:
+            contract.check_fields(form, "files")
             for item in form.getlist("files"):
                 if isinstance(item, str):
                     continue
@@ -253,40 +274,51 @@ def create_app(config: WebConfig) -> FastAPI:
         check_upload(data, p.task, fname)
         added.append(p.add_sample(label, fname, data))
 
-    @app.get("/api/v1/projects/{name}/samples/{label}/{filename}")
+    @app.get("/api/v1/projects/{name}/samples/{label}/{filename}", responses=contract.FILE_RESPONSE)
     def get_sample(name: str, label: str, filename: str):
         path = project(name).sample_path(label, filename)
         return FileResponse(path, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
-    @app.delete("/api/v1/projects/{name}/samples/{label}/{filename}", status_code=204)
+    @app.delete("/api/v1/projects/{name}/samples/{label}/{filename}", status_code=204, responses=errors(409))
     def delete_sample(name: str, label: str, filename: str) -> None:
         p = project(name)
         not_while_training(p)
         p.delete_sample(label, filename)
 
     # -- training runs --------------------------------------------------------------------------
-    @app.post("/api/v1/projects/{name}/train", status_code=202)
-    def train(name: str, body: TrainRequest) -> dict:
+    from ..backbones import list_backbones
+    from ..pipeline import FORMATS
+
+    TrainRequest = contract.train_request_model([s.name for s in list_backbones() if s.name != "base_model"],
+                                                list(FORMATS))
+
+    def train(name: str, body: dict) -> dict:
         from ..backbones import get_spec
         from ..pipeline import parse_formats
         from .worker import auto_from_request, device_from_request, options_from_request
 
         p = project(name)
-        request = body.model_dump()
+        request = body.model_dump(exclude_none=True)  # null and absent mean the same: the default
         try:
             options, formats = options_from_request(request)
             auto_from_request(request)
             device_from_request(request)
-            parse_formats(formats, p.task)
         except (ValueError, EdgemakerError) as exc:
             raise WebError(400, "invalid_option", f"invalid option: {exc}") from None
+        try:  # valid options that do not fit this project's task: a conflict with the project (409)
+            parse_formats(formats, p.task)
+        except EdgemakerError as exc:
+            raise WebError(409, "wrong_task", f"invalid option: {exc}") from None
         if options.model.backbone and get_spec(options.model.backbone).modality != p.task:
-            raise WebError(400, "invalid_option", f"invalid option: backbone {options.model.backbone!r} is not for "
-                                                  f"{p.task} projects")
+            raise WebError(409, "wrong_task", f"invalid option: backbone {options.model.backbone!r} is not for "
+                                              f"{p.task} projects")
         if sum(1 for c in p.classes() if c["count"]) < 2:
-            raise WebError(400, "not_enough_data", "add samples to at least two classes before training")
+            raise WebError(409, "not_enough_data", "add samples to at least two classes before training")
         run_id = jobs.start_run(p, request)
         return {"run": run_id}
+
+    train.__annotations__["body"] = TrainRequest  # built here: the backbones registered when the app starts
+    app.post("/api/v1/projects/{name}/train", status_code=202, responses=errors(409))(train)
 
     @app.get("/api/v1/projects/{name}/runs")
     def list_runs(name: str) -> dict:
@@ -304,12 +336,13 @@ def create_app(config: WebConfig) -> FastAPI:
                             and f.name not in INTERNAL_FILES]
         return out
 
-    @app.post("/api/v1/projects/{name}/runs/{run_id}/cancel", status_code=202)
+    @app.post("/api/v1/projects/{name}/runs/{run_id}/cancel", status_code=202, responses=errors(409))
     def cancel(name: str, run_id: str) -> dict:
         jobs.cancel_run(jobs.run_dir(project(name), run_id))
         return {"run": run_id, "cancelling": True}
 
-    @app.get("/api/v1/projects/{name}/runs/{run_id}/events")
+    @app.get("/api/v1/projects/{name}/runs/{run_id}/events", response_class=StreamingResponse,
+             responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     async def events(name: str, run_id: str, request: Request):
         """Server-sent events: every progress event of the run, then `end` once it is over."""
         path = jobs.run_dir(project(name), run_id)
@@ -334,11 +367,12 @@ def create_app(config: WebConfig) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/api/v1/projects/{name}/runs/{run_id}/files/{filename}")
+    @app.get("/api/v1/projects/{name}/runs/{run_id}/files/{filename}", responses=contract.FILE_RESPONSE)
     def download(name: str, run_id: str, filename: str):
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (filename != Path(filename).name or filename.startswith(".") or filename in INTERNAL_FILES or target.is_symlink()
+        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name or filename in INTERNAL_FILES
+                or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no such file in run {run_id}")
         inline = target.suffix in (".html", ".json", ".txt")
@@ -353,7 +387,8 @@ def create_app(config: WebConfig) -> FastAPI:
 
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (filename != Path(filename).name or target.suffix.lower() not in (".onnx", ".tflite") or target.is_symlink()
+        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name
+                or target.suffix.lower() not in (".onnx", ".tflite") or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no .onnx or .tflite model of that name in run {run_id}")
         meta = snippets.read_model_metadata(target)
@@ -370,8 +405,9 @@ def create_app(config: WebConfig) -> FastAPI:
     add_history_routes(app, project)  # the runs page: /history, /history/compare, /experiments/...
 
     # -- predictions ----------------------------------------------------------------------------
-    @app.post("/api/v1/predict")
-    async def predict(request: Request, project_name: str | None = None, top_k: int = 5) -> dict:
+    @app.post("/api/v1/predict", responses={200: {"model": contract.Prediction}, **errors(409, 415)}, openapi_extra=contract.upload_body(
+        "file", types=contract.media_types(models.get(config.model).modality if config.model else None)))
+    async def predict(request: Request, project_name: str | None = None, top_k: int = Query(5, ge=1, le=100)) -> dict:
         """Classify one uploaded file (form field `file`) with the served model, or with the latest
         finished run of `?project_name=`. Returns top-k and every class's probability."""
         if config.model:
@@ -388,6 +424,7 @@ def create_app(config: WebConfig) -> FastAPI:
         except Exception as exc:  # noqa: BLE001
             raise WebError(400, "bad_upload", f"cannot read the upload ({exc}); send one file as form field 'file'") from None
         try:
+            contract.check_fields(form, "file")
             item = form.get("file")
             if item is None or isinstance(item, str):
                 raise WebError(400, "no_files", "no file in the upload (form field 'file')")
@@ -397,7 +434,7 @@ def create_app(config: WebConfig) -> FastAPI:
             await form.close()
         if len(data) > limits.max_file_bytes:
             raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB limit")
-        return await asyncio.to_thread(_predict, model_path, fname, data, max(1, min(top_k, 100)))
+        return await asyncio.to_thread(_predict, model_path, fname, data, top_k)
 
     def _predict(model_path: Path, fname: str, data: bytes, top_k: int) -> dict:
         model = models.get(model_path)
@@ -406,10 +443,17 @@ def create_app(config: WebConfig) -> FastAPI:
         with tempfile.TemporaryDirectory(prefix="edgemaker-predict-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
+            batcher = models.batcher(model_path, config.batch_window_ms) if config.batch_window_ms > 0 else None
+            if batcher is not None:
+                batcher.enter()
             try:
-                proba = model.predict_prepared(model.prepare(path))
+                windows = model.prepare(path)
+                proba = batcher.predict(windows) if batcher is not None else model.predict_prepared(windows)
             except EdgemakerError as exc:
                 raise WebError(415, "bad_content", str(exc).replace(str(path), fname)) from None
+            finally:
+                if batcher is not None:
+                    batcher.leave()
         order = proba.argsort()[::-1]
         return {"model": model_path.name, "file": fname,
                 "top": [{"label": model.labels[i], "probability": round(float(proba[i]), 4)} for i in order[:top_k]],
@@ -421,5 +465,12 @@ def create_app(config: WebConfig) -> FastAPI:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract.document_errors(FastAPI.openapi(app), predict_project=not config.model)
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.add_middleware(Guard, config=config.security)
     return app

@@ -55,7 +55,7 @@ def lock_held(runs_dir: Path) -> bool:
 
 
 def run_dir(project: Project, run_id: str) -> Path:
-    if not _RUN_ID.match(run_id or ""):
+    if not _RUN_ID.fullmatch(run_id or ""):
         raise WebError(400, "invalid_name", f"{run_id!r}: not a run id")
     path = project.runs_dir / run_id
     if not (path / "request.json").is_file():

@@ -23,11 +23,10 @@ from pathlib import Path
 
 from ..atomic import write_json
 from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
+from .contract import CLASS_RE, FILE_RE, MAX_FILE, MAX_NAME, NAME_RE
 
 TASKS = ("image", "audio")
-_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _FILE_CHARS = re.compile(r"[^\w.\-]+")
-MAX_NAME = 64
 
 
 class WebError(Exception):
@@ -39,19 +38,20 @@ class WebError(Exception):
 
 
 def safe_name(name: object, what: str) -> str:
-    """A project or class name used as one folder name: refused (not silently changed) when unsafe."""
+    """A project or class name used as one folder name: refused (not silently changed) when unsafe.
+    The rule is the schema's pattern (contract.NAME_RE / CLASS_RE), checked on the name as sent."""
     if not isinstance(name, str):
         raise WebError(400, "invalid_name", f"{what} name must be text")
-    name = unicodedata.normalize("NFC", name.strip())
-    if not name or len(name) > MAX_NAME:
+    stripped = unicodedata.normalize("NFC", name.strip())
+    if not stripped or len(name) > MAX_NAME or len(stripped.encode("utf-8")) > 255:
         raise WebError(400, "invalid_name", f"{what} name must be 1 to {MAX_NAME} characters")
-    if _BAD_CHARS.search(name) or name.startswith(".") or name.endswith("."):
-        raise WebError(400, "invalid_name", f"{what} name {name!r} may not contain / \\ : * ? \" < > | or control "
-                                            "characters, nor start or end with a dot")
-    if what == "class" and name.lower() in SPLIT_NAMES:
-        raise WebError(400, "invalid_name", f"class name {name!r} is reserved for train/val/test split folders; "
+    if what == "class" and stripped.lower() in SPLIT_NAMES:
+        raise WebError(400, "invalid_name", f"class name {stripped!r} is reserved for train/val/test split folders; "
                                             "choose another name")
-    return name
+    if not re.match(CLASS_RE if what == "class" else NAME_RE, name):
+        raise WebError(400, "invalid_name", f"{what} name {stripped!r} may not contain / \\ : * ? \" < > | or control "
+                                            "characters, nor start or end with a dot")
+    return stripped
 
 
 def extensions(task: str) -> frozenset[str]:
@@ -106,7 +106,7 @@ class Project:
 
     def sample_path(self, label: str, filename: str) -> Path:
         folder = self.class_dir(label)
-        if filename != Path(filename).name or filename.startswith(".") or not filename:
+        if not re.match(FILE_RE, filename) or filename != Path(filename).name or len(filename) > MAX_FILE:
             raise WebError(400, "invalid_name", f"{filename!r}: not a sample file name")
         path = self._inside(folder / filename, folder)
         if path.is_symlink() or not path.is_file():
@@ -203,14 +203,14 @@ class ProjectStore:
         root = self.home / name
         meta_file = root / "project.json"
         if root.is_symlink() or not meta_file.is_file():
-            raise WebError(404, "not_found", f"project {name!r} not found in {self.home}")
+            raise WebError(404, "not_found", f"project {name!r} not found")  # never the server's folders
         try:
             meta = json.loads(meta_file.read_text("utf-8"))
             task = meta["task"]
             if task not in TASKS:
                 raise ValueError(task)
         except (ValueError, KeyError, TypeError):
-            raise WebError(500, "bad_project", f"{meta_file}: not a valid project file; fix or remove it") from None
+            raise WebError(500, "bad_project", f"project {name!r}: its project.json is not valid; fix or remove it") from None
         return Project(root, name, task, str(meta.get("created", "")))
 
     def create(self, name: str, task: str) -> Project:
