@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from . import jobs
+from .contract import MAX_NAME, NAME_RE, RUN_ID_RE
 from .projects import Project, WebError, safe_name
 
 Value = str | int | float | bool | None
@@ -33,13 +34,8 @@ SERVED = {".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json":
           ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 SANDBOX = ("sandbox allow-scripts; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; media-src data:")
-RUN_ID_PATTERN = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$"
-# projects.safe_name's rule, in the schema (so a fuzzer knows which names are valid): 1 to 64 characters,
-# none of / \ : * ? " < > | or control characters, no dot or space at either end.
-_NAME_CHAR = r'[^\x00-\x1f\x7f/\\:*?"<>|]'
-_NAME_END = r'[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000/\\:*?"<>|.]'  # str.strip's spaces
-NAME_PATTERN = rf"^{_NAME_END}$|^{_NAME_END}{_NAME_CHAR}{{0,62}}{_NAME_END}$"
-
+# The contract's rules (web/contract.py), so the server checks exactly what the schema publishes.
+RUN_ID_PATTERN = RUN_ID_RE
 
 # -- response models -------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
@@ -281,7 +277,8 @@ ERRORS = {400: {"model": ErrorResponse, "description": "a bad project, run or fi
           422: {"model": ErrorResponse, "description": "a missing or malformed parameter"}}
 
 
-ProjectName = Annotated[str, PathParam(description="project name", pattern=NAME_PATTERN)]
+ProjectName = Annotated[str, PathParam(description="project name", pattern=NAME_RE, min_length=1,
+                                       max_length=MAX_NAME)]
 
 
 def add_history_routes(app: FastAPI, project) -> None:
@@ -308,7 +305,7 @@ def add_history_routes(app: FastAPI, project) -> None:
                               "content": {t.split(";")[0]: {} for t in SERVED.values()}}, **ERRORS})
     def experiment_download(name: ProjectName,
                             experiment: str = PathParam(description="folder under the project's experiments/",
-                                                        pattern=NAME_PATTERN),
+                                                        pattern=NAME_RE, min_length=1, max_length=MAX_NAME),
                             filename: str = PathParam(description="a file directly inside it")):
         """A file of one `edgemaker compare` / `curve` result folder under the project's experiments/."""
         target = experiment_file(project(name), experiment, filename)
