@@ -21,7 +21,7 @@ from ..errors import EdgemakerError
 from ..features.cache import FeatureCache
 from ..paths import cache_dir as default_cache_dir
 from ..progress import Progress
-from ..tasks.options import ClassifierOptions, HParams, ModelOptions
+from ..tasks.options import ClassifierOptions
 
 
 def parse_backbones(text: str, modality: str | None = None) -> list[str]:
@@ -55,9 +55,13 @@ def load_data(data_dir: Path, cache: FeatureCache, progress: Progress, task: str
     return report, make_splits(report, SplitOptions(seed=split_seed))
 
 
-def options_for(backbone: str | None, seed: int, cache_dir: Path | None, threads: int | None) -> ClassifierOptions:
-    return ClassifierOptions(model=ModelOptions(backbone=backbone), hparams=HParams(seed=seed),
-                             cache_dir=cache_dir, threads=threads)
+def options_for(backbone: str | None, seed: int, cache_dir: Path | None, threads: int | None,
+                template: ClassifierOptions | None = None) -> ClassifierOptions:
+    """`template` (default: train's defaults) with this backbone, training seed, cache and threads."""
+    t = template or ClassifierOptions()
+    return dataclasses.replace(t, model=dataclasses.replace(t.model, backbone=backbone),
+                               hparams=dataclasses.replace(t.hparams, seed=seed),
+                               cache_dir=cache_dir or t.cache_dir, threads=threads or t.threads)
 
 
 def embedding_rows(cache: FeatureCache) -> int:
@@ -121,20 +125,20 @@ class Fitted:
     network: dict = field(default_factory=dict)
 
 
-def fit(modality: str, backbone: str, train: Sequence[Sample], val: Sequence[Sample], options: ClassifierOptions,
+def fit(modality: str, backbone: str | None, train: Sequence[Sample], val: Sequence[Sample], options: ClassifierOptions,
         cache: FeatureCache, progress: Progress) -> Fitted:
     """Classifier.create for one backbone (head settings chosen on validation, as `train` does);
     a from-scratch network comes from `trained_network`, so a repeat does not train it again."""
     from ..tasks.classifier import classifier_for
 
-    spec = get_spec(backbone)
+    spec = get_spec(backbone) if backbone else None  # None: the task's default candidates, chosen on validation
     before = embedding_rows(cache)
     network, reused, network_s = {}, False, 0.0
-    if spec.weights.kind == "trained":
+    if spec is not None and spec.weights.kind == "trained":
         t0 = time.perf_counter()
         spec, network, reused = trained_network(spec, train, val, options, progress)
         network_s = float(network.get("train_s", time.perf_counter() - t0))
-    clf = classifier_for(modality).create(train, val, options, progress, cache, specs=[spec])
+    clf = classifier_for(modality).create(train, val, options, progress, cache, specs=[spec] if spec else None)
     clf.network = network
     return Fitted(clf, clf.timings["extract_s"], clf.timings["train_s"], network_s, reused,
                   embedding_rows(cache) - before, network)

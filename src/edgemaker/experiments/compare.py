@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..backbones import get_spec
 from ..progress import Progress, SilentProgress
+from ..tasks.options import ClassifierOptions
 from .common import embedding_rows, fit, load_data, options_for, parse_backbones, seeds, spread
 from .int8file import depth, int8_file, seconds_per_sample
 from .output import check_out, write_outputs
@@ -27,9 +28,9 @@ TOLERANCE = 0.01  # a backbone this close to the best on validation counts as as
 
 def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: str | Path, repeats: int = 3,
                 seed: int = 0, task: str | None = None, cache_dir: Path | None = None, threads: int | None = None,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, template: ClassifierOptions | None = None) -> dict:
     """Train each backbone `repeats` times on one split and write the comparison into `out_dir`;
-    returns results.json's content."""
+    returns results.json's content. `template`: options other than backbone and seed (default: train's)."""
     from ..tasks.classifier import Classifier
 
     start = time.perf_counter()
@@ -39,16 +40,17 @@ def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: s
     task = task or get_spec(names[0]).modality
     run_seeds = seeds(seed, repeats)
     check_out(data_dir, out_dir)
-    cache = Classifier.open_cache(options_for(None, seed, cache_dir, threads))
+    cache = Classifier.open_cache(options_for(None, seed, cache_dir, threads, template))
     try:
         report, splits = load_data(data_dir, cache, progress, task, seed)
         rows_before = embedding_rows(cache)
-        rows = [_one_backbone(name, report.modality, splits, run_seeds, out_dir, cache, cache_dir, threads, progress)
+        rows = [_one_backbone(name, report.modality, splits, run_seeds, out_dir, cache, cache_dir, threads, progress,
+                              template)
                 for name in names]
         new_rows = embedding_rows(cache) - rows_before
     finally:
         cache.close()
-    recommendation = recommend(rows, len(splits.val))
+    recommendation = recommend(rows)
     result = {
         "kind": "compare",
         "edgemaker_version": __version__,
@@ -77,11 +79,11 @@ def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: s
 
 
 def _one_backbone(name: str, modality: str, splits, run_seeds: list[int], out_dir: Path, cache, cache_dir,
-                  threads, progress: Progress) -> dict:
+                  threads, progress: Progress, template: ClassifierOptions | None) -> dict:
     runs, first, first_int8 = [], None, None
     for i, s in enumerate(run_seeds):
         progress.log(f"compare: {name}, seed {s}")
-        fitted = fit(modality, name, splits.train, splits.val, options_for(name, s, cache_dir, threads),
+        fitted = fit(modality, name, splits.train, splits.val, options_for(name, s, cache_dir, threads, template),
                      cache, progress)
         clf = fitted.clf
         val, test = clf.evaluate(splits.val), clf.evaluate(splits.test)
@@ -127,7 +129,7 @@ def _one_backbone(name: str, modality: str, splits, run_seeds: list[int], out_di
     }
 
 
-def recommend(rows: list[dict], n_val: int) -> dict:
+def recommend(rows: list[dict]) -> dict:
     """The smallest file whose mean validation accuracy is within 1 point of the best: chosen on
     validation only, so the test column stays an honest estimate of the pick."""
     def size(r: dict) -> float:
