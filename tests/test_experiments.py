@@ -9,10 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from conftest import make_image_folder, tree_digest
-from edgemaker.backbones import BackboneSpec, ImageInput, WeightsSource, register_backbone, unregister_backbone
+
+from edgemaker.backbones import (
+    BackboneSpec,
+    ImageInput,
+    WeightsSource,
+    register_backbone,
+    unregister_backbone,
+)
 from edgemaker.experiments.compare import recommend
 from edgemaker.experiments.curve import flattening_sentence, parse_sizes
 from edgemaker.experiments.output import FILES
@@ -77,7 +82,7 @@ class Counter:
 @pytest.fixture(scope="module")
 def compared(tiny, shapes, tmp_path_factory) -> dict:
     """The same compare twice, counting network trainings and int8 quantizations in each run."""
-    import edgemaker.tasks.classifier as classifier
+    from edgemaker.tasks import classifier
     from edgemaker.experiments.compare import run_compare
     from edgemaker.export.tflite import TFLiteExporter
 
@@ -135,7 +140,7 @@ def test_second_compare_reuses_embeddings_networks_and_int8_files(compared):
 
 
 def _row(name, val, test, size):
-    acc = lambda v: {"mean": v, "std": 0.0, "min": v, "max": v, "values": [v]}  # noqa: E731
+    acc = lambda v: {"mean": v, "std": 0.0, "min": v, "max": v, "values": [v]}
     return {"backbone": name, "val_accuracy": acc(val), "test_accuracy": acc(test), "int8_bytes": size, "fp32_bytes": 4 * size}
 
 
@@ -179,6 +184,7 @@ def test_parse_sizes():
 @pytest.mark.parametrize("args, message", [
     (["compare", "{data}", "--backbones", "small_cnn,nope", "--out", "{tmp}/o"], "unknown backbone 'nope': choose one of"),
     (["compare", "{data}", "--backbones", "small_cnn,aisfx", "--out", "{tmp}/o"], "do not take image input"),
+    (["compare", "{data}", "--backbones", "aisfx", "--out", "{tmp}/o"], "for this data choose from efficientnet_lite0"),
     (["compare", "{data}", "--backbones", "small_cnn", "--out", "{data}/o"], "inside the data folder"),
     (["compare", "{tmp}/missing", "--backbones", "small_cnn", "--out", "{tmp}/o"], "not a folder"),
     (["compare", "{data}", "--backbones", "small_cnn", "--repeats", "0", "--out", "{tmp}/o"], "--repeats 0"),

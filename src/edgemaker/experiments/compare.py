@@ -14,10 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..backbones import get_spec
 from ..progress import Progress, SilentProgress
 from ..tasks.options import ClassifierOptions
-from .common import embedding_rows, fit, load_data, options_for, parse_backbones, seeds, spread
+from .common import (
+    embedding_rows,
+    fit,
+    load_data,
+    options_for,
+    parse_backbones,
+    seeds,
+    spread,
+)
 from .int8file import depth, int8_file, seconds_per_sample
 from .output import check_out, write_outputs
 from .plot import Point, Series, svg_plot
@@ -36,13 +43,14 @@ def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: s
     start = time.perf_counter()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     progress = progress or SilentProgress()
-    names = parse_backbones(backbones if isinstance(backbones, str) else ",".join(backbones), task)
-    task = task or get_spec(names[0]).modality
+    text = backbones if isinstance(backbones, str) else ",".join(backbones)
+    names = parse_backbones(text, task)  # before any work: unknown names, mixed modalities
     run_seeds = seeds(seed, repeats)
     check_out(data_dir, out_dir)
     cache = Classifier.open_cache(options_for(None, seed, cache_dir, threads, template))
     try:
         report, splits = load_data(data_dir, cache, progress, task, seed)
+        parse_backbones(text, report.modality)  # image backbones for images, sound ones for sounds
         rows_before = embedding_rows(cache)
         rows = [_one_backbone(name, report.modality, splits, run_seeds, out_dir, cache, cache_dir, threads, progress,
                               template)

@@ -14,6 +14,7 @@ import datetime as dt
 import random
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from .. import __version__
@@ -171,7 +172,7 @@ def flattening_sentence(rows: list[dict]) -> str:
     if len(pts) < 2:
         return (f"Only one size was measured ({_label(pts[0])} per class: {pts[0]['transfer']['mean']:.1%}); give "
                 "several sizes to see where the curve flattens.")
-    for a, b in zip(pts, pts[1:]):
+    for a, b in pairwise(pts):
         gain = b["transfer"]["mean"] - a["transfer"]["mean"]
         if gain < FLAT:
             return (f"The transfer-learning curve flattens at {_label(a)} per class: going to {_label(b)} changed mean "
