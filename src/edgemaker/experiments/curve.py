@@ -95,6 +95,8 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
         rows = []
         for size in sizes:
             effective = None if size is None else min(size, smallest)
+            if effective is None and all(len(v) == smallest for v in by_class.values()):
+                effective = smallest  # every class has the same count: "all" is that balanced set
             if effective not in done:
                 done[effective] = _measure(effective, by_class, splits, modality, backbone, scratch, run_seeds,
                                            cache, progress, lambda b, s: options_for(b, s, cache_dir, threads, template))

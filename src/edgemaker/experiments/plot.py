@@ -25,6 +25,7 @@ class Series:
     name: str
     points: list[Point] = field(default_factory=list)
     line: bool = True  # join the points (a curve) or not (a scatter)
+    hollow: bool = False  # ring markers, so a second series at the same place stays visible
 
 
 def _ticks(low: float, high: float, log: bool) -> list[float]:
@@ -71,6 +72,9 @@ def svg_plot(series: Sequence[Series], title: str, x_label: str, y_label: str, l
     y0, y1 = y_range or (min(ys), max(ys))
     if y1 - y0 < 1e-9:
         y0, y1 = y0 - 0.05, y1 + 0.05
+    if y_range is None:  # room around the extreme points
+        pad = 0.06 * (y1 - y0)
+        y0, y1 = y0 - pad, y1 + pad
 
     def sx(x: float) -> float:
         if log_x:
@@ -104,6 +108,7 @@ def svg_plot(series: Sequence[Series], title: str, x_label: str, y_label: str, l
         if s.line and len(good) > 1:
             path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in good)
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        placed: list[tuple[float, float]] = []  # label positions so far: crowded labels move down
         for p in good:
             x, y = sx(p.x), sy(p.y)
             if p.low is not None and p.high is not None:
@@ -111,10 +116,18 @@ def svg_plot(series: Sequence[Series], title: str, x_label: str, y_label: str, l
                            f'stroke="{colour}" stroke-width="1.5"/>')
                 for v in (p.low, p.high):
                     out.append(f'<line x1="{x - 4:.1f}" y1="{sy(v):.1f}" x2="{x + 4:.1f}" y2="{sy(v):.1f}" stroke="{colour}"/>')
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{e(s.name)}: {e(p.label or _fmt(p.x))} '
+            marker = f'r="6" fill="none" stroke="{colour}" stroke-width="2"' if s.hollow else f'r="4" fill="{colour}"'
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" {marker}><title>{e(s.name)}: {e(p.label or _fmt(p.x))} '
                        f'{p.y:.4f}</title></circle>')
             if p.label:
-                out.append(f'<text x="{x + 6:.1f}" y="{y - 6:.1f}" fill="{colour}">{e(p.label)}</text>')
+                # above the point, else below it, else further out (clear of the marker either way)
+                for ly in (y - 9, y + 21, y - 23, y + 35, y - 37, y + 49):
+                    if not any(abs(ly - py) < 13 and abs(x - px) < 7 * max(len(p.label), 6) for px, py in placed):
+                        break
+                placed.append((x, ly))
+                anchor = "end" if x > left + 0.7 * plot_w else "start"
+                lx = x - 8 if anchor == "end" else x + 8
+                out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" fill="{colour}" text-anchor="{anchor}">{e(p.label)}</text>')
         ly = top + plot_h + 52 + 18 * i
         out.append(f'<rect x="{left}" y="{ly - 9}" width="12" height="12" fill="{colour}"/>')
         out.append(f'<text x="{left + 18}" y="{ly + 1}">{e(s.name)}</text>')
