@@ -177,9 +177,11 @@ def flattening_sentence(rows: list[dict]) -> str:
     for a, b in pairwise(pts):
         gain = b["transfer"]["mean"] - a["transfer"]["mean"]
         if gain < FLAT:
-            return (f"The transfer-learning curve flattens at {_label(a)} per class: going to {_label(b)} changed mean "
-                    f"test accuracy by {100 * gain:+.1f} points (less than 1 point), so more samples of the same kind "
-                    f"are unlikely to help much; more varied samples or a larger backbone may.")
+            why = ("it is at the ceiling of this test split, so more samples cannot show a gain here"
+                   if a["transfer"]["mean"] >= 0.995 else "so more samples of the same kind are unlikely to help much; "
+                   "more varied samples or a larger backbone may")
+            return (f"The transfer-learning curve flattens at {_label(a)} per class ({a['transfer']['mean']:.1%} mean test "
+                    f"accuracy): going to {_label(b)} changed it by {100 * gain:+.1f} points (less than 1 point); {why}.")
     a, b = pts[-2], pts[-1]
     gain = b["transfer"]["mean"] - a["transfer"]["mean"]
     return (f"The transfer-learning curve has not flattened: the last step, {_label(a)} to {_label(b)} per class, "
