@@ -119,6 +119,7 @@ def test_compare_writes_every_file_and_a_sane_json(compared, tiny):
             assert 0 <= r["int8_test_accuracy"] <= 1
     assert rows["small_cnn"]["network"]["trained"] == "from scratch"
     assert saved["recommendation"]["backbone"] in rows
+    assert all(0 <= v <= 1 for v in saved["recommendation"]["scores"].values())
     assert saved["recommendation"]["sentence"] in (first["dir"] / "table.txt").read_text()
     md = (first["dir"] / "table.md").read_text()
     assert "| backbone |" in md and "small_cnn" in md
@@ -139,9 +140,12 @@ def test_second_compare_reuses_embeddings_networks_and_int8_files(compared):
         assert a["int8_bytes"] == b["int8_bytes"] and a["int8_test_accuracy"] == b["int8_test_accuracy"]
 
 
-def _row(name, val, test, size):
-    acc = lambda v: {"mean": v, "std": 0.0, "min": v, "max": v, "values": [v]}
-    return {"backbone": name, "val_accuracy": acc(val), "test_accuracy": acc(test), "int8_bytes": size, "fp32_bytes": 4 * size}
+def _row(name, val, test, size, int8_val=None):
+    def acc(v):
+        return {"mean": v, "std": 0.0, "min": v, "max": v, "values": [v]}
+
+    return {"backbone": name, "val_accuracy": acc(val), "test_accuracy": acc(test), "int8_bytes": size,
+            "fp32_bytes": 4 * size, "int8_val_accuracy": int8_val}
 
 
 def test_recommendation_is_chosen_on_validation_never_test():
@@ -150,6 +154,9 @@ def test_recommendation_is_chosen_on_validation_never_test():
     assert rec["backbone"] == "mid" and rec["best_by_validation"] == "big"  # within 1 point, smaller
     assert "within 1.0 points" in rec["sentence"]
     assert recommend([_row("a", 0.99, 0.5, 10), _row("b", 0.9, 1.0, 1)])["backbone"] == "a"
+    # what ships counts: a float model as good as the best whose int8 file is not, is not picked
+    rows = [_row("a", 0.972, 0.95, 4_760_000, int8_val=0.972), _row("b", 0.968, 0.84, 4_100_000, int8_val=0.889)]
+    assert recommend(rows)["backbone"] == "a"
 
 
 def test_curve_table_plot_and_flattening_sentence(tiny, shapes, tmp_path):

@@ -209,7 +209,8 @@ def _range(s: dict | None) -> str:
 
 def curve_table(rows: list[dict], scratch: str | None) -> Table:
     t = Table(["Examples per class", "Train samples", "Test accuracy with transfer learning",
-               f"Without transfer learning ({scratch or 'none'} from scratch)"], right=[False, True, True, True])
+               f"Without transfer learning ({scratch} from scratch)" if scratch else
+               "Without transfer learning (n/a: small_cnn takes images)"], right=[False, True, True, True])
     for r in rows:
         t.rows.append([_label(r), r["train_samples"], _range(r["transfer"]), _range(r["scratch"])])
     return t
