@@ -82,9 +82,9 @@ class Counter:
 @pytest.fixture(scope="module")
 def compared(tiny, shapes, tmp_path_factory) -> dict:
     """The same compare twice, counting network trainings and int8 quantizations in each run."""
-    from edgemaker.tasks import classifier
     from edgemaker.experiments.compare import run_compare
     from edgemaker.export.tflite import TFLiteExporter
+    from edgemaker.tasks import classifier
 
     root = tmp_path_factory.mktemp("compare")
     before = tree_digest(shapes)
