@@ -403,6 +403,61 @@ def data_clean(folder: Path, out: Path, link: bool, task: str | None, as_json: b
 # --- end of dataset tools -----------------------------------------------------------------------------
 
 
+# --- experiments: `edgemaker compare` and `edgemaker curve` (src/edgemaker/experiments/) ----------------
+def _experiment_options(fn):
+    for option in reversed([
+        click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+                     help="Folder for results.json, table.txt, table.md, plot.svg and index.html."),
+        click.option("--repeats", type=int, default=3, show_default=True, help="Training seeds per setting."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds the one split; repeat r trains with seed + r."),
+        click.option("--task", type=click.Choice(["image", "audio"]), default=None, help="Default: detected from the files."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Where embeddings are cached."),
+        click.option("--threads", type=int, default=None, help="Inference threads (default: all cores)."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
+        click.option("--json", "as_json", is_flag=True, help="Print results.json to stdout."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _experiment_done(result: dict, out: Path, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not quiet:
+        click.echo((out / "table.txt").read_text().rstrip() + f"\npage: {out / 'index.html'}")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--backbones", required=True, help="Comma-separated backbone names (see `edgemaker backbones`), "
+              "e.g. efficientnet_lite0,efficientnet_lite1,small_cnn.")
+@_experiment_options
+def compare(data: Path, backbones: str, out: Path, repeats: int, seed: int, task: str | None, cache_dir: Path | None,
+            threads: int | None, quiet: bool, as_json: bool) -> None:
+    """Train every backbone on one split of DATA and compare size, speed and accuracy (int8 file included)."""
+    from .experiments.compare import run_compare
+
+    result = run_compare(data, backbones, out, repeats, seed, task, cache_dir, threads, _progress(quiet, as_json))
+    _experiment_done(result, out, as_json, quiet)
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--per-class", "per_class", default="10,30,100,300,all", show_default=True,
+              help="Training examples per class to try (balanced, seeded subsets); 'all' = every training sample.")
+@click.option("--backbone", default=None, help="Transfer-learning backbone (default: the task's default).")
+@_experiment_options
+def curve(data: Path, per_class: str, backbone: str | None, out: Path, repeats: int, seed: int, task: str | None,
+          cache_dir: Path | None, threads: int | None, quiet: bool, as_json: bool) -> None:
+    """Test accuracy by examples per class, with transfer learning and with small_cnn from scratch."""
+    from .experiments.curve import run_curve
+
+    result = run_curve(data, per_class, out, repeats, seed, task, backbone, cache_dir, threads, _progress(quiet, as_json))
+    _experiment_done(result, out, as_json, quiet)
+# --- end of experiments -----------------------------------------------------------------------------
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backbones import DEFAULT_AUDIO_BACKBONES, DEFAULT_IMAGE_BACKBONE, get_spec
 from ..backbones.runtime import Backbone
-from ..backbones.spec import Modality
+from ..backbones.spec import BackboneSpec, Modality
 from ..data.validate import Sample
 from ..errors import EdgemakerError
 from ..evaluate.metrics import Evaluation, evaluate_predictions
@@ -152,9 +152,13 @@ class Classifier:
         options: ClassifierOptions | None = None,
         progress: Progress | None = None,
         cache: FeatureCache | None = None,
+        specs: Sequence[BackboneSpec] | None = None,
     ) -> Classifier:
         """Embed `train` (with augmented views) and `validation`, fit a head per candidate backbone,
-        keep the one with the best validation accuracy (ties: lower validation loss)."""
+        keep the one with the best validation accuracy (ties: lower validation loss).
+
+        `specs`: the candidates as specs instead of the options' names, e.g. a network already
+        trained (experiments reuse a small_cnn trained once per data and seed)."""
         options = options or ClassifierOptions()
         progress = progress or SilentProgress()
         cache = cache or cls.open_cache(options)
@@ -169,9 +173,10 @@ class Classifier:
                 check_supported(spec.with_image_size(options.model.input_size)
                                 if options.model.input_size and spec.image else spec,
                                 [k for k in options.fine_tune.depths if k > 0])
-        for name in cls.candidate_backbones(options):
+        for given in specs or cls.candidate_backbones(options):
             t0 = time.perf_counter()
-            spec = get_spec(name)
+            spec = given if isinstance(given, BackboneSpec) else get_spec(given)
+            name = spec.name
             network: dict = {}
             if spec.weights.kind == "trained":  # its weights are trained on this data first
                 spec, network = train_backbone(spec, train, validation, options, progress)
