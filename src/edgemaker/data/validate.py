@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..faults import point
 from ..features.cache import FeatureCache
 from ..progress import Progress, SilentProgress
 from .folders import SPLITS, FoundFile, modality_of, scan_folder
@@ -83,6 +84,7 @@ class ValidationReport:
 
 
 def _hash_file(found: FoundFile) -> tuple[FoundFile, str | None, str | None]:
+    point("validate")
     try:
         with open(found.path, "rb") as fh:
             data = fh.read()
