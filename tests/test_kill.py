@@ -150,3 +150,45 @@ def test_the_hook_is_inert_without_its_variable(monkeypatch):
     point("write:metrics.json")  # would SIGKILL this test process if it were armed
     monkeypatch.setenv(ENV, "epoch@3")
     point("validate")  # another point's name does not count
+
+
+def test_a_killed_web_worker_leaves_the_project_consistent(tmp_path, monkeypatch):
+    """The worker SIGKILLed while it writes its model file: the run reads as interrupted, offers no
+    file, every file it left is whole, and the next run of the project finishes."""
+    pytest.importorskip("fastapi")
+    from conftest import pattern_image
+    from web_helpers import Api, png_bytes
+
+    import numpy as np
+
+    from edgemaker.web.app import WebConfig, create_app
+
+    P = "/api/v1/projects"
+    api = Api(create_app(WebConfig(home=tmp_path / "projects")))
+    assert api.post(P, json={"name": "k", "task": "image"}).status_code == 201
+    rng = np.random.default_rng(0)
+    for kind in ("stripes", "checks"):
+        assert api.post(f"{P}/k/classes", json={"name": kind}).status_code == 201
+        files = [("files", (f"{kind}_{i}.png", png_bytes(pattern_image(kind, rng)), "image/png")) for i in range(6)]
+        assert api.post(f"{P}/k/classes/{kind}/samples", files=files).status_code == 201
+    request = {"options": {"epochs": 10, "augment": False}, "formats": ["onnx-fp32"]}
+    monkeypatch.setenv("EDGEMAKER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv(ENV, "write:model_fp32.onnx")  # the worker inherits it
+    run = api.post(f"{P}/k/train", json=request).json()["run"]
+    killed = api.wait_run("k", run, timeout=300)
+    monkeypatch.delenv(ENV)
+    assert killed["status"]["state"] == "interrupted", killed
+    assert killed.get("files") is None  # partial files are never offered
+    run_dir = tmp_path / "projects" / "k" / "runs" / run
+    assert list(run_dir.glob(".model_fp32.onnx.*.tmp")) and not (run_dir / "model_fp32.onnx").exists()
+    assert assert_complete(tmp_path / "projects") >= 10 and assert_complete(tmp_path / "cache") >= 2
+    project = api.get(f"{P}/k").json()
+    assert project["active_run"] is None and project["latest_run"] is None
+    assert [c["count"] for c in project["classes"]] == [6, 6]
+
+    again = api.post(f"{P}/k/train", json=request).json()["run"]
+    done = api.wait_run("k", again, timeout=300)
+    assert done["status"]["state"] == "done", done
+    assert api.get(f"{P}/k").json()["latest_run"] == again
+    assert_complete(tmp_path / "projects")
