@@ -17,7 +17,7 @@ from ..progress import Progress, SilentProgress
 from .folders import SPLITS, FoundFile, modality_of, scan_folder
 from .images import ImageDecodeError, decode_image
 
-_MEDIA_KIND = {"image": "image-v1", "audio": "audio-v1"}
+_MEDIA_KIND = {"image": "image-v2", "audio": "audio-v2"}  # v2: the hostile-file guards (faults branch)
 SILENT_DB = -60.0
 
 @dataclass(frozen=True)
