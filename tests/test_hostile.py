@@ -36,7 +36,7 @@ from edgemaker.data.validate import _check_audio, _check_image  # noqa: E402
 
 SRC = str(Path(edgemaker.__file__).resolve().parents[1])
 EXAMPLES = int(os.environ.get("EDGEMAKER_HOSTILE_EXAMPLES", "150"))  # per property
-CHECK = settings(max_examples=EXAMPLES, deadline=5000, database=None, derandomize=True,
+CHECK = settings(max_examples=EXAMPLES, deadline=10_000, database=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PEAK_BYTES = 256 << 20  # numpy/Python memory one file may take while checked
 
