@@ -209,8 +209,9 @@ def test_report_the_case_counts(capsys):
         print(f"\nhostile cases: {COUNTS}")
 
 
-def test_sound_guards_name_the_problem(tmp_path):
-    cases = {
+def named_sound_cases() -> dict[str, tuple[bytes, str | None]]:
+    """File name -> (content, the reason it must be skipped for; None: usable)."""
+    return {
         "rate.wav": (wav_declaring(2**31 - 1, 1, 16, 1, b"\x01\x00" * 2000), "sample rate"),
         "slow.wav": (wav_declaring(1, 1, 16, 1, b"\x01\x00" * 2000), "sample rate"),
         "huge.wav": (wav_declaring(16000, 1, 32, 3, np.full(100, 1e38, "<f4").tobytes()), "beyond full scale"),
@@ -219,7 +220,10 @@ def test_sound_guards_name_the_problem(tmp_path):
         "empty.wav": (wav_declaring(16000, 1, 16, 1, b""), "zero-length"),
         "long.wav": (wav_declaring(8000, 1, 8, 1, b"\x80" * 4000, frames=2**31 - 1), None),  # header lies: 0.5 s used
     }
-    for name, (data, reason) in cases.items():
+
+
+def test_sound_guards_name_the_problem(tmp_path):
+    for name, (data, reason) in named_sound_cases().items():
         (tmp_path / name).write_bytes(data)
         problem, info = _check_audio(tmp_path / name)
         if reason is None:
@@ -285,3 +289,40 @@ def test_validate_train_and_predict_on_a_folder_with_hostile_images(tmp_path):
             assert "top" in row, (rel, row)
         else:
             assert "top" in row or (row["error"] and rel in reasons), (rel, row)
+
+
+def test_train_and_predict_on_a_folder_with_hostile_sounds(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for label, freq in (("hum", 200), ("beep", 1200)):
+        (data / label).mkdir(parents=True)
+        for i in range(6):
+            t = np.arange(16000) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * rng.normal()) * t) + 0.01 * rng.normal(size=t.size)
+            sf.write(data / label / f"{label}_{i}.wav", wave.astype(np.float32), 16000)
+    hostile = []
+    for i, (ext, content) in enumerate(_corpus(hostile_sound(), 30)):
+        path = data / ("hum", "beep")[i % 2] / f"hostile_{i:03d}.{ext}"
+        path.write_bytes(content)
+        hostile.append(path)
+    for name, (content, _) in named_sound_cases().items():
+        hostile.append(data / "hum" / name)
+        hostile[-1].write_bytes(content)
+
+    out = tmp_path / "run"
+    trained = _cli("train", str(data), "--out", str(out), "--backbone", "efficientnet_lite0_mel", "--formats",
+                   "onnx-fp32", "--no-augment", "--epochs", "10", "--quiet")
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    used = {f["path"] for f in json.loads((out / "split.json").read_text())["files"]}
+    reasons = {s["path"]: s["reason"] for s in metrics["data"]["skipped"]}
+    every = {str(p.relative_to(data)) for p in data.rglob("*") if p.is_file()}
+    assert used | set(reasons) == every and not used & set(reasons) and all(reasons.values())
+
+    predicted = _cli("predict", str(out / "model_fp32.onnx"), *map(str, hostile), "--json", timeout=120)
+    assert "Traceback" not in predicted.stderr and predicted.returncode in (0, 1), predicted.stderr[-3000:]
+    rows = json.loads(predicted.stdout)["predictions"]
+    assert [r["file"] for r in rows] == [str(p) for p in hostile]
+    for row, path in zip(rows, hostile):
+        rel = str(path.relative_to(data))
+        assert "top" in row if rel in used else ("top" in row or (row["error"] and rel in reasons)), (rel, row)
