@@ -5,24 +5,42 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo-data
 
-.PHONY: install demo test bench clean browser
+.PHONY: install demo test bench clean browser constraints upgrade
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every install goes through constraints.txt: the exact versions the suite passed with, so an install
+# made next month gets the same packages (tests/test_constraints.py compares `pip freeze` with it).
+PIP_INSTALL := $(BIN)/pip install -q -c constraints.txt
+
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	# torch first and pinned: 2.13.0 is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	$(PIP_INSTALL) torch==2.13.0
 	# The TFLite extra names torch too: keeping the pin in the same command stops pip pulling a CUDA build.
-	$(BIN)/pip install -q -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
+	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
 	# aisfx ships the audio embedding weights; its own pins (numpy==1.23, librosa==0.9.2) are stale
 	# and unused here, so it is installed without them.
-	$(BIN)/pip install -q --no-deps aisfx==0.1.2
 	# --base-model converts ONNX with onnx2torch (the base-model extra). It requires torchvision, which
 	# cannot sit beside the CPU torch; only its NMS/RoiAlign converters use it (left out, see
-	# backbones/base_model.py), so it is installed without its dependencies.
-	$(BIN)/pip install -q --no-deps onnx2torch==1.5.15
+	# backbones/base_model.py), so it is installed without its dependencies. Versions: constraints.txt.
+	$(PIP_INSTALL) --no-deps aisfx onnx2torch
 	touch $(STAMP)
+
+# constraints.txt from the installed environment (after adding a dependency and passing the suite).
+constraints: install
+	$(BIN)/pip install -q uv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/constraints.py
+
+# The newest versions pyproject.toml allows: re-pin, reinstall through the new pins, run the suite.
+# Commit constraints.txt only if the suite passes.
+upgrade: install
+	$(BIN)/pip install -q uv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/constraints.py --upgrade
+	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
+	$(PIP_INSTALL) --no-deps aisfx onnx2torch
+	touch $(STAMP)
+	$(BIN)/python -m pytest -q
 
 demo: install
 	$(BIN)/python -m edgemaker.demo $(DEMO)

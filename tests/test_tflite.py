@@ -193,3 +193,29 @@ def test_tiny_grayscale_inputs_keep_int8_within_two_points_or_refuse_it(tmp_path
         else:
             assert exports["onnx-fp32"]["test_accuracy"] - exports[fmt]["test_accuracy"] <= 0.02, exports[fmt]
     assert ("c-array" in refused) == ("tflite-int8" in refused)
+
+
+def test_the_quantizer_cast_warning_changes_no_prediction(trained, exported, tmp_path, monkeypatch):
+    """ai_edge_quantizer warns `invalid value encountered in cast` (silenced in export/tflite.py's
+    quantize): some EfficientNet-Lite conv channels have ~0 weights but a bias, the bias overflows
+    int32, and the cast of the clipped +2^31 wraps to -2^31. The int8 file quantized again with a cast
+    that saturates properly gives the same prediction for every sample."""
+    from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uqt
+
+    splits, clf, _ = trained
+    cast, wrapped = uqt.assign_quantized_type, []
+
+    def saturating(tensor, qtype):
+        info = np.iinfo(uqt._get_numpy_dtype(qtype))
+        values = np.asarray(tensor, np.float64)
+        wrapped.append(int((values > info.max).sum() + (values < info.min).sum()))
+        return cast(np.clip(values, info.min, info.max), qtype)
+
+    monkeypatch.setattr(uqt, "assign_quantized_type", saturating)
+    fixed = clf.export(tmp_path, Quantization.for_int8([s.path for s in splits.train]), runtime="tflite")
+    assert sum(wrapped) > 0, "no value overflowed: the quantizer changed; drop the warning filter in tflite.py"
+    samples = splits.train + splits.val + splits.test
+    models = [load_exported(exported["int8"]), load_exported(fixed)]
+    shipped, saturated = (np.stack([m.predict_prepared(m.prepare(s.path)) for s in samples]) for m in models)
+    assert (shipped.argmax(1) == saturated.argmax(1)).all()
+    assert np.abs(shipped - saturated).max() < 0.05, np.abs(shipped - saturated).max()

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .faults import point
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -27,6 +29,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        point(f"write:{target.name}")
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -44,3 +47,14 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 
 def write_json(target: str | os.PathLike[str], obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def remove_stale(folder: str | os.PathLike[str]) -> int:
+    """Delete the temporary files a killed writer left in `folder` (hidden `.NAME.*.tmp*`: never a
+    final name, so nothing reads them); only for a folder one run owns, like a run's --out."""
+    removed = 0
+    for path in Path(folder).glob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

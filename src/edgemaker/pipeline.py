@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import write_json, write_text
+from .atomic import remove_stale, write_json, write_text
 from .data.splits import SplitOptions, Splits, make_splits
 from .data.validate import ValidationReport, validate_folder
 from .errors import EdgemakerError
 from .evaluate.metrics import Evaluation, evaluate_predictions, paired_loss
 from .export.quantization import Quantization
 from .export.runtime import ExportedModel, load_exported
+from .faults import point
 from .features.extract import ordered_map
 from .progress import Progress, SilentProgress
 from .export.session import ExportSession
@@ -161,6 +162,7 @@ def train_run(
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir)  # a killed earlier run's temporary files
         session = clf.export_session(out_dir)
         exported, refused = _export_all(session, formats, splits, report.modality, progress)
         models = [load_exported(path, options.threads) for _, path in exported]
@@ -287,6 +289,7 @@ def _export_all(session: ExportSession, formats: Sequence[str], splits: Splits, 
     bar = progress.bar(len(wanted), "export")
     for fmt in wanted:
         runtime = FORMATS[fmt][0]
+        point(f"export:{fmt}")
         path = session.export(runtime, _quantization(fmt, splits, modality), _frontend(fmt, modality))
         if path is None:
             choice = session.int8_choice[runtime + ("" if _frontend(fmt, modality) else "-nofrontend")]

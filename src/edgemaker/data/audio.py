@@ -17,6 +17,12 @@ from ..backbones.spec import AudioInput
 
 BLOCK_SECONDS = 5.0
 SILENCE_FRAME_SECONDS = 0.01
+# Per-file guards (like images' 128 MP limit), so a hostile header cannot cost unbounded time or memory:
+MIN_RATE, MAX_RATE = 1_000, 768_000  # Hz; outside it the header is broken, or resampling would be absurd
+MAX_SECONDS = 3600.0  # decoded length of one clip; longer recordings are cut into clips first
+MIN_SECONDS = 0.001  # shorter resamples to nothing: no window to classify
+MAX_AMPLITUDE = 1000.0  # float samples 60 dB over full scale are damage, not sound (their log-mel overflows)
+MAX_BLOCK_SAMPLES = 1 << 22  # one decoded block over all channels: 16 MB of float32
 
 
 class AudioDecodeError(ValueError):
@@ -64,15 +70,29 @@ def _open(source: Path | bytes):
         raise AudioDecodeError(f"not a readable sound file ({text})") from None
 
 
+def _check_header(f) -> None:
+    """Refuse what no clip should declare, before decoding anything."""
+    if f.frames <= 0:
+        raise AudioDecodeError("zero-length sound (no samples)")
+    if f.samplerate <= 0 or f.channels <= 0:
+        raise AudioDecodeError("invalid header (sample rate or channel count)")
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        raise AudioDecodeError(f"sample rate {f.samplerate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz (a damaged header?)")
+    seconds = f.frames / f.samplerate
+    if seconds > MAX_SECONDS:
+        raise AudioDecodeError(f"{seconds / 60:.0f} minutes long, over the {MAX_SECONDS / 60:.0f}-minute limit "
+                               "per clip: cut it into shorter clips")
+    if seconds < MIN_SECONDS:
+        raise AudioDecodeError(f"shorter than {MIN_SECONDS * 1000:.0f} ms ({f.frames} samples at {f.samplerate} Hz): "
+                               "too short to classify")
+
+
 def probe_audio(source: Path | bytes) -> dict:
     """Header facts, without decoding the samples."""
     with _open(source) as f:
         info = {"sample_rate": f.samplerate, "channels": f.channels, "frames": f.frames,
                 "format": f.format, "subtype": f.subtype}
-    if info["frames"] <= 0:
-        raise AudioDecodeError("zero-length sound (no samples)")
-    if info["sample_rate"] <= 0 or info["channels"] <= 0:
-        raise AudioDecodeError("invalid header (sample rate or channel count)")
+        _check_header(f)
     info["duration_s"] = info["frames"] / info["sample_rate"]
     return info
 
@@ -82,17 +102,23 @@ def stream_mono(source: Path | bytes, sample_rate: int, block_seconds: float = B
     import soxr
 
     with _open(source) as f:
-        if f.frames == 0:
-            raise AudioDecodeError("zero-length sound (no samples)")
+        _check_header(f)
         resampler = None if f.samplerate == sample_rate else soxr.ResampleStream(
             f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
-        block = max(1024, int(block_seconds * f.samplerate))
+        block = max(1, min(max(1024, int(block_seconds * f.samplerate)), MAX_BLOCK_SAMPLES // f.channels))
         got = 0
         try:
             for chunk in f.blocks(blocksize=block, dtype="float32", always_2d=True):
                 if not np.isfinite(chunk).all():
                     raise AudioDecodeError("contains NaN or infinite samples")
+                peak = float(np.abs(chunk).max(initial=0.0))
+                if peak > MAX_AMPLITUDE:
+                    raise AudioDecodeError(f"samples far beyond full scale (peak {peak:.3g}; float samples "
+                                           "should lie within -1..1)")
                 got += len(chunk)
+                if got > MAX_SECONDS * f.samplerate:  # more data than the header said
+                    raise AudioDecodeError(f"over the {MAX_SECONDS / 60:.0f}-minute limit per clip: "
+                                           "cut it into shorter clips")
                 mono = chunk.mean(axis=1, dtype=np.float32) if chunk.shape[1] > 1 else chunk[:, 0]
                 out = resampler.resample_chunk(mono) if resampler else mono
                 if len(out):

@@ -29,6 +29,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageDecodeError("float image holds NaN or infinite pixels")
         top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:  # float or 32-bit data: stretch
             lo, hi = float(arr.min()), float(arr.max())

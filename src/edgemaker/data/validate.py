@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..faults import point
 from ..features.cache import FeatureCache
 from ..progress import Progress, SilentProgress
 from .folders import SPLITS, FoundFile, modality_of, scan_folder
 from .images import ImageDecodeError, decode_image
 
-_MEDIA_KIND = {"image": "image-v1", "audio": "audio-v1"}
+_MEDIA_KIND = {"image": "image-v2", "audio": "audio-v2"}  # v2: the hostile-file guards (faults branch)
 SILENT_DB = -60.0
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class ValidationReport:
 
 
 def _hash_file(found: FoundFile) -> tuple[FoundFile, str | None, str | None]:
+    point("validate")
     try:
         with open(found.path, "rb") as fh:
             data = fh.read()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..faults import point
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class FeatureCache:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", rows)
+                point("cache-commit:embeddings")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -123,6 +125,7 @@ class FeatureCache:
                     "INSERT OR REPLACE INTO media VALUES (?, ?, ?, ?)",
                     [(c, kind, p, i) for c, (p, i) in rows.items()],
                 )
+                point("cache-commit:media")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

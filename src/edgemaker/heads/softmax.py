@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..faults import point
+
 
 @dataclass
 class EpochRecord:
@@ -159,6 +161,7 @@ class SoftmaxHead:
                 else:
                     waited += 1
             self.history_.append(record)
+            point("epoch")
             if callback is not None:
                 callback(record)
             if validation is not None and waited >= self.patience:
