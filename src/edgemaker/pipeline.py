@@ -136,13 +136,21 @@ def train_run(
             progress.log(line)
         t_validate = time.perf_counter() - start
 
-        auto_record = None
+        auto_record = budget_record = None
         if auto is not None:
             from .tasks.auto import search
 
             clf, auto_record = search(classifier_for(report.modality), splits.train, splits.val, options, auto,
                                       progress, cache, len(splits.test), max_flash, max_ram, start, formats)
             options = replace(clf.options, hparams=options.hparams)  # the winner's backbone and size, for config.json
+        elif budget_targets(options, max_flash, max_ram):  # budgets as targets: the best model that fits
+            from .tasks.budget_search import search as budget_search
+
+            clf, budget_record = budget_search(classifier_for(report.modality), splits.train, splits.val, options,
+                                               progress, cache, max_flash, max_ram)
+            options = replace(clf.options, hparams=options.hparams)
+            if not {"tflite-int8", "c-array"} & set(formats):  # the budget is confirmed on the real int8 file
+                formats = (*formats, "tflite-int8")
         else:
             clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
         if clf.selection:
@@ -225,6 +233,12 @@ def train_run(
     budget_problems = check_budgets(exports, max_flash, max_ram)
     if auto_record is not None:
         metrics["auto"] = auto_record.to_dict()
+    if budget_record is not None:
+        from .tasks.budget_search import confirm, frontier_svg
+
+        confirm(budget_record, exports)
+        metrics["budget_search"] = budget_record.to_dict()
+        write_text(out_dir / "frontier.svg", frontier_svg(metrics["budget_search"]))
     metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
     write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir / "report.html", metrics, splits, test_eval)
@@ -276,6 +290,12 @@ def _c_array(out_dir: Path, exports: list[dict], clf: Classifier) -> dict:
     _, cc = write_c_array(tflite, out_dir, read_metadata(tflite))
     return {**source, "format": "c-array", "path": cc.name, "size_bytes": tflite.stat().st_size,
             "source": source["path"], "note": "model_data.cc holds exactly the bytes of " + source["path"]}
+
+
+def budget_targets(options: ClassifierOptions, max_flash: int | None, max_ram: int | None) -> bool:
+    """A budget with no fixed backbone is a target (tasks/budget_search.py); with one, only a check."""
+    return (max_flash is not None or max_ram is not None) and not options.model.backbone \
+        and options.model.base_model is None and not options.fine_tune.active
 
 
 def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | None) -> list[str]:

@@ -241,6 +241,10 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                            for c in auto["candidates"]]))
         if auto["skipped"]:
             out.append(_table(["skipped", "why"], [[c["name"], c["reason"]] for c in auto["skipped"]]))
+    if metrics.get("budget_search"):
+        from ..tasks.budget_search import report_section
+
+        out += report_section(metrics["budget_search"])
     counts = {name: {} for name, _ in splits.items()}
     for name, samples in splits.items():
         for s in samples:
