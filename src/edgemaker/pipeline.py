@@ -110,11 +110,13 @@ def train_run(
     max_flash: int | None = None,
     max_ram: int | None = None,
     auto: AutoOptions | None = None,
+    distill: bool = False,
 ) -> dict:
     """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content.
 
     `task`: "image" or "audio"; None detects it from the files. `auto`: choose the backbone, input
-    size and head settings on validation within a time budget (tasks/auto.py).
+    size and head settings on validation within a time budget (tasks/auto.py). `distill`: the student
+    (the budget winner, --backbone, or small_cnn) learns the full model's probabilities (tasks/distill.py).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = options or ClassifierOptions()
@@ -126,6 +128,8 @@ def train_run(
     if base is not None and not Path(base).expanduser().is_file():  # before any heavy work
         raise EdgemakerError(f"{base}: --base-model file not found")
     start = time.perf_counter()
+    if distill and not options.model.backbone and not budget_targets(options, max_flash, max_ram):
+        options = replace(options, model=replace(options.model, backbone="small_cnn"))  # the default student
 
     cache = Classifier.open_cache(options)
     try:
@@ -153,6 +157,11 @@ def train_run(
                 formats = (*formats, "tflite-int8")
         else:
             clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+        distill_record = None
+        if distill:
+            from .tasks.distill import distill as run_distill
+
+            clf, distill_record = run_distill(classifier_for(report.modality), clf, splits, options, progress, cache)
         if clf.selection:
             progress.log("backbones by validation accuracy: " + ", ".join(
                 f"{name} {v['val_accuracy']:.3f}" for name, v in clf.selection.items()) + f"; chose {clf.spec.name}")
@@ -233,6 +242,8 @@ def train_run(
     budget_problems = check_budgets(exports, max_flash, max_ram)
     if auto_record is not None:
         metrics["auto"] = auto_record.to_dict()
+    if distill_record is not None:
+        metrics["distill"] = distill_record.to_dict()
     if budget_record is not None:
         from .tasks.budget_search import confirm, frontier_svg
 

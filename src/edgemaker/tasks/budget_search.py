@@ -135,7 +135,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         raise EdgemakerError("--max-flash/--max-ram choose on the validation split, and this run has none; use "
                              "--split with a validation share (e.g. 80/10/10)")
     n_classes = len({s.label for s in train})
-    record = BudgetRecord(max_flash, max_ram, candidates(n_classes))
+    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN))
     for c in record.candidates:
         c.fits = _fits(c.predicted, max_flash, max_ram)
     fitting = [c for c in record.candidates if c.fits]
