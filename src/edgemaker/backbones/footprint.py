@@ -35,51 +35,72 @@ class Footprint:
         return asdict(self)
 
 
-def predict(module, size: int, n_classes: int, feature_dim: int, uint8_input: bool = True) -> Footprint:
+def predict(module, size: int, n_classes: int, feature_dim: int) -> Footprint:
     """`module`: float NCHW (1, 3, size, size) -> (1, feature_dim) features; the classifier adds a
     dense head to `n_classes` and a softmax."""
+    ops, _ = _trace(module, size)
+    return _footprint(ops, size, n_classes, feature_dim)
+
+
+def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Footprint]:
+    """An EfficientNet cut after each block, from ONE traced forward pass: [depth 1, 2, ...]."""
+    from ..backbones.truncated import make_truncated
+
+    ops, ends = _trace(make_truncated(net, len(net._blocks)), size)
+    return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
+
+
+def _footprint(ops: list[tuple], size: int, n_classes: int, feature_dim: int) -> Footprint:
+    image = 3 * size * size
+    # The graph input (uint8 image) is quantized to int8 once, then the first operator reads it.
+    ram = max([image * 2] + [i + o + h for i, o, h, *_ in ops])
+    last = ops[-1][1] if ops else image
+    ram = max(ram, last + feature_dim)  # the global mean pooling
+    head = feature_dim * n_classes
+    weights = sum(op[3] for op in ops)
+    channels = sum(op[4] for op in ops)
+    flash = weights + head + 28 * (channels + n_classes) + FILE_OVERHEAD + PER_OP_BYTES * (len(ops) + 4)
+    return Footprint(int(flash), int(ram), int(sum(op[5] for op in ops) + head), int(weights + head), len(ops) + 4)
+
+
+def _trace(module, size: int) -> tuple[list[tuple], list[int]]:
+    """Operators in execution order as (input, output, held-for-residual elements, weights, output
+    channels, MACs), and the number of operators done at the end of each EfficientNet block."""
+    import copy
+
     import torch
 
-    ops: list[tuple[int, int, int]] = []  # (input elements, output elements, held elements)
+    module = copy.deepcopy(module).to("meta")  # shapes only: no arithmetic, no change to the caller's module
+    ops: list[tuple] = []
+    ends: list[int] = []
     held = [0]
-    weights = [0]
-    channels = [0]
-    macs = [0]
-    n_ops = [0]
 
     def numel(t) -> int:
         return int(t.numel()) if isinstance(t, torch.Tensor) else 0
 
     def conv_hook(mod, inputs, output):
-        x = inputs[0]
-        ops.append((numel(x), numel(output), held[0]))  # the converter folds "same" padding into the conv
-        n_ops[0] += 1
-        weights[0] += int(mod.weight.numel())
-        channels[0] += int(mod.out_channels)
         k = mod.weight.shape[2] * mod.weight.shape[3] * (mod.in_channels // mod.groups)
-        macs[0] += int(output.numel()) * int(k)
+        # the converter folds "same" padding, BatchNorm and ReLU into the convolution
+        ops.append((numel(inputs[0]), numel(output), held[0], int(mod.weight.numel()), int(mod.out_channels),
+                    int(output.numel()) * int(k)))
 
     def dense_hook(mod, inputs, output):
-        ops.append((numel(inputs[0]), numel(output), held[0]))
-        n_ops[0] += 1
-        weights[0] += int(mod.weight.numel())
-        channels[0] += int(mod.out_features)
-        macs[0] += int(mod.weight.numel())
+        ops.append((numel(inputs[0]), numel(output), held[0], int(mod.weight.numel()), int(mod.out_features),
+                    int(mod.weight.numel())))
 
     def pool_hook(mod, inputs, output):
-        ops.append((numel(inputs[0]), numel(output), held[0]))
-        n_ops[0] += 1
+        ops.append((numel(inputs[0]), numel(output), held[0], 0, 0, 0))
 
     def block_pre(mod, inputs):
-        args = getattr(mod, "_block_args", None)
-        skip = args is not None and mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        args = mod._block_args
+        skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
         held[0] = numel(inputs[0]) if skip else 0
 
     def block_post(mod, inputs, output):
         if held[0]:
-            ops.append((2 * numel(inputs[0]), numel(output), 0))  # the residual ADD
-            n_ops[0] += 1
+            ops.append((2 * numel(inputs[0]), numel(output), 0, 0, 0, 0))  # the residual ADD
         held[0] = 0
+        ends.append(len(ops))
 
     handles = []
     for m in module.modules():
@@ -94,17 +115,8 @@ def predict(module, size: int, n_classes: int, feature_dim: int, uint8_input: bo
             handles.append(m.register_forward_hook(block_post))
     try:
         with torch.no_grad():
-            module.eval()(torch.zeros(1, 3, size, size))
+            module.eval()(torch.zeros(1, 3, size, size, device="meta"))
     finally:
         for h in handles:
             h.remove()
-    image = 3 * size * size
-    # The graph input (uint8 image) is quantized to int8 once, then the first operator reads it.
-    ram = max([image * 2] + [i + o + h for i, o, h in ops])
-    last = ops[-1][1] if ops else image
-    ram = max(ram, last + feature_dim)  # the global mean pooling
-    head = feature_dim * n_classes
-    flash = (weights[0] + head + 28 * (channels[0] + n_classes) + FILE_OVERHEAD
-             + PER_OP_BYTES * (n_ops[0] + 4))
-    params = sum(int(p.numel()) for p in module.parameters())
-    return Footprint(int(flash), int(ram), int(macs[0] + head), params, n_ops[0] + 4)
+    return ops, ends

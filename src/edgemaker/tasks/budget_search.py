@@ -87,35 +87,37 @@ def _excess(pred: dict, max_flash: int | None, max_ram: int | None) -> float:
     return max(pred["flash_bytes"] / max_flash if max_flash else 0.0, pred["ram_bytes"] / max_ram if max_ram else 0.0)
 
 
+def _Full(net):
+    import torch
+
+    class Full(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Full()
+
+
 def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tuple[int, int]] = SMALL_CNN,
                variant: str = VARIANT) -> list[Candidate]:
     """Every candidate with its predicted footprint (no weights loaded, no training), cheapest flash first."""
     from ..backbones import get_spec, small_cnn
-    from ..backbones.footprint import predict
-    from ..backbones.truncated import _trunk, depth_dims, make_truncated, truncated_name
+    from ..backbones.footprint import predict, predict_depths
+    from ..backbones.truncated import _trunk, depth_dims, truncated_name
 
     dims = depth_dims(variant)
     full = get_spec(f"efficientnet_{variant}")
     out = []
     for size in sizes:
         net = _trunk(variant, size)
-        for k in range(1, len(dims) + 2):
-            if k <= len(dims):
-                module, name, dim = make_truncated(net, k), truncated_name(variant, k), dims[k - 1]
-            else:  # the whole backbone, as registered
-                import torch
-
-                class Full(torch.nn.Module):
-                    def __init__(self) -> None:
-                        super().__init__()
-                        self.net = net
-
-                    def forward(self, x):
-                        return self.net.extract_features(x).mean(dim=(2, 3))
-
-                module, name, dim = Full(), full.name, full.feature_dim
-            fp = predict(module, size, n_classes, dim)
-            out.append(Candidate(f"{name}@{size}", name, size, None, fp.to_dict()))
+        for k, fp in enumerate(predict_depths(net, size, n_classes, dims), 1):
+            out.append(Candidate(f"{truncated_name(variant, k)}@{size}", truncated_name(variant, k), size, None,
+                                 fp.to_dict()))
+        fp = predict(_Full(net), size, n_classes, full.feature_dim)  # the whole backbone, as registered
+        out.append(Candidate(f"{full.name}@{size}", full.name, size, None, fp.to_dict()))
     for width, size in small:
         fp = predict(small_cnn.make_network(size, width).fuse(), size, n_classes, 4 * width)
         out.append(Candidate(f"small_cnn_w{width}@{size}", small_cnn.NAME, size, width, fp.to_dict()))
@@ -159,11 +161,12 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         extract_all_depths(train, backbone, cache, views, aug, progress, f"extract every depth @{size} (train)")
         extract_all_depths(validation, backbone, cache, 0, None, progress, f"extract every depth @{size} (val)")
         progress.log(f"budget: every depth at {size} px embedded in {time.perf_counter() - t0:.1f} s")
+        specs = {spec.name: spec for spec in backbone.specs}
         for c in [c for c in record.candidates if c.size == size and c.width is None]:
+            spec = specs[c.backbone]
             t1 = time.perf_counter()
-            opts = replace(screen, model=replace(screen.model, backbone=c.backbone, input_size=size))
-            clf = cls.create(train, validation, opts, progress, cache)
-            _score(c, clf, validation, time.perf_counter() - t1)
+            c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
+            c.seconds = time.perf_counter() - t1
             if c.fits and (best is None or _rank(c) > _rank(best[0])):
                 best = (c, None)
     small = [c for c in fitting if c.width is not None]
@@ -192,6 +195,30 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
     record.seconds = time.perf_counter() - start
     return clf, record
+
+
+class _Cached:
+    """A backbone whose every embedding is already in the cache (features/depths.py filled it)."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    def embed(self, batch):
+        raise RuntimeError(f"{self.spec.name}: embedding expected in the cache")
+
+
+def _screen(spec, train, validation, options: ClassifierOptions, cache, progress) -> tuple[float, float]:
+    """(val accuracy, val loss) of one head fitted on cached embeddings: no graph built, no extraction."""
+    from ..evaluate.metrics import evaluate_predictions
+    from .classifier import _embed, _select_head
+
+    holder = _Cached(spec)
+    x_train = _embed(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
+    x_val = _embed(holder, validation, 0, options, cache, progress, "cached val")
+    head, _ = _select_head(options, train, validation, x_train, x_val)
+    ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
+                              x_val.aggregate(head.predict_proba(x_val.vectors)))
+    return ev.accuracy, ev.loss
 
 
 def _score(c: Candidate, clf, validation, seconds: float) -> None:
