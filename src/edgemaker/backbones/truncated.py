@@ -84,10 +84,12 @@ def all_depths_module(net):
             n = self.net
             x = n._swish(n._bn0(n._conv_stem(x)))
             pooled = []
+            # GlobalAveragePool (not ReduceMean): ONNX Runtime keeps it in its blocked NCHWc layout, so
+            # tapping every block costs no layout conversion of the feature maps.
             for block in n._blocks:
                 x = block(x)
-                pooled.append(x.mean(dim=(2, 3)))
-            pooled.append(n._swish(n._bn1(n._conv_head(x))).mean(dim=(2, 3)))
+                pooled.append(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+            pooled.append(torch.nn.functional.adaptive_avg_pool2d(n._swish(n._bn1(n._conv_head(x))), 1).flatten(1))
             return torch.cat(pooled, dim=1)
 
     return AllDepths().eval()

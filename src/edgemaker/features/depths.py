@@ -44,11 +44,12 @@ class AllDepthsBackbone:
         self.specs = [truncated_spec(variant, k, size) for k in range(1, len(self.dims))] + [self.full]
         # A spec for the concatenated vector: never cached itself (its rows are split per depth).
         self.spec = dataclasses.replace(self.full, name=f"efficientnet_{variant}_alldepths", feature_dim=sum(self.dims))
+        self.graph = 2  # bump when the all-depths graph changes (its file name carries it)
         self.onnx_path = self._export(root)
         self._session = make_session(self.onnx_path, threads)
 
     def _export(self, root: Path | None) -> Path:
-        target = (root or cache_dir()) / "backbones" / f"{self.spec.cache_id}-g{GRAPH_VERSION}.onnx"
+        target = (root or cache_dir()) / "backbones" / f"{self.spec.cache_id}-g{GRAPH_VERSION}.{self.graph}.onnx"
         if target.is_file():
             return target
         import torch
