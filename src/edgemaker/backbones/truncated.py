@@ -16,7 +16,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from .registry import _REGISTRY, get_spec, register_backbone
+from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
 from .spec import BackboneSpec
 from .weights import load_state_dict
 
@@ -127,6 +127,7 @@ def truncated_spec(variant: str, depth: int, size: int | None = None) -> Backbon
                                    description=f"EfficientNet-{variant.capitalize()} truncated after block {depth} "
                                                f"of {len(dims)} (ImageNet), pooled")
         register_backbone(spec)(_build)
+        _UNLISTED.add(name)
     spec = get_spec(name)
     return spec.with_image_size(size) if size else spec
 
