@@ -154,7 +154,6 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     views = screen.augmentation.active_views
     aug = screen.augmentation.augmentation() if views else None
     best = None
-    trained = {}
     for size in sorted({c.size for c in fitting if c.width is None}):
         t0 = time.perf_counter()
         backbone = AllDepthsBackbone(VARIANT, size, options.threads, options.cache_dir)
@@ -167,6 +166,9 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             t1 = time.perf_counter()
             c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
             c.seconds = time.perf_counter() - t1
+            progress.log(f"budget: {c.name} val accuracy {c.val_accuracy:.3f} (predicted flash "
+                         f"{_human(c.predicted['flash_bytes'])}, RAM {_human(c.predicted['ram_bytes'])}"
+                         f"{'' if c.fits else ', over budget'})")
             if c.fits and (best is None or _rank(c) > _rank(best[0])):
                 best = (c, None)
     small = [c for c in fitting if c.width is not None]
@@ -176,7 +178,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
         clf = cls.create(train, validation, opts, progress, cache)
         _score(c, clf, validation, time.perf_counter() - t1)
-        trained[c.name] = clf
+        progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
         if best is None or _rank(c) > _rank(best[0]):
             best = (c, clf)
     assert best is not None
