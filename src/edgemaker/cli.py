@@ -67,13 +67,17 @@ def cli() -> None:
 @click.option("--fine-tune", "fine_tune", default=None, metavar="K|auto",
               help="Images: also train the backbone's last K blocks with the head (auto: K from 0-3 by validation).")
 @click.option("--fine-tune-epochs", type=int, default=None, help="Most fine-tuning epochs per depth tried.")
-@click.option("--max-flash", default=None, help="Fail when a device file is larger, e.g. 1M or 512K.")
-@click.option("--max-ram", default=None, help="Fail when a device file's tensor arena estimate is larger, e.g. 256K.")
+@click.option("--max-flash", default=None, help="Device flash, e.g. 1M or 512K: without --backbone, the most accurate "
+              "model that fits is searched (truncated backbones, input sizes, small_cnn); with one, a check.")
+@click.option("--max-ram", default=None, help="Device RAM for the tensor arena, e.g. 256K (as --max-flash).")
 @click.option("--device", default=None, metavar="NAME",
               help="A board's flash and RAM budgets (see `edgemaker devices`); --max-flash/--max-ram override them.")
 @click.option("--auto", "auto", is_flag=True,
               help="Choose backbone, input size and head settings by validation accuracy within --budget "
                    "(with --max-flash/--max-ram: the most accurate candidate that fits).")
+@click.option("--distill", "distill", is_flag=True,
+              help="Train a small student (the --max-flash/--max-ram winner, --backbone, or small_cnn) on the full "
+                   "model's probabilities; reports it beside its from-scratch twin and the teacher.")
 @click.option("--budget", default=None, help="With --auto: time for the whole run, e.g. 5m, 300s, 1h (default 10m).")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
               help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
@@ -85,7 +89,7 @@ def cli() -> None:
 def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
           base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
-          silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
+          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
     from dataclasses import replace
@@ -131,7 +135,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
 
         get_spec(backbone)
     metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task,
-                        flash_limit, ram_limit, auto_options)
+                        flash_limit, ram_limit, auto_options, distill)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return

@@ -112,11 +112,13 @@ def train_run(
     max_flash: int | None = None,
     max_ram: int | None = None,
     auto: AutoOptions | None = None,
+    distill: bool = False,
 ) -> dict:
     """Validate, split, extract, train, evaluate, export and report. Returns metrics.json's content.
 
     `task`: "image" or "audio"; None detects it from the files. `auto`: choose the backbone, input
-    size and head settings on validation within a time budget (tasks/auto.py).
+    size and head settings on validation within a time budget (tasks/auto.py). `distill`: the student
+    (the budget winner, --backbone, or small_cnn) learns the full model's probabilities (tasks/distill.py).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     options = options or ClassifierOptions()
@@ -128,6 +130,8 @@ def train_run(
     if base is not None and not Path(base).expanduser().is_file():  # before any heavy work
         raise EdgemakerError(f"{base}: --base-model file not found")
     start = time.perf_counter()
+    if distill and not options.model.backbone and not budget_targets(options, max_flash, max_ram):
+        options = replace(options, model=replace(options.model, backbone="small_cnn"))  # the default student
 
     cache = Classifier.open_cache(options)
     try:
@@ -138,15 +142,28 @@ def train_run(
             progress.log(line)
         t_validate = time.perf_counter() - start
 
-        auto_record = None
+        auto_record = budget_record = None
         if auto is not None:
             from .tasks.auto import search
 
             clf, auto_record = search(classifier_for(report.modality), splits.train, splits.val, options, auto,
                                       progress, cache, len(splits.test), max_flash, max_ram, start, formats)
             options = replace(clf.options, hparams=options.hparams)  # the winner's backbone and size, for config.json
+        elif budget_targets(options, max_flash, max_ram):  # budgets as targets: the best model that fits
+            from .tasks.budget_search import search as budget_search
+
+            clf, budget_record = budget_search(classifier_for(report.modality), splits.train, splits.val, options,
+                                               progress, cache, max_flash, max_ram)
+            options = replace(clf.options, hparams=options.hparams)
+            if not {"tflite-int8", "c-array"} & set(formats):  # the budget is confirmed on the real int8 file
+                formats = (*formats, "tflite-int8")
         else:
             clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+        distill_record = None
+        if distill:
+            from .tasks.distill import distill as run_distill
+
+            clf, distill_record = run_distill(classifier_for(report.modality), clf, splits, options, progress, cache)
         if clf.selection:
             progress.log("backbones by validation accuracy: " + ", ".join(
                 f"{name} {v['val_accuracy']:.3f}" for name, v in clf.selection.items()) + f"; chose {clf.spec.name}")
@@ -243,6 +260,14 @@ def train_run(
     budget_problems = check_budgets(exports, max_flash, max_ram)
     if auto_record is not None:
         metrics["auto"] = auto_record.to_dict()
+    if distill_record is not None:
+        metrics["distill"] = distill_record.to_dict()
+    if budget_record is not None:
+        from .tasks.budget_search import confirm, frontier_svg
+
+        confirm(budget_record, exports)
+        metrics["budget_search"] = budget_record.to_dict()
+        write_text(out_dir / "frontier.svg", frontier_svg(metrics["budget_search"]))
     metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
     metrics["explanations"] = explanations.to_dict()
     write_json(out_dir / "metrics.json", metrics)
@@ -349,6 +374,12 @@ def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], 
     else:
         progress.log(f"TFLite Micro check {result.status}: {result.message}")
     return result
+
+
+def budget_targets(options: ClassifierOptions, max_flash: int | None, max_ram: int | None) -> bool:
+    """A budget with no fixed backbone is a target (tasks/budget_search.py); with one, only a check."""
+    return (max_flash is not None or max_ram is not None) and not options.model.backbone \
+        and options.model.base_model is None and not options.fine_tune.active
 
 
 def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | None) -> list[str]:

@@ -25,6 +25,7 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+_UNLISTED: set[str] = set()  # registered on demand (truncated backbones): usable by name, not listed
 
 
 def register_backbone(spec: BackboneSpec) -> Callable[[Builder], Builder]:
@@ -44,6 +45,10 @@ def unregister_backbone(name: str) -> None:
 
 
 def get_spec(name: str) -> BackboneSpec:
+    if name not in _REGISTRY:  # a truncated EfficientNet-Lite (efficientnet_lite0_k5) registers on first use
+        from .truncated import ensure_registered
+
+        ensure_registered(name)
     try:
         return _REGISTRY[name].spec
     except KeyError:
@@ -57,4 +62,5 @@ def get_builder(name: str) -> Builder:
 
 
 def list_backbones(modality: Modality | None = None) -> list[BackboneSpec]:
-    return [e.spec for e in _REGISTRY.values() if modality is None or e.spec.modality == modality]
+    return [e.spec for e in _REGISTRY.values()
+            if (modality is None or e.spec.modality == modality) and e.spec.name not in _UNLISTED]

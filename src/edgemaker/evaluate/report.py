@@ -269,6 +269,19 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                            for c in auto["candidates"]]))
         if auto["skipped"]:
             out.append(_table(["skipped", "why"], [[c["name"], c["reason"]] for c in auto["skipped"]]))
+    if metrics.get("budget_search"):
+        from ..tasks.budget_search import report_section
+
+        out += report_section(metrics["budget_search"])
+    if metrics.get("distill"):
+        d = metrics["distill"]
+        out.append(f"<h2>Distillation</h2><p>Student {_e(d['student'])} trained on the probabilities of the teacher "
+                   f"{_e(d['teacher'])} (weight {d['alpha']}, {d['views']} augmented views); kept: {_e(d['kept'])} "
+                   "(chosen on validation).</p>")
+        out.append(_table(["model", "val accuracy", "test accuracy"], [
+            [name, f"{d[key + '_val_accuracy']:.4f}", "" if d[key + "_test_accuracy"] is None else
+             f"{d[key + '_test_accuracy']:.4f}"]
+            for name, key in (("teacher", "teacher"), ("student, from scratch", "twin"), ("student, distilled", "distilled"))]))
     counts = {name: {} for name, _ in splits.items()}
     for name, samples in splits.items():
         for s in samples:

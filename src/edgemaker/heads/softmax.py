@@ -72,17 +72,19 @@ class SoftmaxHead:
             return (len(y_idx) / (n_classes * counts)).astype(np.float32)
         return None
 
-    def fit(self, X, y, validation: tuple | None = None, callback=None) -> SoftmaxHead:
+    def fit(self, X, y, validation: tuple | None = None, callback=None, soft_targets=None) -> SoftmaxHead:
         """X: (N, dim), or (N, views, dim) where each epoch draws one view per sample (augmentation).
 
         `validation` = (X_val, y_val): enables early stopping with the best epoch restored.
         `callback(record)`: called after every epoch with its EpochRecord (live charts).
+        `soft_targets`: (N, views, classes) probabilities (classes in sorted label order) replacing the
+        one-hot targets, e.g. a teacher's (distillation, tasks/distill.py); `y` still picks the weights.
         Plain numpy (mini-batch AdamW on the softmax cross-entropy), deterministic for `random_state`.
         """
         with one_blas_thread():
-            return self._fit(X, y, validation, callback)
+            return self._fit(X, y, validation, callback, soft_targets)
 
-    def _fit(self, X, y, validation, callback) -> SoftmaxHead:
+    def _fit(self, X, y, validation, callback, soft_targets=None) -> SoftmaxHead:
         self._validate_params()
         X = np.asarray(X, np.float32)
         if X.ndim == 2:
@@ -121,6 +123,7 @@ class SoftmaxHead:
         eps = self.label_smoothing
         targets = np.full((n, k), eps / k, np.float32)
         targets[np.arange(n), y_idx] += 1.0 - eps
+        soft = None if soft_targets is None else np.asarray(soft_targets, np.float32).reshape(n, -1, k)
 
         bound = 1.0 / np.sqrt(dim)  # PyTorch's nn.Linear initialisation
         W = rng.uniform(-bound, bound, (dim, k)).astype(np.float32)
@@ -145,10 +148,11 @@ class SoftmaxHead:
                 p = _softmax(xb @ W + b)
                 wb = sample_w[idx]
                 norm = wb.sum()
-                losses = -(targets[idx] * np.log(np.clip(p, 1e-12, None))).sum(1)
+                tb = targets[idx] if soft is None else soft[idx, pick[idx] % soft.shape[1]]
+                losses = -(tb * np.log(np.clip(p, 1e-12, None))).sum(1)
                 total_loss += float((wb * losses).sum() / norm) * len(idx)
                 correct += int((p.argmax(1) == y_idx[idx]).sum())
-                dz = (p - targets[idx]) * (wb / norm)[:, None]
+                dz = (p - tb) * (wb / norm)[:, None]
                 adam.step([xb.T @ dz, dz.sum(0)])
             record = EpochRecord(epoch, total_loss / n, correct / n, None, None)
             if validation is not None:

@@ -1,0 +1,122 @@
+"""Flash, RAM and MACs of a full-int8 image classifier, predicted from its torch graph before training.
+
+Why: a budget search must drop candidates that cannot fit before spending time on them. One forward
+pass with hooks on a zero input lists the operators in execution order, as the int8 file will run
+them (BatchNorm, ReLU and "same" padding fold into the convolution).
+- flash: one byte per weight, plus 28 bytes per output channel (an int32 bias; a float scale and an
+  int64 zero point for the weight and again for the bias: TFLite's per-channel quantization), the
+  head's int8 weights, and per-operator/per-file overheads fitted on real files (tests/test_budget.py
+  checks a new file against them);
+- RAM: at int8 an activation costs one byte per element; at each operator its input and output are
+  live, plus any block input held for a residual add; the peak of those sums is the arena a
+  liveness planner needs (export/device.py measures the real file the same way);
+- MACs: convolutions and dense layers.
+The real int8 file is always measured afterwards (export/device.py); this is only a filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Fitted on Lite0 cut after blocks 2/5/10/16 at 64/96 px (34 kB .. 3.6 MB files; real within -4%..+14%):
+FILE_OVERHEAD = 4_000  # bytes: flatbuffer header, metadata (labels, recipe), the graph's input ops
+PER_OP_BYTES = 2_000  # bytes per operator: its tensor records, names and activation quantization
+
+
+@dataclass
+class Footprint:
+    flash_bytes: int
+    ram_bytes: int
+    macs: int
+    parameters: int
+    operators: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict(module, size: int, n_classes: int, feature_dim: int) -> Footprint:
+    """`module`: float NCHW (1, 3, size, size) -> (1, feature_dim) features; the classifier adds a
+    dense head to `n_classes` and a softmax."""
+    ops, _ = _trace(module, size)
+    return _footprint(ops, size, n_classes, feature_dim)
+
+
+def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Footprint]:
+    """An EfficientNet cut after each block, from ONE traced forward pass: [depth 1, 2, ...]."""
+    from ..backbones.truncated import make_truncated
+
+    ops, ends = _trace(make_truncated(net, len(net._blocks)), size)
+    return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
+
+
+def _footprint(ops: list[tuple], size: int, n_classes: int, feature_dim: int) -> Footprint:
+    image = 3 * size * size
+    # The graph input (uint8 image) is quantized to int8 once, then the first operator reads it.
+    ram = max([image * 2] + [i + o + h for i, o, h, *_ in ops])
+    last = ops[-1][1] if ops else image
+    ram = max(ram, last + feature_dim)  # the global mean pooling
+    head = feature_dim * n_classes
+    weights = sum(op[3] for op in ops)
+    channels = sum(op[4] for op in ops)
+    flash = weights + head + 28 * (channels + n_classes) + FILE_OVERHEAD + PER_OP_BYTES * (len(ops) + 4)
+    return Footprint(int(flash), int(ram), int(sum(op[5] for op in ops) + head), int(weights + head), len(ops) + 4)
+
+
+def _trace(module, size: int) -> tuple[list[tuple], list[int]]:
+    """Operators in execution order as (input, output, held-for-residual elements, weights, output
+    channels, MACs), and the number of operators done at the end of each EfficientNet block."""
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(module).to("meta")  # shapes only: no arithmetic, no change to the caller's module
+    ops: list[tuple] = []
+    ends: list[int] = []
+    held = [0]
+
+    def numel(t) -> int:
+        return int(t.numel()) if isinstance(t, torch.Tensor) else 0
+
+    def conv_hook(mod, inputs, output):
+        k = mod.weight.shape[2] * mod.weight.shape[3] * (mod.in_channels // mod.groups)
+        # the converter folds "same" padding, BatchNorm and ReLU into the convolution
+        ops.append((numel(inputs[0]), numel(output), held[0], int(mod.weight.numel()), int(mod.out_channels),
+                    int(output.numel()) * int(k)))
+
+    def dense_hook(mod, inputs, output):
+        ops.append((numel(inputs[0]), numel(output), held[0], int(mod.weight.numel()), int(mod.out_features),
+                    int(mod.weight.numel())))
+
+    def pool_hook(mod, inputs, output):
+        ops.append((numel(inputs[0]), numel(output), held[0], 0, 0, 0))
+
+    def block_pre(mod, inputs):
+        args = mod._block_args
+        skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        held[0] = numel(inputs[0]) if skip else 0
+
+    def block_post(mod, inputs, output):
+        if held[0]:
+            ops.append((2 * numel(inputs[0]), numel(output), 0, 0, 0, 0))  # the residual ADD
+        held[0] = 0
+        ends.append(len(ops))
+
+    handles = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, torch.nn.Linear):
+            handles.append(m.register_forward_hook(dense_hook))
+        elif isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            handles.append(m.register_forward_hook(pool_hook))
+        elif hasattr(m, "_block_args"):
+            handles.append(m.register_forward_pre_hook(block_pre))
+            handles.append(m.register_forward_hook(block_post))
+    try:
+        with torch.no_grad():
+            module.eval()(torch.zeros(1, 3, size, size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return ops, ends

@@ -1,0 +1,104 @@
+"""Embeddings of every depth of an EfficientNet-Lite at once: one forward pass, one cache row per depth.
+
+Why: a budget search tries each truncation depth; the pooled output after block k is a by-product of
+computing block k+1, so one pass through the whole network (an ONNX graph with every pooled output
+concatenated) gives every depth for the price of the full backbone. Each depth's rows are stored
+under that truncated backbone's own cache key (its spec's cache_id: name with the depth, input
+size, weights), so `Classifier.create` for `efficientnet_lite0_k5` at that size finds them cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..backbones import get_spec
+from ..backbones.runtime import GRAPH_VERSION, ONNX_OPSET, OUTPUT_NAME, INPUT_NAME, _with_uint8_input, make_session
+from ..backbones.spec import BackboneSpec
+from ..backbones.truncated import _trunk, all_depths_module, depth_dims, truncated_spec
+from ..backbones.weights import resolve_weights
+from ..data.validate import Sample
+from ..paths import cache_dir
+from ..progress import Progress, SilentProgress
+from .cache import FeatureCache
+from .extract import cache_tag, extract_embeddings
+
+
+class _Holder:
+    def __init__(self, spec: BackboneSpec) -> None:
+        self.spec = spec
+
+
+class AllDepthsBackbone:
+    """`embed(uint8 batch) -> (N, sum of every depth's width + the full head's)`, one ONNX session."""
+
+    def __init__(self, variant: str, size: int, threads: int | None = None, root: Path | None = None) -> None:
+        self.variant, self.size = variant, size
+        self.full = get_spec(f"efficientnet_{variant}").with_image_size(size)
+        self.dims = depth_dims(variant) + [self.full.feature_dim]
+        self.specs = [truncated_spec(variant, k, size) for k in range(1, len(self.dims))] + [self.full]
+        # A spec for the concatenated vector: never cached itself (its rows are split per depth).
+        self.spec = dataclasses.replace(self.full, name=f"efficientnet_{variant}_alldepths", feature_dim=sum(self.dims))
+        self.graph = 2  # bump when the all-depths graph changes (its file name carries it)
+        self.onnx_path = self._export(root)
+        self._session = make_session(self.onnx_path, threads)
+
+    def _export(self, root: Path | None) -> Path:
+        target = (root or cache_dir()) / "backbones" / f"{self.spec.cache_id}-g{GRAPH_VERSION}.{self.graph}.onnx"
+        if target.is_file():
+            return target
+        import torch
+
+        assert self.full.image is not None
+        module = _with_uint8_input(all_depths_module(_trunk(self.variant, self.size, resolve_weights(self.full.weights))),
+                                   self.full.image)
+        dummy = torch.zeros(1, self.size, self.size, 3, dtype=torch.uint8)
+        with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        return target
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.spec.feature_dim), np.float32)
+        return self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})[0].astype(np.float32)
+
+    def split(self, vectors: np.ndarray) -> list[np.ndarray]:
+        """The concatenated rows -> one array per depth (the last: the full backbone)."""
+        return np.split(vectors, np.cumsum(self.dims)[:-1], axis=1)
+
+
+def extract_all_depths(samples: Sequence[Sample], backbone: AllDepthsBackbone, cache: FeatureCache, views: int = 0,
+                       augmentation=None, progress: Progress | None = None, desc: str = "extract all depths") -> int:
+    """Fill `cache` with every depth's embedding of every sample and view; returns the samples computed
+    (those missing any depth or view; the rest were already cached)."""
+    progress = progress or SilentProgress()
+    tags = [[cache_tag(_Holder(spec), augmentation, v) for v in range(1 + views)] for spec in backbone.specs]
+    missing: set[str] = set()
+    for spec, per_view in zip(backbone.specs, tags):
+        keys = {(s.content, per_view[v], v) for s in samples for v in range(1 + views)}
+        found = cache.get_many(keys, spec.feature_dim)
+        missing |= {k[0] for k in keys - found.keys()}
+    todo = list({s.content: s for s in samples if s.content in missing}.values())
+    if not todo:
+        return 0
+    chunk = 64  # commit per chunk, so a killed run resumes from what it had finished
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        emb = extract_embeddings(part, backbone, None, views, augmentation if views else None, progress,
+                                 desc=desc)
+        per_depth = backbone.split(emb.vectors)
+        rows = {}
+        for vectors, per_view in zip(per_depth, tags):
+            for r in range(len(vectors)):
+                v = int(emb.view[r])
+                rows[(part[emb.owner[r]].content, per_view[v], v)] = vectors[r:r + 1]
+        cache.put_many(rows)
+    return len(todo)

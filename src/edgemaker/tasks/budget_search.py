@@ -1,0 +1,350 @@
+"""`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on validation.
+
+Candidates, cheapest first: EfficientNet-Lite0 cut after each block (backbones/truncated.py) at each
+input size, and small_cnn at a few widths. Flash, RAM and MACs of every candidate are predicted from
+its graph before any training (backbones/footprint.py); those over budget are not trained. For each
+input size with a fitting depth, one pass through the whole network embeds every depth at once
+(features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
+from scratch (only the largest fitting width: it costs epochs of training). The winner is the best
+validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
+test split is never looked at. The pipeline exports it and confirms the budget on the real int8
+file (export/device.py). Nothing fitting is one error naming the candidate that came closest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ..data.validate import Sample
+from ..errors import EdgemakerError
+from ..progress import Progress
+from .options import ClassifierOptions
+
+VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: not searched
+SIZES = (64, 80, 96, 128, 160, 224)  # 64 and 80: a 256 KB arena excludes 96 px for every EfficientNet depth
+SMALL_CNN = ((8, 32), (16, 32), (16, 64), (32, 64), (32, 96))  # (width, input size)
+# What each budget would get (report): common microcontroller classes, flash / RAM.
+LADDER = ((64_000, 32_000), (128_000, 64_000), (256_000, 128_000), (512_000, 256_000), (1_000_000, 256_000),
+          (2_000_000, 512_000), (8_000_000, 2_000_000))
+# Candidates are screened with fixed head settings (one fit each); the winner gets the full selection.
+SCREEN = {"weight_decay": 1e-4, "label_smoothing": 0.1}
+
+
+@dataclass
+class Candidate:
+    name: str  # e.g. efficientnet_lite0_k5@96, small_cnn_w16@64
+    backbone: str
+    size: int
+    width: int | None
+    predicted: dict  # flash_bytes, ram_bytes, macs, parameters
+    fits: bool = False
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "backbone": self.backbone, "input_size": self.size, "width": self.width,
+                "predicted": self.predicted, "fits": self.fits,
+                "val_accuracy": None if self.val_accuracy is None else round(self.val_accuracy, 4),
+                "val_loss": None if self.val_loss is None else round(self.val_loss, 4),
+                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+
+
+@dataclass
+class BudgetRecord:
+    max_flash: int | None
+    max_ram: int | None
+    candidates: list[Candidate] = field(default_factory=list)
+    winner: str | None = None
+    why: str = ""
+    seconds: float = 0.0
+    confirmed: dict | None = None  # the real int8 file's budget, filled by the pipeline
+
+    def ladder(self) -> list[dict]:
+        """For common budgets: the best validated candidate that would fit (among those trained here)."""
+        out = []
+        tried = [c for c in self.candidates if c.val_accuracy is not None]
+        for flash, ram in LADDER:
+            ok = [c for c in tried if c.predicted["flash_bytes"] <= flash and c.predicted["ram_bytes"] <= ram]
+            best = max(ok, key=lambda c: (c.val_accuracy, -c.predicted["flash_bytes"]), default=None)
+            out.append({"max_flash_bytes": flash, "max_ram_bytes": ram, "best": best.name if best else None,
+                        "val_accuracy": round(best.val_accuracy, 4) if best else None})
+        return out
+
+    def to_dict(self) -> dict:
+        return {"max_flash_bytes": self.max_flash, "max_ram_bytes": self.max_ram, "winner": self.winner,
+                "why": self.why, "seconds": round(self.seconds, 2), "confirmed": self.confirmed,
+                "candidates": [c.to_dict() for c in self.candidates], "ladder": self.ladder()}
+
+
+def _fits(pred: dict, max_flash: int | None, max_ram: int | None) -> bool:
+    return (max_flash is None or pred["flash_bytes"] <= max_flash) and (max_ram is None or pred["ram_bytes"] <= max_ram)
+
+
+def _excess(pred: dict, max_flash: int | None, max_ram: int | None) -> float:
+    return max(pred["flash_bytes"] / max_flash if max_flash else 0.0, pred["ram_bytes"] / max_ram if max_ram else 0.0)
+
+
+def _Full(net):
+    import torch
+
+    class Full(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Full()
+
+
+def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tuple[int, int]] = SMALL_CNN,
+               variant: str = VARIANT) -> list[Candidate]:
+    """Every candidate with its predicted footprint (no weights loaded, no training), cheapest flash first."""
+    from ..backbones import get_spec, small_cnn
+    from ..backbones.footprint import predict, predict_depths
+    from ..backbones.truncated import _trunk, depth_dims, truncated_name
+
+    dims = depth_dims(variant)
+    full = get_spec(f"efficientnet_{variant}")
+    out = []
+    for size in sizes:
+        net = _trunk(variant, size)
+        for k, fp in enumerate(predict_depths(net, size, n_classes, dims), 1):
+            out.append(Candidate(f"{truncated_name(variant, k)}@{size}", truncated_name(variant, k), size, None,
+                                 fp.to_dict()))
+        fp = predict(_Full(net), size, n_classes, full.feature_dim)  # the whole backbone, as registered
+        out.append(Candidate(f"{full.name}@{size}", full.name, size, None, fp.to_dict()))
+    for width, size in small:
+        fp = predict(small_cnn.make_network(size, width).fuse(), size, n_classes, 4 * width)
+        out.append(Candidate(f"small_cnn_w{width}@{size}", small_cnn.NAME, size, width, fp.to_dict()))
+    return sorted(out, key=lambda c: (c.predicted["flash_bytes"], c.predicted["ram_bytes"]))
+
+
+def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
+           progress: Progress, cache, max_flash: int | None, max_ram: int | None):
+    """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits."""
+    from ..features.depths import AllDepthsBackbone, extract_all_depths
+
+    start = time.perf_counter()
+    if cls.modality != "image":
+        raise EdgemakerError("--max-flash/--max-ram search truncated image backbones and small_cnn; for sounds "
+                             "give --backbone to check a fixed backbone against the budget")
+    if not len(validation):
+        raise EdgemakerError("--max-flash/--max-ram choose on the validation split, and this run has none; use "
+                             "--split with a validation share (e.g. 80/10/10)")
+    n_classes = len({s.label for s in train})
+    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN))
+    for c in record.candidates:
+        c.fits = _fits(c.predicted, max_flash, max_ram)
+    fitting = [c for c in record.candidates if c.fits]
+    if not fitting:
+        closest = min(record.candidates, key=lambda c: _excess(c.predicted, max_flash, max_ram))
+        raise EdgemakerError(
+            f"no model fits --max-flash {_human(max_flash)} --max-ram {_human(max_ram)}: the closest is {closest.name} "
+            f"(predicted flash {_human(closest.predicted['flash_bytes'])}, RAM {_human(closest.predicted['ram_bytes'])}); "
+            "raise the budget to at least that")
+    progress.log(f"budget: {len(fitting)} of {len(record.candidates)} candidates fit (predicted)")
+    screen = replace(options, hparams=replace(options.hparams, **{k: v for k, v in SCREEN.items()
+                                                                  if getattr(options.hparams, k) is None}),
+                     augmentation=replace(options.augmentation, enabled=options.augmentation.enabled is not False))
+    views = screen.augmentation.active_views
+    aug = screen.augmentation.augmentation() if views else None
+    best = None
+    for size in sorted({c.size for c in fitting if c.width is None}):
+        t0 = time.perf_counter()
+        backbone = AllDepthsBackbone(VARIANT, size, options.threads, options.cache_dir)
+        extract_all_depths(train, backbone, cache, views, aug, progress, f"extract every depth @{size} (train)")
+        extract_all_depths(validation, backbone, cache, 0, None, progress, f"extract every depth @{size} (val)")
+        progress.log(f"budget: every depth at {size} px embedded in {time.perf_counter() - t0:.1f} s")
+        specs = {spec.name: spec for spec in backbone.specs}
+        for c in [c for c in record.candidates if c.size == size and c.width is None]:
+            spec = specs[c.backbone]
+            t1 = time.perf_counter()
+            c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
+            c.seconds = time.perf_counter() - t1
+            progress.log(f"budget: {c.name} val accuracy {c.val_accuracy:.3f} (predicted flash "
+                         f"{_human(c.predicted['flash_bytes'])}, RAM {_human(c.predicted['ram_bytes'])}"
+                         f"{'' if c.fits else ', over budget'})")
+            if c.fits and (best is None or _rank(c) > _rank(best[0])):
+                best = (c, None)
+    small = [c for c in fitting if c.width is not None]
+    if small:  # from scratch costs epochs: only the largest fitting width
+        c = max(small, key=lambda c: (c.predicted["flash_bytes"], c.size))
+        t1 = time.perf_counter()
+        opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
+        clf = cls.create(train, validation, opts, progress, cache)
+        _score(c, clf, validation, time.perf_counter() - t1)
+        progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
+        if best is None or _rank(c) > _rank(best[0]):
+            best = (c, clf)
+    assert best is not None
+    winner = best[0]
+    record.winner = winner.name
+    scored = sorted((c for c in fitting if c.val_accuracy is not None), key=_rank, reverse=True)
+    runner = scored[1] if len(scored) > 1 else None
+    record.why = (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
+                  + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
+                  + "; the test split was not used")
+    progress.log(f"budget: chose {winner.name}: {record.why}")
+    if best[1] is not None:
+        clf = best[1]
+    else:  # the winner again with the full head-settings selection (its features are cached)
+        clf = cls.create(train, validation, replace(options, model=replace(
+            options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
+    record.seconds = time.perf_counter() - start
+    return clf, record
+
+
+class _Cached:
+    """A backbone whose every embedding is already in the cache (features/depths.py filled it)."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    def embed(self, batch):
+        raise RuntimeError(f"{self.spec.name}: embedding expected in the cache")
+
+
+def _screen(spec, train, validation, options: ClassifierOptions, cache, progress) -> tuple[float, float]:
+    """(val accuracy, val loss) of one head fitted on cached embeddings: no graph built, no extraction."""
+    from ..evaluate.metrics import evaluate_predictions
+    from .classifier import _embed, _select_head
+
+    holder = _Cached(spec)
+    x_train = _embed(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
+    x_val = _embed(holder, validation, 0, options, cache, progress, "cached val")
+    head, _ = _select_head(options, train, validation, x_train, x_val)
+    ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
+                              x_val.aggregate(head.predict_proba(x_val.vectors)))
+    return ev.accuracy, ev.loss
+
+
+def _score(c: Candidate, clf, validation, seconds: float) -> None:
+    ev = clf.evaluate(validation)
+    c.val_accuracy, c.val_loss, c.seconds = ev.accuracy, ev.loss, seconds
+
+
+def _rank(c: Candidate) -> tuple:
+    return (c.val_accuracy or 0.0, -(c.val_loss or 0.0), -c.predicted["flash_bytes"])
+
+
+def _acc(a: float | None) -> str:
+    return "" if a is None else f"{a:.4f}"
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def confirm(record: BudgetRecord, exports: list[dict]) -> None:
+    """The winner's real int8 file measured (export/device.py budget): flash, RAM, MACs beside the prediction."""
+    real = next((e for e in exports if e["format"] == "tflite-int8"), None)
+    winner = next((c for c in record.candidates if c.name == record.winner), None)
+    if real is None or winner is None:
+        return
+    record.confirmed = {"file": real["path"], "flash_bytes": real["size_bytes"], "ram_bytes": real["peak_ram_bytes"],
+                        "macs": real["macs"], "predicted": winner.predicted,
+                        "fits": _fits({"flash_bytes": real["size_bytes"], "ram_bytes": real["peak_ram_bytes"] or 0},
+                                      record.max_flash, record.max_ram)}
+
+
+def frontier_svg(record: dict, width: int = 640, height: int = 360) -> str:
+    """Validation accuracy against predicted flash (log scale) for every candidate trained (a
+    BudgetRecord's dict): fitting candidates filled, the Pareto frontier joined, the winner ringed,
+    the flash budget dashed. Hand-written SVG: no plotting dependency."""
+    import math
+
+    pts = [c for c in record["candidates"] if c["val_accuracy"] is not None]
+    if not pts:
+        return ""
+    left, right, top, bottom = 60, 20, 20, 50
+    fl = [c["predicted"]["flash_bytes"] for c in pts]
+    lo, hi = math.log10(min(fl)) - 0.05, math.log10(max(fl + [record["max_flash_bytes"] or 0])) + 0.05
+    amin = max(0.0, math.floor(min(c["val_accuracy"] for c in pts) * 10) / 10)
+
+    def x(v: float) -> float:
+        return left + (math.log10(v) - lo) / (hi - lo) * (width - left - right)
+
+    def y(a: float) -> float:
+        return top + (1 - (a - amin) / max(1e-9, 1 - amin)) * (height - top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             'aria-label="validation accuracy against predicted flash" font-family="sans-serif" font-size="11">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+             'fill="none" stroke="#999"/>']
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        for m in (1, 2, 5):
+            v = m * 10 ** e
+            if lo <= math.log10(v) <= hi:
+                parts.append(f'<text x="{x(v):.1f}" y="{height - bottom + 15}" text-anchor="middle">{_human(v)}</text>')
+    for i in range(6):
+        a = amin + (1 - amin) * i / 5
+        parts.append(f'<text x="{left - 5}" y="{y(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">'
+                 'predicted int8 flash (log scale); filled: fits the budget; squares: small_cnn</text>')
+    parts.append(f'<text x="14" y="{(top + height - bottom) / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {(top + height - bottom) / 2})">validation accuracy</text>')
+    if record["max_flash_bytes"]:
+        bx = x(record["max_flash_bytes"])
+        parts.append(f'<line x1="{bx:.1f}" y1="{top}" x2="{bx:.1f}" y2="{height - bottom}" stroke="#c00" '
+                     'stroke-dasharray="4 3"/>')
+    frontier, best = [], -1.0
+    for c in sorted(pts, key=lambda c: c["predicted"]["flash_bytes"]):
+        if c["val_accuracy"] > best:
+            frontier.append(c)
+            best = c["val_accuracy"]
+    parts.append('<polyline fill="none" stroke="#36c" points="' + " ".join(
+        f"{x(c['predicted']['flash_bytes']):.1f},{y(c['val_accuracy']):.1f}" for c in frontier) + '"/>')
+    for c in pts:
+        fill = "#36c" if c["fits"] else "#fff"
+        cx, cy = x(c["predicted"]["flash_bytes"]), y(c["val_accuracy"])
+        title = (f"<title>{c['name']}: val {c['val_accuracy']:.3f}, flash {_human(c['predicted']['flash_bytes'])}, "
+                 f"RAM {_human(c['predicted']['ram_bytes'])}</title>")
+        if c["width"] is None:
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{fill}" stroke="#36c">{title}</circle>')
+        else:
+            parts.append(f'<rect x="{cx - 3.5:.1f}" y="{cy - 3.5:.1f}" width="7" height="7" fill="{fill}" '
+                         f'stroke="#393">{title}</rect>')
+        if c["name"] == record["winner"]:
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="8" fill="none" stroke="#c00" stroke-width="2"/>')
+            parts.append(f'<text x="{cx + 10:.1f}" y="{cy - 8:.1f}">{c["name"]}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def report_section(record: dict) -> list[str]:
+    """HTML for the report: the winner, the real file beside the prediction, the frontier, the table."""
+    from html import escape
+
+    def row(c: dict) -> str:
+        p = c["predicted"]
+        acc = _acc(c["val_accuracy"])
+        return (f"<tr><td>{escape(c['name'])}{' (winner)' if c['name'] == record['winner'] else ''}</td>"
+                f"<td>{_human(p['flash_bytes'])}</td><td>{_human(p['ram_bytes'])}</td><td>{p['macs'] / 1e6:.1f} M</td>"
+                f"<td>{'yes' if c['fits'] else 'no'}</td><td>{acc}</td></tr>")
+
+    out = [f"<h2>Device budget search</h2><p>Budget: flash {_human(record['max_flash_bytes'])}, RAM "
+           f"{_human(record['max_ram_bytes'])}. Chosen: <b>{escape(record['winner'] or '')}</b>, "
+           f"{escape(record['why'])} (search {record['seconds']:.1f} s).</p>"]
+    conf = record.get("confirmed")
+    if conf:
+        out.append(f"<p>Measured on the real int8 file {escape(conf['file'])}: flash {_human(conf['flash_bytes'])} "
+                   f"(predicted {_human(conf['predicted']['flash_bytes'])}), RAM {_human(conf['ram_bytes'] or 0)} "
+                   f"(predicted {_human(conf['predicted']['ram_bytes'])}), {(conf['macs'] or 0) / 1e6:.1f} M MACs; "
+                   f"{'fits' if conf['fits'] else 'does NOT fit'} the budget.</p>")
+    out.append(frontier_svg(record))
+    out.append("<table><tr><th>budget (flash / RAM)</th><th>best candidate trained here</th><th>val accuracy</th></tr>"
+               + "".join(f"<tr><td>{_human(r['max_flash_bytes'])} / {_human(r['max_ram_bytes'])}</td>"
+                         f"<td>{escape(r['best'] or 'none trained fits')}</td>"
+                         f"<td>{_acc(r['val_accuracy'])}</td></tr>"
+                         for r in record["ladder"]) + "</table>")
+    out.append("<details><summary>Every candidate (predicted before training)</summary><table><tr><th>candidate</th>"
+               "<th>flash</th><th>RAM</th><th>MACs</th><th>fits</th><th>val accuracy</th></tr>"
+               + "".join(row(c) for c in record["candidates"]) + "</table></details>")
+    return out
