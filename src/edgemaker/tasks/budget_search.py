@@ -248,9 +248,11 @@ def confirm(record: BudgetRecord, exports: list[dict]) -> None:
     winner = next((c for c in record.candidates if c.name == record.winner), None)
     if real is None or winner is None:
         return
-    record.confirmed = {"file": real["path"], "flash_bytes": real["size_bytes"], "ram_bytes": real["peak_ram_bytes"],
+    ram = real.get("arena_bytes") or real["peak_ram_bytes"]  # TFLM's measured arena when it ran
+    record.confirmed = {"file": real["path"], "flash_bytes": real["size_bytes"], "ram_bytes": ram,
+                        "ram_source": "measured by TFLite Micro" if real.get("arena_bytes") else "estimated",
                         "macs": real["macs"], "predicted": winner.predicted,
-                        "fits": _fits({"flash_bytes": real["size_bytes"], "ram_bytes": real["peak_ram_bytes"] or 0},
+                        "fits": _fits({"flash_bytes": real["size_bytes"], "ram_bytes": ram or 0},
                                       record.max_flash, record.max_ram)}
 
 
