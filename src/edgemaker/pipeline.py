@@ -129,7 +129,8 @@ def train_run(
 
     cache = Classifier.open_cache(options)
     try:
-        report = validate_folder(data_dir, cache=cache, progress=progress, modality=task)
+        report = validate_folder(data_dir, cache=cache, progress=progress, modality=task,
+                                 engine=_engine(options))
         formats = parse_formats(formats, report.modality)
         splits = make_splits(report, split)
         for line in report.summary_lines():
@@ -231,6 +232,15 @@ def train_run(
     if budget_problems:
         raise EdgemakerError(budget_problems[0])
     return metrics
+
+
+def _engine(options: ClassifierOptions):
+    """The Ray engine when asked for (features/engines.py); None: validation in threads here."""
+    if options.engine.kind == "local":
+        return None
+    from .features.engines import engine_for
+
+    return engine_for(options.engine)
 
 
 def _fine_tune_test(clf: Classifier, test_eval: Evaluation, splits: Splits, progress: Progress) -> None:
