@@ -116,7 +116,9 @@ def train_run(
     `task`: "image" or "audio"; None detects it from the files. `auto`: choose the backbone, input
     size and head settings on validation within a time budget (tasks/auto.py).
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    from .data.sources import local_path
+
+    data_dir, out_dir = local_path(data_dir), Path(out_dir)
     options = options or ClassifierOptions()
     split = split or SplitOptions(seed=options.hparams.seed)
     formats = parse_formats(formats)

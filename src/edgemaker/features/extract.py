@@ -236,7 +236,10 @@ def extract_embeddings(
             found.update(done)
             bar.update(len(done))
 
-        engine.compute(list(todo.values()), backbone, augmentation, silence, key_of, store)
+        progress.log(f"{desc}: {len(todo)} samples to embed on {engine.name}, "
+                     f"{len(samples) - len(todo)} found in the cache")
+        done_where = engine.compute(list(todo.values()), backbone, augmentation, silence, key_of, store)
+        progress.log(f"{desc}: {done_where}")
     elif audio:
         for sample, v, window in _audio_windows(list(todo.values()), backbone, augmentation, silence, workers):
             key = key_of(sample, v)

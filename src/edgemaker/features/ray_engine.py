@@ -29,7 +29,7 @@ from .cache import FeatureCache, Key
 log = logging.getLogger(__name__)
 
 RAY_REQUIREMENT = "ray[data]==2.60.0"
-STORE_EVERY = 64  # finished (sample, view) embeddings per cache transaction
+STORE_EVERY = 16  # finished (sample, view) embeddings per cache transaction
 
 
 def import_ray():
@@ -165,11 +165,18 @@ class RayEngine:
         ctx.print_on_execution_start = False
         return ray
 
-    def cluster_cpus(self) -> int:
-        return int(self._connect().cluster_resources().get("CPU", 1))
+    def node_cpus(self) -> list[int]:
+        return [int(n["Resources"].get("CPU", 0)) for n in self._connect().nodes() if n["Alive"]]
 
-    def actors(self) -> int:
-        return self.options.actors or max(1, self.cluster_cpus() // self.options.cpus_per_actor)
+    def cluster_cpus(self) -> int:
+        return max(1, sum(self.node_cpus()))
+
+    def layout(self) -> tuple[int, int]:
+        """(actors, CPUs each): an actor never asks for more CPUs than the largest node has; by
+        default as many actors as fit on the nodes."""
+        nodes = self.node_cpus() or [1]
+        cpus = max(1, min(self.options.cpus_per_actor, max(nodes)))
+        return self.options.actors or max(1, sum(n // cpus for n in nodes)), cpus
 
     def _items(self, rows: list[dict], per_block: int):
         ray = self._connect()
@@ -202,12 +209,13 @@ class RayEngine:
         return out  # type: ignore[return-value]
 
     def compute(self, todo: list[tuple[Sample, list[int]]], backbone, augmentation, silence,
-                key_of: Callable[[Sample, int], Key], store: Callable[[dict], None], batch_size: int = 16) -> None:
-        """Embed every (sample, views) in `todo`; `store` gets finished embeddings in batches, as they come."""
+                key_of: Callable[[Sample, int], Key], store: Callable[[dict], None], batch_size: int = 16) -> str:
+        """Embed every (sample, views) in `todo`; `store` gets finished embeddings in batches, as they come.
+        Returns where the work ran, in words."""
         from ..backbones.runtime import export_backbone_onnx
 
         ray = self._connect()
-        actors, cpus = self.actors(), self.options.cpus_per_actor
+        actors, cpus = self.layout()
         model = (backbone.onnx_path or export_backbone_onnx(backbone.spec)).read_bytes()
         rows = [{"i": i, "path": str(s.path), "content": s.content, "views": ",".join(map(str, v))}
                 for i, (s, v) in enumerate(todo)]
@@ -243,6 +251,10 @@ class RayEngine:
             store(done)
         if partial:
             raise EdgemakerError(f"ray engine: {len(partial)} embeddings came back incomplete; run again")
+        return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
+                f"on {len(self.last_nodes)} nodes")
+        return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
+                f"on {len(self.last_nodes)} nodes")
 
     def _stream(self, ds):
         """Batches as the cluster finishes them; a worker's failure as one line."""
