@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from conftest import make_image_folder  # noqa: E402
 from ray_cluster import SRC, TwoNodeCluster  # noqa: E402
 
 from edgemaker.pipeline import train_run  # noqa: E402
-from edgemaker.tasks.options import ClassifierOptions  # noqa: E402
+from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions  # noqa: E402
 
 FORMATS = ("onnx-fp32",)
 
@@ -41,13 +42,13 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp("raydata") / "data", per_class=16)
+    return make_image_folder(tmp_path_factory.mktemp("raydata") / "data", per_class=14)
 
 
 @pytest.fixture(scope="module")
 def local_run(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("local")
-    options = ClassifierOptions(cache_dir=root / "cache", threads=1)
+    options = ClassifierOptions(cache_dir=root / "cache", threads=1, augmentation=AugmentationOptions(views=1))
     metrics = train_run(data, root / "out", options, formats=FORMATS)
     return metrics, root
 
@@ -64,7 +65,7 @@ def assert_same_run(metrics: dict, out: Path, cache: Path, local_run) -> None:
     assert metrics["test"]["accuracy"] == ref["test"]["accuracy"]
     assert metrics["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
     got, want = embeddings(cache), embeddings(root / "cache")
-    assert got.keys() == want.keys() and len(want) > 100
+    assert got.keys() == want.keys() and len(want) > 60
     assert max(float(np.abs(got[k] - want[k]).max()) for k in want) <= 1e-5
 
 
@@ -73,26 +74,20 @@ def _cli(args: list[str], env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _args(data: Path, out: Path, cache: Path, cluster, *extra: str) -> list[str]:
+def _args(data: Path, out: Path, cache: Path, cluster, local_run, *extra: str) -> list[str]:
+    """CLI arguments for a Ray run into a fresh feature cache (the backbone graph the local run exported
+    copied in: exporting it again from PyTorch would only cost time)."""
+    shutil.copytree(local_run[1] / "cache" / "backbones", cache / "backbones", dirs_exist_ok=True)
     return [str(data), "--out", str(out), "--cache-dir", str(cache), "--formats", ",".join(FORMATS),
-            "--threads", "1", "--engine", "ray", "--ray-address", cluster.address, *extra]
+            "--threads", "1", "--augment-views", "1", "--engine", "ray", "--ray-address", cluster.address, *extra]
 
 
-def test_two_node_cluster_matches_local_engine(cluster, data, local_run, tmp_path):
-    run = _cli(_args(data, tmp_path / "out", tmp_path / "cache", cluster), {**cluster.env, "PYTHONPATH": SRC})
-    _, err = run.communicate(timeout=400)
-    assert run.returncode == 0, err[-2000:]
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert_same_run(metrics, tmp_path / "out", tmp_path / "cache", local_run)
-    assert metrics["data"] == local_run[0]["data"]  # validation ran on Ray: the same verdicts
-    assert "by 2 Ray actors (1 CPUs each) on 2 nodes" in err  # both nodes embedded windows
-
-
-def test_killed_driver_resumes_from_the_cache(cluster, data, local_run, tmp_path):
+def test_two_node_cluster_matches_local_and_resumes_after_kill(cluster, data, local_run, tmp_path):
+    """A driver killed mid-extraction (SIGKILL), then a second run on both nodes: it resumes from
+    what the first stored and ends with the local engine's split, embeddings (1e-5) and accuracy."""
     cache, out = tmp_path / "cache", tmp_path / "out"
-    args = _args(data, out, cache, cluster, "--ray-actors", "1")
     env = {**cluster.env, "PYTHONPATH": SRC}
-    first = _cli(args, env)
+    first = _cli(_args(data, out, cache, cluster, local_run, "--ray-actors", "1"), env)
     deadline = time.time() + 240
     while time.time() < deadline and first.poll() is None:
         try:
@@ -109,9 +104,12 @@ def test_killed_driver_resumes_from_the_cache(cluster, data, local_run, tmp_path
     assert 0 < kept < len(embeddings(local_run[1] / "cache"))
     assert not (out / "metrics.json").exists()
 
-    second = _cli(args, env)
+    second = _cli(_args(data, out, cache, cluster, local_run), env)  # default: one actor per node
     _, err = second.communicate(timeout=400)
     assert second.returncode == 0, err[-2000:]
     found = [int(line.rsplit(", ", 1)[1].split()[0]) for line in err.splitlines() if "found in the cache" in line]
     assert found and found[0] > 0, err[-2000:]  # the first extraction resumed from what the killed run stored
-    assert_same_run(json.loads((out / "metrics.json").read_text()), out, cache, local_run)
+    assert "by 2 Ray actors (1 CPUs each) on 2 nodes" in err, err[-2000:]  # both nodes embedded windows
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert_same_run(metrics, out, cache, local_run)
+    assert metrics["data"] == local_run[0]["data"]  # validation ran on Ray: the same verdicts

@@ -259,7 +259,9 @@ class RayEngine:
     def _stream(self, ds):
         """Batches as the cluster finishes them; a worker's failure as one line."""
         try:
-            yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
+            with warnings.catch_warnings():  # Ray Data's tuning hints (e.g. "fewer inputs than tasks")
+                warnings.simplefilter("ignore", UserWarning)
+                yield from ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
         except EdgemakerError:
             raise
         except Exception as exc:
