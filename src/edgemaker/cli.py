@@ -41,9 +41,12 @@ def _engine_flags(fn):
 def _engine_options(engine: str, ray_address: str | None, ray_actors: int | None):
     from .tasks.options import EngineOptions
 
-    if engine == "local" and ray_actors is not None:
-        raise ValueError("--ray-actors goes with --engine ray")
-    return EngineOptions(engine, ray_address if engine == "ray" else None, ray_actors)
+    try:
+        if engine == "local" and ray_actors is not None:
+            raise ValueError("--ray-actors goes with --engine ray")
+        return EngineOptions(engine, ray_address if engine == "ray" else None, ray_actors)
+    except ValueError as exc:
+        raise EdgemakerError(f"invalid option: {exc}") from None
 
 
 def _engine(options):
