@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ class RayEngine:
         self.init_kwargs = init_kwargs or {}
         self.ray = import_ray()
         self.last_nodes: dict[str, int] = {}  # node id -> windows it embedded, in the last extraction
+        self.last_timing: dict[str, float] = {}  # its total, start-up (to the first batch) and steady rate
 
     def _connect(self):
         ray = self.ray
@@ -233,7 +235,10 @@ class RayEngine:
         partial: dict[tuple[int, int], dict[int, np.ndarray]] = {}
         done: dict[Key, np.ndarray] = {}
         self.last_nodes = {}
+        start, first = time.perf_counter(), None
         for batch in self._stream(ds):
+            if first is None:  # actors started, graph loaded: the job's fixed cost ends here
+                first = (time.perf_counter(), len(batch["i"]))
             for i, v, w, n, error, vec, node in zip(batch["i"], batch["view"], batch["w"], batch["n"],
                                                     batch["error"], batch["vec"], batch["node"]):
                 if error:
@@ -251,8 +256,14 @@ class RayEngine:
             store(done)
         if partial:
             raise EdgemakerError(f"ray engine: {len(partial)} embeddings came back incomplete; run again")
+        end, windows = time.perf_counter(), sum(self.last_nodes.values())
+        self.last_timing = {"windows": windows, "total_s": end - start, "startup_s": (first[0] - start) if first else 0.0,
+                            "steady_windows_s": (windows - first[1]) / max(end - first[0], 1e-9) if first else 0.0}
         return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
                 f"on {len(self.last_nodes)} nodes")
+        end, windows = time.perf_counter(), sum(self.last_nodes.values())
+        self.last_timing = {"windows": windows, "total_s": end - start, "startup_s": (first[0] - start) if first else 0.0,
+                            "steady_windows_s": (windows - first[1]) / max(end - first[0], 1e-9) if first else 0.0}
         return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
                 f"on {len(self.last_nodes)} nodes")
 
