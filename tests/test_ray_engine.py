@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install 'edgemaker[ray]')")
 
-from conftest import make_image_folder  # noqa: E402
-from ray_cluster import SRC, TwoNodeCluster  # noqa: E402
+from conftest import make_image_folder
+from ray_cluster import SRC, TwoNodeCluster
 
-from edgemaker.pipeline import train_run  # noqa: E402
-from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions  # noqa: E402
+from edgemaker.pipeline import train_run
+from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions
 
 FORMATS = ("onnx-fp32",)
 

@@ -52,8 +52,6 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         fs, inner = fsspec_filesystem(str(path))
         try:
             return fs.cat_file(inner)
-        except FileNotFoundError:
-            raise
         except OSError:
             raise
         except Exception as exc:  # a store's own errors (permissions, network) read as unreadable

@@ -37,7 +37,7 @@ def import_ray():
     """Ray Data, or a one-line error saying what to install."""
     try:
         import ray
-        import ray.data  # noqa: F401  (pandas and pyarrow come with the [data] extra)
+        import ray.data  # pandas and pyarrow come with the [data] extra
     except ImportError as exc:
         raise EdgemakerError(f"--engine ray needs Ray Data ({exc.name or 'ray'} is missing); install it with "
                              f"`pip install 'edgemaker[ray]'` (or `pip install '{RAY_REQUIREMENT}'`)") from None
@@ -49,7 +49,7 @@ def import_ray():
 def _verdict_batch(batch: dict, modality: str) -> dict:
     """Hash + decode check of a batch of files (one read each)."""
     out = [file_verdict(p, modality) for p in batch["path"]]
-    column = lambda k: np.array([v[k] or "" for v in out])  # noqa: E731  ("" for None: columns stay text)
+    column = lambda k: np.array([v[k] or "" for v in out])  # "" for None: the columns stay text
     return {"i": batch["i"], "content": column(0), "problem": column(1), "info": column(2)}
 
 
