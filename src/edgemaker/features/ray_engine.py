@@ -160,7 +160,8 @@ class RayEngine:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.options.address or "a local Ray instance"
                 raise EdgemakerError(f"--ray-address {where}: cannot connect to Ray "
-                                     f"({str(exc).splitlines()[0]}); start it with `ray start --head`") from None
+                                     f"({str(exc).splitlines()[0]}); check the address, that the cluster runs (`ray start "
+                                     "--head`) and, for a token-protected cluster, RAY_AUTH_TOKEN") from None
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
