@@ -2,7 +2,8 @@
 `ray start --address ...` with its own resources, each its own process tree in its own temp dir.
 
 Teardown ends only what these commands started (their process groups, then any process whose
-command line names this cluster's temp dir); `ray stop` would end every Ray on the machine.
+command line names this cluster's temp dir or address, or whose environment holds this cluster's
+own token); `ray stop` would end every Ray on the machine.
 """
 
 from __future__ import annotations
@@ -101,9 +102,11 @@ class TwoNodeCluster:
                 continue
             try:
                 cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if self.tmp.encode() in cmdline or f"--gcs-address={self.address}".encode() in cmdline \
-                    or (self.address.encode() in cmdline and b"ray" in cmdline):
+            # Ray renames its workers (ray::...), but they inherit this cluster's own token.
+            if self.tmp.encode() in cmdline or (self.address.encode() in cmdline and b"ray" in cmdline) \
+                    or f"RAY_AUTH_TOKEN={self.auth['RAY_AUTH_TOKEN']}".encode() in environ.split(b"\0"):
                 mine.append(int(entry.name))
         return mine
