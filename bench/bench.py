@@ -323,9 +323,42 @@ def main() -> None:
     print(f"{'all_depths_extract_ratio':<22}{result['all_depths_extract_ratio']:>10.3f}   "
           f"{result['all_depths_s']:.2f} s for all {result['all_depths_outputs']} depths vs {result['full_backbone_s']:.2f} s "
           f"full backbone alone ({result['all_depths_images']} images; goal <= 1.15)")
+    result.update(ray_section())
+    if "ray_overhead_ratio" in result:
+        goals.append(("ray_overhead_ratio", ">=", 0.85))
     result["goals_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, op, v in goals}
     (ROOT / "bench-results.json").write_text(json.dumps(result, indent=2) + "\n")
     print("wrote bench-results.json")
+
+
+def ray_section() -> dict:
+    """The Ray engine (bench/ray_scale.py): overhead against the local engine, and the per-actor line;
+    skipped without the ray extra. RSS at 10k-100k files: `python bench/ray_scale.py rss` (minutes)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        print("ray: not installed (pip install 'edgemaker[ray]'); ray_overhead_ratio skipped")
+        return {}
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ray_scale
+
+    saved = os.environ.get("EDGEMAKER_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        os.environ["EDGEMAKER_CACHE_DIR"] = str(Path(tmp_name) / "cache")
+        try:
+            out = {**ray_scale.overhead(Path(tmp_name)), **ray_scale.scaling(Path(tmp_name))}
+        finally:
+            if saved is None:
+                os.environ.pop("EDGEMAKER_CACHE_DIR", None)
+            else:
+                os.environ["EDGEMAKER_CACHE_DIR"] = saved
+    print(f"{'ray_overhead_ratio':<22}{out['ray_overhead_ratio']:>10.3f}   Ray engine, 1 actor x 2 CPUs "
+          f"{out['ray_1x2_img_s']:.1f} img/s vs local {out['local_img_s']:.1f} img/s on {out['overhead_data']} "
+          f"(goal >= 0.85); {out['ray_steady_ratio']:.3f} after the job's {out['ray_job_startup_s']:.1f} s start-up")
+    print(f"{'ray_scaling':<22}{out['scaling_per_extra_actor']:>10.3f}   steady throughput gained per extra 1-CPU "
+          f"actor / 1 actor: " + ", ".join(f"{k} actor(s) {v['steady_img_s']:.1f} img/s"
+                                          for k, v in out["scaling_by_actors"].items()))
+    return out
 
 
 if __name__ == "__main__":

@@ -27,8 +27,39 @@ def cli() -> None:
     """Turn a folder of labelled images or sounds into a small, evaluated, int8 classifier for devices."""
 
 
+def _engine_flags(fn):
+    """--engine / --ray-address / --ray-actors: where validation and extraction run (features/engines.py)."""
+    fn = click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+                      help="With --engine ray: embedding actors (default: the cluster's CPUs / 2).")(fn)
+    fn = click.option("--ray-address", default=None, envvar="EDGEMAKER_RAY_ADDRESS",
+                      help="With --engine ray: a running cluster (e.g. 10.0.0.5:6379, or auto); "
+                           "default: a Ray instance for this run.")(fn)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="Run validation and embedding extraction here, or on Ray (pip install 'edgemaker[ray]').")(fn)
+
+
+def _engine_options(engine: str, ray_address: str | None, ray_actors: int | None):
+    from .tasks.options import EngineOptions
+
+    try:
+        if engine == "local" and ray_actors is not None:
+            raise ValueError("--ray-actors goes with --engine ray")
+        return EngineOptions(engine, ray_address if engine == "ray" else None, ray_actors)
+    except ValueError as exc:
+        raise EdgemakerError(f"invalid option: {exc}") from None
+
+
+def _engine(options):
+    """The engine object for validate_folder (None: the local default); a missing Ray is said here."""
+    if options.kind == "local":
+        return None
+    from .features.engines import engine_for
+
+    return engine_for(options)
+
+
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None,
               help="Default: detected from the files (mixing images and sounds is an error).")
@@ -86,10 +117,11 @@ def cli() -> None:
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
-def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
+@_engine_flags
+def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
           base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
-          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json) -> None:
+          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json, engine, ray_address, ray_actors) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
     from dataclasses import replace
@@ -115,6 +147,7 @@ def train(data: Path, out: Path, task, backbone, epochs, batch_size, learning_ra
                 ("retrain_last", retrain_last), ("input_scaling", input_scaling)) if v is not None}), hparams=hp, augmentation=aug,
             silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
             cache_dir=cache_dir, threads=threads, fine_tune=_fine_tune_options(fine_tune, fine_tune_epochs),
+            engine=_engine_options(engine, ray_address, ray_actors),
         )
         split = SplitOptions.parse(split_text, seed=seed)
         from .export.device import parse_size
@@ -217,7 +250,8 @@ def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
+@_engine_flags
+def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool, engine: str, ray_address, ray_actors) -> None:
     """Evaluate an exported MODEL on FOLDER (<class>/<files>; a test/ split is used if present)."""
     from .export.runtime import load_exported
     from .pipeline import evaluate_files
@@ -225,7 +259,8 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
 
     progress = _progress(quiet, as_json)
     m = load_exported(model)
-    report = validate_folder(folder, progress=progress, min_classes=1, modality=m.modality)
+    report = validate_folder(folder, progress=progress, min_classes=1, modality=m.modality,
+                             engine=_engine(_engine_options(engine, ray_address, ray_actors)))
     samples = report.samples
     if report.presplit and any(s.split == "test" for s in samples):
         samples = [s for s in samples if s.split == "test"]
@@ -247,11 +282,13 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool) -> None:
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None, help="Default: detected from the files.")
 @click.option("--json", "as_json", is_flag=True)
-def validate(folder: Path, task: str | None, as_json: bool) -> None:
+@_engine_flags
+def validate(folder: Path, task: str | None, as_json: bool, engine: str, ray_address, ray_actors) -> None:
     """Check a data FOLDER without training: counts, skipped files and why, duplicates."""
     from .data.validate import validate_folder
 
-    report = validate_folder(folder, progress=_progress(False, as_json), modality=task)
+    report = validate_folder(folder, progress=_progress(False, as_json), modality=task,
+                             engine=_engine(_engine_options(engine, ray_address, ray_actors)))
     _emit(report.to_dict(), as_json, "\n".join(report.summary_lines()))
 
 
@@ -293,10 +330,21 @@ def devices(as_json: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Default: 8765, or a free port if taken.")
 @click.option("--token", default=None, envvar="EDGEMAKER_TOKEN", help="Access token (default: generated when needed).")
 @click.option("--no-browser", is_flag=True, help="Do not open the page in a browser.")
-def serve(home: Path | None, model: Path | None, host: str, port: int | None, token: str | None, no_browser: bool) -> None:
+@click.option("--ray-address", default=None,
+              help="Runs validate and extract on this Ray cluster (e.g. 10.0.0.5:6379; pip install 'edgemaker[ray]').")
+def serve(home: Path | None, model: Path | None, host: str, port: int | None, token: str | None, no_browser: bool,
+          ray_address: str | None) -> None:
     """The no-code web app: projects in HOME (default ./edgemaker-projects), each a folder of
     class folders that `edgemaker train HOME/<project>/data` also reads."""
+    import os
+
     from .web import serve as run_server
+
+    if ray_address:  # the training workers (web/worker.py) inherit it
+        from .features.ray_engine import import_ray
+
+        import_ray()
+        os.environ["EDGEMAKER_RAY_ADDRESS"] = ray_address
 
     run_server(home, model, host, port, token, not no_browser, echo=lambda m: click.echo(m, err=True))
 

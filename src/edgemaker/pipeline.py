@@ -120,7 +120,9 @@ def train_run(
     size and head settings on validation within a time budget (tasks/auto.py). `distill`: the student
     (the budget winner, --backbone, or small_cnn) learns the full model's probabilities (tasks/distill.py).
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    from .data.sources import local_path
+
+    data_dir, out_dir = local_path(data_dir), Path(out_dir)
     options = options or ClassifierOptions()
     split = split or SplitOptions(seed=options.hparams.seed)
     formats = parse_formats(formats)
@@ -135,7 +137,8 @@ def train_run(
 
     cache = Classifier.open_cache(options)
     try:
-        report = validate_folder(data_dir, cache=cache, progress=progress, modality=task)
+        report = validate_folder(data_dir, cache=cache, progress=progress, modality=task,
+                                 engine=_engine(options))
         formats = parse_formats(formats, report.modality)
         splits = make_splits(report, split)
         for line in report.summary_lines():
@@ -289,6 +292,15 @@ def _explain(clf: Classifier, splits: Splits, test_eval: Evaluation, progress: P
     if out.items:
         progress.log(f"Grad-CAM: {len(out.items)} misclassified test images explained ({out.seconds:.1f} s)")
     return out
+
+
+def _engine(options: ClassifierOptions):
+    """The Ray engine when asked for (features/engines.py); None: validation in threads here."""
+    if options.engine.kind == "local":
+        return None
+    from .features.engines import engine_for
+
+    return engine_for(options.engine)
 
 
 def _fine_tune_test(clf: Classifier, test_eval: Evaluation, splits: Splits, progress: Progress) -> None:

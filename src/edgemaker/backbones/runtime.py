@@ -116,6 +116,16 @@ class Backbone:
         self.input_name = input_name(spec)
         self._session = make_session(self.onnx_path, threads)
 
+    @classmethod
+    def from_onnx(cls, spec: BackboneSpec, model: bytes | Path, threads: int | None = None) -> Backbone:
+        """A backbone from its exported graph (e.g. bytes shipped to a worker on another machine)."""
+        self = cls.__new__(cls)
+        self.spec = spec
+        self.onnx_path = model if isinstance(model, Path) else None
+        self.input_name = input_name(spec)
+        self._session = make_session(model, threads)
+        return self
+
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) images, or float32 (N, window_samples) audio -> (N, feature_dim)."""
         if self.spec.image is not None:

@@ -49,8 +49,11 @@ def _class_dirs(parent: Path) -> list[Path]:
 
 
 def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = MEDIA_EXTENSIONS) -> ScannedFolder:
-    """List candidate files with their class (and split when the layout gives one). Reads no file."""
-    root = Path(root)
+    """List candidate files with their class (and split when the layout gives one). Reads no file.
+    `root`: a folder, or a file:// URL (data/sources.py)."""
+    from .sources import local_path
+
+    root = local_path(root)
     if not root.exists():
         raise DataError(f"{root}: folder not found; pass a folder with one subfolder per class")
     if not root.is_dir():

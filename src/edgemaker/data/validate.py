@@ -83,37 +83,91 @@ class ValidationReport:
             return str(path)
 
 
-def _hash_file(found: FoundFile) -> tuple[FoundFile, str | None, str | None]:
-    point("validate")
-    try:
-        with open(found.path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        return found, None, f"unreadable ({exc.strerror or exc})"
+Verdict = tuple  # (content sha256 or None, problem or None, info JSON or None) for one file
+
+
+def check_bytes(data: bytes, modality: str) -> tuple[str | None, str | None]:
+    """(problem, info) of one file's bytes: does it decode as the task's kind of media?"""
     if not data:
-        return found, None, "empty file (0 bytes)"
-    return found, hashlib.sha256(data).hexdigest(), None
-
-
-def _check_image(path: Path) -> tuple[str | None, str | None]:
-    try:
-        im = decode_image(path.read_bytes(), min_side=32)
-    except ImageDecodeError as exc:
-        return str(exc), None
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})", None
-    return None, json.dumps({"width": im.width, "height": im.height})
-
-
-def _check_audio(path: Path) -> tuple[str | None, str | None]:
+        return "empty file (0 bytes)", None
+    if modality == "image":
+        try:
+            im = decode_image(data, min_side=32)
+        except ImageDecodeError as exc:
+            return str(exc), None
+        return None, json.dumps({"width": im.width, "height": im.height})
     from .audio import AudioDecodeError, check_audio
 
     try:
-        return None, json.dumps(check_audio(path))
+        return None, json.dumps(check_audio(data))
     except AudioDecodeError as exc:
         return str(exc), None
+
+
+def file_verdict(path, modality: str) -> Verdict:
+    """Read a file once: its hash and whether it decodes (what an engine's worker runs per file)."""
+    from .sources import read_bytes
+
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})", None
+    if not data:
+        return None, "empty file (0 bytes)", None
+    return (hashlib.sha256(data).hexdigest(), *check_bytes(data, modality))
+
+
+def cacheable(problem: str | None) -> bool:
+    """Verdicts are remembered on content, except transient read failures."""
+    return not (problem or "").startswith("unreadable")
+
+
+def _hash_file(path) -> Verdict:
+    from .sources import read_bytes
+
+    point("validate")
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})", None
+    if not data:
+        return None, "empty file (0 bytes)", None
+    return hashlib.sha256(data).hexdigest(), None, None
+
+
+def _check_file(path, modality: str) -> tuple[str | None, str | None]:
+    from .sources import read_bytes
+
+    try:
+        return check_bytes(read_bytes(path), modality)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})", None
+
+
+def local_verdicts(files: list[FoundFile], modality: str, cache: FeatureCache | None, tick=lambda n: None,
+                   workers: int | None = None) -> list[Verdict]:
+    """One verdict per file, in threads: hash everything, decode-check only contents the cache has no
+    verdict for. At most a few files are read at a time (flat memory however many files)."""
+    from ..features.extract import ordered_map
+
+    kind = _MEDIA_KIND[modality]
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        verdicts = []
+        for v in ordered_map(pool, [(f.path,) for f in files], _hash_file, 4 * workers):
+            verdicts.append(v)
+            tick(1)
+        known = cache.get_media({v[0] for v in verdicts if v[0]}, kind) if cache else {}
+        unknown: dict[str, Path] = {}
+        for f, (content, _, _) in zip(files, verdicts):
+            if content and content not in known and content not in unknown:
+                unknown[content] = f.path
+        jobs = [(path, modality) for path in unknown.values()]
+        checked = dict(zip(unknown, ordered_map(pool, jobs, _check_file, 4 * workers)))
+    if cache and checked:
+        cache.put_media({c: v for c, v in checked.items() if cacheable(v[0])}, kind)
+    results = {**known, **checked}
+    return [v if v[0] is None else (v[0], *results[v[0]]) for v in verdicts]
 
 
 def detect_modality(files: list[FoundFile], root: Path) -> str:
@@ -133,11 +187,13 @@ def validate_folder(
     min_classes: int = 2,
     modality: str | None = None,
     check_usable: bool = True,
+    engine=None,
 ) -> ValidationReport:
     """Scan, hash and decode-check every candidate file; raise DataError on what cannot be used.
 
     `modality`: "image" or "audio"; None detects it from the files (mixing both is an error).
     `check_usable=False`: report empty or one-class folders instead of refusing them (dataset tools).
+    `engine`: where files are read and checked (features/engines.py); None: threads here.
     """
     progress = progress or SilentProgress()
     scanned = scan_folder(root)
@@ -145,41 +201,27 @@ def validate_folder(
         modality = detect_modality(scanned.files, scanned.root)
     other = [f for f in scanned.files if modality_of(f.path) != modality]
     scanned.files = [f for f in scanned.files if modality_of(f.path) == modality]
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
     report = ValidationReport(root=scanned.root, presplit=scanned.presplit, samples=[], skipped=list(scanned.ignored),
                               modality=modality)
     report.skipped += [(f.path, f"not {'an image' if modality == 'image' else 'a sound'} ({modality} task)")
                        for f in other]
-    kind = _MEDIA_KIND[modality]
-    check = _check_image if modality == "image" else _check_audio
-
     bar = progress.bar(len(scanned.files), "validate")
-    hashed: list[tuple[FoundFile, str]] = []
-    with ThreadPoolExecutor(workers) as pool:
-        for found, content, problem in pool.map(_hash_file, scanned.files):
-            if problem:
-                report.skipped.append((found.path, problem))
-                bar.update()
-            else:
-                hashed.append((found, content))  # type: ignore[arg-type]
-        known = cache.get_media({c for _, c in hashed}, kind) if cache else {}
-        unknown = {}
-        for found, content in hashed:
-            if content not in known and content not in unknown:
-                unknown[content] = found.path
-        checked = dict(zip(unknown, pool.map(check, unknown.values())))
-    if cache and checked:  # remember verdicts on content, except transient read failures
-        cache.put_media({c: v for c, v in checked.items() if not (v[0] or "").startswith("unreadable")}, kind)
-    results = {**known, **checked}
-
+    if engine is None:
+        verdicts = local_verdicts(scanned.files, modality, cache, bar.update, workers)
+    else:
+        verdicts = engine.verdicts(scanned.files, modality, cache, bar.update)
     by_content: dict[str, list[FoundFile]] = defaultdict(list)
-    for found, content in hashed:
-        bar.update()
-        problem = results[content][0]
+    info_of: dict[str, str | None] = {}
+    unreadable = [(f.path, problem) for f, (content, problem, _) in zip(scanned.files, verdicts) if content is None]
+    report.skipped += unreadable  # files that could not be read come first, as before
+    for found, (content, problem, info) in zip(scanned.files, verdicts):
+        if content is None:
+            continue
         if problem:
             report.skipped.append((found.path, problem))
         else:
             by_content[content].append(found)
+            info_of[content] = info
     bar.close()
 
     order = {s: i for i, s in enumerate((*SPLITS, None))}
@@ -197,7 +239,7 @@ def validate_folder(
             why = "would leak into evaluation" if dup.split != kept.split else "exact duplicate"
             report.skipped.append((dup.path, f"duplicate of {kept.path.name} ({why})"))
         report.samples.append(Sample(kept.path, kept.label, content, kept.split))
-        info = results[content][1]
+        info = info_of[content]
         if modality == "audio" and info and json.loads(info)["loudest_db"] < SILENT_DB:
             report.notes.append((kept.path, f"silent throughout (below {SILENT_DB:.0f} dBFS); kept whole"))
     report.samples.sort(key=lambda s: (s.label, str(s.path)))

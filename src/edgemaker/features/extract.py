@@ -20,6 +20,7 @@ from dataclasses import astuple, dataclass
 import numpy as np
 
 from ..backbones.runtime import Backbone
+from ..data.sources import read_bytes
 from ..data.images import Augmentation, ImageDecodeError, decode_image, needed_side, preprocess
 from ..data.validate import Sample
 from ..errors import DataError
@@ -61,9 +62,10 @@ def cache_tag(backbone: Backbone, augmentation, view: int, extra: str = "") -> s
     return f"{tag}|aug-{aug}"
 
 
-def _read_verified(sample: Sample) -> bytes:
+def read_verified(sample: Sample) -> bytes:
+    """The sample's bytes, checked against the hash validation saw (any engine, any machine)."""
     try:
-        data = sample.path.read_bytes()
+        data = read_bytes(sample.path)
     except OSError as exc:
         raise DataError(f"{sample.path}: became unreadable during the run ({exc.strerror}); check the file") from None
     if hashlib.sha256(data).hexdigest() != sample.content:
@@ -71,10 +73,18 @@ def _read_verified(sample: Sample) -> bytes:
     return data
 
 
+_read_verified = read_verified  # the name tasks/scratch.py imports
+
+
 def _prepare_image(sample: Sample, views: Sequence[int], backbone: Backbone, augmentation: Augmentation | None):
-    spec = backbone.spec.image
+    return prepare_image(read_verified(sample), sample, views, backbone.spec, augmentation)
+
+
+def prepare_image(data: bytes, sample: Sample, views: Sequence[int], backbone_spec,
+                  augmentation: Augmentation | None) -> list[np.ndarray]:
+    """One (1, S, S, 3) uint8 tensor per view of an image's bytes, as the backbone takes it."""
+    spec = backbone_spec.image
     assert spec is not None
-    data = _read_verified(sample)
     try:
         im = decode_image(data, needed_side(spec, augmentation if max(views) > 0 else None))
     except ImageDecodeError as exc:
@@ -117,7 +127,7 @@ def _audio_windows(todo: list[tuple[Sample, list[int]]], backbone: Backbone, aug
         try:
             for i in range(k, len(todo), workers):
                 sample, views = todo[i]
-                data = _read_verified(sample)
+                data = read_verified(sample)
                 for v in views:
                     aug = augmentation if v > 0 else None
                     try:
@@ -163,8 +173,12 @@ def extract_embeddings(
     workers: int | None = None,
     desc: str = "extract",
     silence=None,
+    engine=None,
 ) -> Embeddings:
-    """Embed view 0 (clean) and `views` augmented views of every sample; see `Embeddings`."""
+    """Embed view 0 (clean) and `views` augmented views of every sample; see `Embeddings`.
+
+    `engine`: computes what the cache lacks elsewhere (features/ray_engine.py); None: threads here.
+    Either way this process is the one writer of the cache, one finished batch at a time."""
     progress = progress or SilentProgress()
     if views and augmentation is None:
         raise ValueError("augmented views need an augmentation")
@@ -215,7 +229,18 @@ def extract_embeddings(
     def key_of(sample: Sample, v: int) -> Key:
         return (sample.content, cache_tag(backbone, augmentation, v, extra), v)
 
-    if audio:
+    if engine is not None and todo:
+        def store(done: dict[Key, np.ndarray]) -> None:
+            if cache:
+                cache.put_many(done)
+            found.update(done)
+            bar.update(len(done))
+
+        progress.log(f"{desc}: {len(todo)} samples to embed on {engine.name}, "
+                     f"{len(samples) - len(todo)} found in the cache")
+        done_where = engine.compute(list(todo.values()), backbone, augmentation, silence, key_of, store)
+        progress.log(f"{desc}: {done_where}")
+    elif audio:
         for sample, v, window in _audio_windows(list(todo.values()), backbone, augmentation, silence, workers):
             key = key_of(sample, v)
             partial.setdefault(key, [])

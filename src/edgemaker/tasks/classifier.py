@@ -305,8 +305,13 @@ def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], op
 def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
     aug = options.augmentation
     augmentation = aug.augmentation() if backbone.spec.image else aug.audio_augmentation()
+    engine = None
+    if options.engine.kind != "local" and isinstance(backbone, Backbone):  # a graph that can be shipped
+        from ..features.engines import engine_for
+
+        engine = engine_for(options.engine)
     return extract_embeddings(samples, backbone, cache, views, augmentation if views else None, progress,
-                              desc=desc, silence=options.silence)
+                              desc=desc, silence=options.silence, engine=engine)
 
 
 class ImageClassifier(Classifier):

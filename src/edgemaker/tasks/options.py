@@ -150,6 +150,25 @@ class FineTuneOptions:
 
 
 @dataclass(frozen=True)
+class EngineOptions:
+    """Where validation and extraction run (features/engines.py): "local" threads, or a Ray cluster
+    (`address` None: a Ray instance started for this process). Results are the same either way."""
+
+    kind: str = "local"
+    address: str | None = None
+    actors: int | None = None  # ray: embedding actors; default: the cluster's CPUs // cpus_per_actor
+    cpus_per_actor: int = 2  # ray: CPUs (and ONNX Runtime threads) per actor
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise ValueError("engine must be local or ray")
+        if self.address is not None and self.kind != "ray":
+            raise ValueError("--ray-address goes with --engine ray")
+        if self.cpus_per_actor < 1 or (self.actors is not None and self.actors < 1):
+            raise ValueError("ray actors and cpus per actor must be at least 1")
+
+
+@dataclass(frozen=True)
 class ClassifierOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     hparams: HParams = field(default_factory=HParams)
@@ -158,6 +177,7 @@ class ClassifierOptions:
     fine_tune: FineTuneOptions = field(default_factory=FineTuneOptions)
     cache_dir: Path | None = None  # default: the user cache directory
     threads: int | None = None  # ONNX Runtime threads; default: all cores
+    engine: EngineOptions = field(default_factory=EngineOptions)  # where validation and extraction run
 
     def to_dict(self) -> dict:
         d = asdict(self)

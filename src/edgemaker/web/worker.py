@@ -57,9 +57,19 @@ def options_from_request(request: dict):
         raise ValueError("fine_tune must be a number of blocks (0, 1, 2, 3) or \"auto\"")
     options = ClassifierOptions(model=ModelOptions(backbone), hparams=hp,
                                 augmentation=AugmentationOptions(enabled=augment),
-                                fine_tune=FineTuneOptions(depth=fine_tune))
+                                fine_tune=FineTuneOptions(depth=fine_tune), engine=server_engine())
     formats = parse_formats(request.get("formats") or list(web_formats()))
     return options, formats
+
+
+def server_engine():
+    """`edgemaker serve --ray-address ADDR` runs validation and extraction on that cluster."""
+    import os
+
+    from ..tasks.options import EngineOptions
+
+    address = os.environ.get("EDGEMAKER_RAY_ADDRESS")
+    return EngineOptions("ray", address) if address else EngineOptions()
 
 
 def auto_from_request(request: dict):

@@ -1,0 +1,60 @@
+"""Where data files live: local (or NFS) paths, and fsspec URLs (file://, memory://, s3://, gs://, ...).
+
+Everything that reads a sample's bytes goes through `read_bytes`, so a worker on another machine
+reads the same bytes the driver would, and the content hash stays the cache key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import DataError
+
+
+def is_url(data: str | os.PathLike[str]) -> bool:
+    return isinstance(data, str) and "://" in data
+
+
+def local_path(data: str | os.PathLike[str]) -> Path:
+    """A plain path or a file:// URL as a local Path; other URLs need `fsspec_filesystem`."""
+    if not is_url(data):
+        return Path(data)
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(str(data))
+    if parsed.scheme != "file":
+        raise DataError(f"{data}: not a local folder")
+    return Path(unquote(parsed.path))
+
+
+def fsspec_filesystem(url: str):
+    """(filesystem, path inside it) for an fsspec URL; a one-line error naming the package to install."""
+    try:
+        import fsspec
+    except ImportError:
+        raise DataError(f"{url}: reading URLs needs fsspec; install it with `pip install fsspec`") from None
+    protocol = url.split("://", 1)[0]
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        hint = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(protocol)
+        fix = f"install it with `pip install {hint}`" if hint else f"install the fsspec package for {protocol}://"
+        raise DataError(f"{url}: no filesystem for {protocol}:// ({str(exc).splitlines()[0]}); {fix}") from None
+    return fs, path
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of one file, local path or URL; OSError when it cannot be read."""
+    if is_url(path):
+        if str(path).startswith("file://"):
+            return local_path(path).read_bytes()
+        fs, inner = fsspec_filesystem(str(path))
+        try:
+            return fs.cat_file(inner)
+        except OSError:
+            raise
+        except Exception as exc:  # a store's own errors (permissions, network) read as unreadable
+            raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    with open(path, "rb") as fh:
+        return fh.read()
