@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and pinned: 2.13.0 is a CPU wheel; a looser spec pulls a multi-GB CUDA build.
 	$(PIP_INSTALL) torch==2.13.0
 	# The TFLite extra names torch too: keeping the pin in the same command stops pip pulling a CUDA build.
-	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
+	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web,ray]' torch==2.13.0
 	# aisfx ships the audio embedding weights; its own pins (numpy==1.23, librosa==0.9.2) are stale
 	# and unused here, so it is installed without them.
 	# --base-model converts ONNX with onnx2torch (the base-model extra). It requires torchvision, which
@@ -37,7 +37,7 @@ constraints: install
 upgrade: install
 	$(BIN)/pip install -q uv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python tools/constraints.py --upgrade
-	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web]' torch==2.13.0
+	$(PIP_INSTALL) -e '.[dev,more-backbones,tflite,web,ray]' torch==2.13.0
 	$(PIP_INSTALL) --no-deps aisfx onnx2torch
 	touch $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("dev", "more-backbones", "tflite", "web")
+EXTRAS = ("dev", "more-backbones", "tflite", "web", "ray")
 NO_DEPS = ("aisfx", "onnx2torch")  # `pip install --no-deps` in the Makefile; their pins come from here
 TORCH = "torch==2.13.0"
 
