@@ -87,20 +87,14 @@ def prefix_onnx(spec: BackboneSpec, cut: int, build_prefix: Callable, root: Path
     The input is the backbone's own (uint8 NHWC image, or a float waveform window whose log-mel is
     computed in the graph); `build_prefix(spec, cut)` returns the torch module from there (images:
     from float NCHW, the uint8 step is added here)."""
-    from ..backbones.runtime import _with_uint8_input, input_name
+    from ..backbones.runtime import input_name, with_graph_input
 
     target = (root or cache_dir()) / "backbones" / f"{spec.cache_id}-cut{cut}-g{GRAPH_VERSION}.onnx"
     if target.is_file():
         return target
     import torch
 
-    module = build_prefix(spec, cut)
-    if spec.image is not None:
-        module = _with_uint8_input(module, spec.image)
-        dummy = torch.zeros(1, spec.image.size, spec.image.size, 3, dtype=torch.uint8)
-    else:
-        assert spec.audio is not None
-        dummy = torch.zeros(1, spec.audio.window_samples)
+    module, dummy = with_graph_input(build_prefix(spec, cut), spec)
     name = input_name(spec)
     with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
