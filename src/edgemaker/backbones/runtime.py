@@ -44,6 +44,18 @@ def _with_uint8_input(module, image):
     return UInt8Input().eval()
 
 
+def with_graph_input(module, spec: BackboneSpec):
+    """(`module` taking the input a device gives the backbone, a dummy batch of one for export):
+    images get the uint8 NHWC step, sounds take float waveform windows as they are."""
+    import torch
+
+    if spec.image is not None:
+        size = spec.image.size
+        return _with_uint8_input(module, spec.image), torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    assert spec.audio is not None
+    return module, torch.zeros(1, spec.audio.window_samples)
+
+
 def input_name(spec: BackboneSpec, frontend: bool = True) -> str:
     if spec.image is not None:
         return INPUT_NAME
@@ -63,17 +75,11 @@ def export_backbone_onnx(spec: BackboneSpec, root: Path | None = None, frontend:
     weights = resolve_weights(spec.weights)
     import torch
 
-    module = get_builder(spec.name)(spec, weights)
-    if spec.image is not None:
-        module = _with_uint8_input(module, spec.image)
-        dummy = torch.zeros(1, spec.image.size, spec.image.size, 3, dtype=torch.uint8)
-    else:
-        assert spec.audio is not None
-        dummy = torch.zeros(1, spec.audio.window_samples)
-        if not frontend:
-            with torch.no_grad():
-                dummy = module.frontend(dummy)
-            module = module.network
+    module, dummy = with_graph_input(get_builder(spec.name)(spec, weights), spec)
+    if spec.audio is not None and not frontend:
+        with torch.no_grad():
+            dummy = module.frontend(dummy)
+        module = module.network
     name = input_name(spec, frontend)
     with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -30,9 +30,9 @@ from .cache import FeatureCache, Key
 
 @dataclass
 class Embeddings:
-    """Window embeddings: row i belongs to sample `owner[i]`, view `view[i]`."""
+    """Window embeddings (or any per-window rows): row i belongs to sample `owner[i]`, view `view[i]`."""
 
-    vectors: np.ndarray  # (rows, dim) float32
+    vectors: np.ndarray  # (rows, dim) float32; (rows, C, H, W) float16 for cut activations
     owner: np.ndarray  # (rows,) int
     view: np.ndarray  # (rows,) int
     n_samples: int
@@ -179,20 +179,66 @@ def extract_embeddings(
 
     `engine`: computes what the cache lacks elsewhere (features/ray_engine.py); None: threads here.
     Either way this process is the one writer of the cache, one finished batch at a time."""
-    progress = progress or SilentProgress()
     if views and augmentation is None:
         raise ValueError("augmented views need an augmentation")
-    audio = backbone.spec.audio is not None
-    if audio:
-        from ..data.audio import SilenceOptions
-
-        silence = silence or SilenceOptions()
-    extra = f"silence-{silence.enabled}-{silence.threshold_db}" if audio else ""
+    silence = default_silence(backbone.spec, silence)
+    extra = silence_tag(silence)
     dim = backbone.spec.feature_dim
-    keys: list[list[Key]] = [
-        [(s.content, cache_tag(backbone, augmentation, v, extra), v) for v in range(1 + views)] for s in samples
-    ]
-    found = cache.get_many({k for row in keys for k in row}, dim) if cache else {}
+
+    def tag_of(v: int) -> str:
+        return cache_tag(backbone, augmentation, v, extra)
+
+    store = _Vectors(cache, dim) if cache else None
+    remote = None
+    if engine is not None:
+        def compute(todo, key_of, put):
+            return engine.compute(todo, backbone, augmentation, silence, key_of, put)
+
+        remote = (engine.name, compute)
+    rows = extract_rows(samples, backbone.spec, tag_of, backbone.embed, store, views, augmentation, (dim,), progress,
+                        batch_size, workers, desc, silence, remote)
+    return Embeddings(rows.vectors.astype(np.float32, copy=False), rows.owner, rows.view, rows.n_samples)
+
+
+def default_silence(spec, silence):
+    """The silence options a sound backbone runs with (None for images)."""
+    if spec.audio is None:
+        return None
+    from ..data.audio import SilenceOptions
+
+    return silence or SilenceOptions()
+
+
+def silence_tag(silence) -> str:
+    """The part of a sound's cache tag that depends on silence removal ("" for images)."""
+    return f"silence-{silence.enabled}-{silence.threshold_db}" if silence is not None else ""
+
+
+class _Vectors:
+    """FeatureCache with the row width bound, so it reads like any row store."""
+
+    def __init__(self, cache: FeatureCache, dim: int) -> None:
+        self.cache, self.dim = cache, dim
+
+    def get_many(self, keys) -> dict[Key, np.ndarray]:
+        return self.cache.get_many(keys, self.dim)
+
+    def put_many(self, items) -> None:
+        self.cache.put_many(items)
+
+
+def extract_rows(samples: Sequence[Sample], spec, tag_of, run, store, views: int, augmentation, row_shape: tuple,
+                 progress: Progress | None = None, batch_size: int = 16, workers: int | None = None,
+                 desc: str = "extract", silence=None, remote=None) -> Embeddings:
+    """What `run` (a batch of model inputs -> one row each) gives for every window of every sample
+    and view, cached in `store` (get_many / put_many) under (content, tag_of(view), view).
+    `remote`: (name, compute(todo, key_of, put)) runs the missing rows elsewhere (an engine) instead.
+
+    The one loop behind embeddings and fine-tuning's cut activations: cached lookups first, then
+    decoding in threads overlapped with `run` on batches, each finished batch committed."""
+    progress = progress or SilentProgress()
+    keys: list[list[Key]] = [[(s.content, tag_of(v), v) for v in range(1 + views)] for s in samples]
+    found = store.get_many({k for row in keys for k in row}) if store else {}
     todo: dict[str, tuple[Sample, list[int]]] = {}
     for s, row in zip(samples, keys):
         missing = [k[2] for k in row if k not in found]
@@ -205,10 +251,11 @@ def extract_embeddings(
     partial: dict[Key, list[np.ndarray]] = {}
     finished: list[Key] = []
     bar = progress.bar(sum(len(v) for _, v in todo.values()), desc)
+    shim = _SpecOnly(spec)
 
     def flush() -> None:
         if batch_x:
-            vectors = backbone.embed(np.concatenate(batch_x))
+            vectors = run(np.concatenate(batch_x))
             for k, vec in zip(batch_k, vectors):
                 partial[k].append(vec)
             batch_x.clear()
@@ -221,27 +268,26 @@ def extract_embeddings(
             done[k] = np.stack(windows)
         finished.clear()
         if done:
-            if cache:
-                cache.put_many(done)
+            if store:
+                store.put_many(done)
             found.update(done)
             bar.update(len(done))
 
     def key_of(sample: Sample, v: int) -> Key:
-        return (sample.content, cache_tag(backbone, augmentation, v, extra), v)
+        return (sample.content, tag_of(v), v)
 
-    if engine is not None and todo:
-        def store(done: dict[Key, np.ndarray]) -> None:
-            if cache:
-                cache.put_many(done)
+    if remote is not None and todo:
+        def put(done: dict[Key, np.ndarray]) -> None:
+            if store:
+                store.put_many(done)
             found.update(done)
             bar.update(len(done))
 
-        progress.log(f"{desc}: {len(todo)} samples to embed on {engine.name}, "
+        progress.log(f"{desc}: {len(todo)} samples to embed on {remote[0]}, "
                      f"{len(samples) - len(todo)} found in the cache")
-        done_where = engine.compute(list(todo.values()), backbone, augmentation, silence, key_of, store)
-        progress.log(f"{desc}: {done_where}")
-    elif audio:
-        for sample, v, window in _audio_windows(list(todo.values()), backbone, augmentation, silence, workers):
+        progress.log(f"{desc}: {remote[1](list(todo.values()), key_of, put)}")
+    elif spec.audio is not None:
+        for sample, v, window in _audio_windows(list(todo.values()), shim, augmentation, silence, workers):
             key = key_of(sample, v)
             partial.setdefault(key, [])
             if window is None:
@@ -253,7 +299,7 @@ def extract_embeddings(
                 flush()
         flush()
     else:
-        jobs = [(s, v, backbone, augmentation) for s, v in todo.values()]
+        jobs = [(s, v, shim, augmentation) for s, v in todo.values()]
         with ThreadPoolExecutor(workers) as pool:
             for (sample, wanted), tensors in zip(todo.values(), ordered_map(pool, jobs, _prepare_image, 4 * batch_size)):
                 for v, x in zip(wanted, tensors):
@@ -275,6 +321,12 @@ def extract_embeddings(
             owners.append(np.full(len(block), i))
             view_ids.append(np.full(len(block), v))
     if not rows:
-        return Embeddings(np.zeros((0, dim), np.float32), np.zeros(0, int), np.zeros(0, int), len(samples))
-    return Embeddings(np.concatenate(rows).astype(np.float32, copy=False), np.concatenate(owners),
-                      np.concatenate(view_ids), len(samples))
+        return Embeddings(np.zeros((0, *row_shape), np.float32), np.zeros(0, int), np.zeros(0, int), len(samples))
+    return Embeddings(np.concatenate(rows), np.concatenate(owners), np.concatenate(view_ids), len(samples))
+
+
+class _SpecOnly:
+    """What the decoders read of a backbone: its spec."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec

@@ -165,14 +165,14 @@ class Classifier:
         extract_s = train_s = 0.0
         best: tuple | None = None
         scores: dict[str, dict] = {}
-        if options.fine_tune.active:  # fail before any extraction when the backbone or K cannot be fine-tuned
-            from .finetune import check_supported
+        tunable: tuple | None = None  # the best candidate fine-tuning supports, when it runs
+        if options.fine_tune.active:  # fail before any extraction when no backbone or K can be fine-tuned
+            from .finetune import check_candidates, supported
 
-            for name in cls.candidate_backbones(options):
-                spec = get_spec(name)
-                check_supported(spec.with_image_size(options.model.input_size)
-                                if options.model.input_size and spec.image else spec,
-                                [k for k in options.fine_tune.depths if k > 0])
+            check_candidates([spec.with_image_size(options.model.input_size)
+                              if options.model.input_size and spec.image else spec
+                              for spec in map(get_spec, cls.candidate_backbones(options))],
+                             [k for k in options.fine_tune.depths if k > 0])
         for given in specs or cls.candidate_backbones(options):
             t0 = time.perf_counter()
             spec = given if isinstance(given, BackboneSpec) else get_spec(given)
@@ -205,16 +205,19 @@ class Classifier:
                 rank = (0.0, 0.0)
             if best is None or rank > best[0]:
                 best = (rank, model)
+            if options.fine_tune.active and supported(spec) and (tunable is None or rank > tunable[0]):
+                tunable = (rank, model)
         assert best is not None
         model = best[1]
-        model.timings = {"extract_s": extract_s, "train_s": train_s}
-        model.train_samples, model.val_samples = list(train), list(validation)
-        model.selection = scores if len(scores) > 1 else {}
+        for m in (model, tunable[1]) if tunable else (model,):
+            m.timings = {"extract_s": extract_s, "train_s": train_s}
+            m.train_samples, m.val_samples = list(train), list(validation)
+            m.selection = scores if len(scores) > 1 else {}
         progress.log(model.head_selection.summary())
-        if options.fine_tune.active:
+        if tunable is not None:  # the head-only winner stays the model to beat, fine-tunable or not
             from .finetune import fine_tune
 
-            model = fine_tune(model, progress)
+            model = fine_tune(tunable[1], progress, baseline=model)
         return model
 
     def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:
@@ -302,9 +305,14 @@ def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], op
                               validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
 
 
-def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
+def augmentation_for(spec, options: ClassifierOptions):
+    """The augmentation of the training views: image or sound, from the same options."""
     aug = options.augmentation
-    augmentation = aug.augmentation() if backbone.spec.image else aug.audio_augmentation()
+    return aug.augmentation() if spec.image else aug.audio_augmentation()
+
+
+def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
+    augmentation = augmentation_for(backbone.spec, options)
     engine = None
     if options.engine.kind != "local" and isinstance(backbone, Backbone):  # a graph that can be shipped
         from ..features.engines import engine_for

@@ -1,8 +1,9 @@
 """`--fine-tune K|auto`: after the head converges, train the last K backbone blocks with it.
 
 Fast on a CPU the way seed 001 is: the activation entering the first unfrozen block is computed
-once per sample and view and cached (features/activations.py), so an epoch runs only the last K
-blocks. BatchNorm statistics stay frozen (eval mode), the learning rate is small, and early
+once per window (an image is one window, a sound clip several) and view and cached
+(features/activations.py), so an epoch runs only the last K blocks; validation scores samples (the
+mean of their windows' probabilities), as evaluation does. BatchNorm statistics stay frozen (eval mode), the learning rate is small, and early
 stopping on validation accuracy restores the best state. The result plugs in as an ordinary
 backbone: its weights are saved content-addressed and described by a new BackboneSpec, so its
 ONNX graph, embedding cache keys and every export follow from `spec.cache_id` as for any backbone.
@@ -25,19 +26,27 @@ from ..backbones.spec import BackboneSpec, WeightsSource
 from ..backbones.weights import load_state_dict, resolve_weights
 from ..errors import EdgemakerError
 from ..features.activations import ActivationStore, PrefixRunner, extract_activations, prefix_onnx
-from ..features.extract import cache_tag
+from ..features.extract import Embeddings, cache_tag, default_silence, silence_tag
 from ..paths import cache_dir
 from ..progress import Progress
+from .classifier import augmentation_for
 
-# Image backbones whose builder exposes an EfficientNet trunk (`.net` with _blocks, _conv_head, _bn1).
-FINE_TUNABLE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+# Backbones whose builder holds an EfficientNet trunk (_blocks, _conv_head, _bn1): the image ones
+# (`.net`) and the sound one that feeds it log-mel patches (`.network.lite.net`, after its front end).
+# aisfx is not here (yet): four VGG-style blocks of about equal compute, the last holding 76% of its
+# weights, so K=1 already retrains most of the network and the cache saves at most 4x per epoch.
+FINE_TUNABLE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_mel")
+
+
+def supported(spec: BackboneSpec) -> bool:
+    return spec.name in FINE_TUNABLE
 
 
 def check_supported(spec: BackboneSpec, depths: list[int]) -> None:
     """One-line errors before any work: a backbone without fine-tuning support, or K too large."""
-    if spec.name not in FINE_TUNABLE or spec.image is None:
+    if not supported(spec):
         raise EdgemakerError(f"--fine-tune: backbone {spec.name!r} ({spec.modality}) is not supported; "
-                             f"it works with the image backbones {', '.join(FINE_TUNABLE)} (use --fine-tune 0 for "
+                             f"it works with the backbones {', '.join(FINE_TUNABLE)} (use --fine-tune 0 for "
                              "a head-only model)")
     n = block_count(spec)
     if max(depths) > n:
@@ -47,29 +56,43 @@ def check_supported(spec: BackboneSpec, depths: list[int]) -> None:
 def block_count(spec: BackboneSpec) -> int:
     from efficientnet_lite_pytorch import EfficientNet
 
-    assert spec.image is not None
-    variant = spec.name.removeprefix("efficientnet_")
-    return len(EfficientNet.from_name(f"efficientnet-{variant}", image_size=spec.image.size)._blocks)
+    if spec.image is not None:
+        variant, size = spec.name.removeprefix("efficientnet_"), spec.image.size
+    else:
+        from ..backbones.audio_backbones import MEL_IMAGE_SIZE
+
+        variant, size = "lite0", MEL_IMAGE_SIZE
+    return len(EfficientNet.from_name(f"efficientnet-{variant}", image_size=size)._blocks)
+
+
+def _built(spec: BackboneSpec):
+    """(the registered builder's module with the spec's weights, the EfficientNet inside it)."""
+    module = get_builder(spec.name)(spec, resolve_weights(spec.weights)).eval()
+    return module, (module.net if spec.image is not None else module.network.lite.net)
 
 
 def _trunk(spec: BackboneSpec):
     """The EfficientNet inside the registered builder's module, pretrained weights loaded, eval mode."""
-    return get_builder(spec.name)(spec, resolve_weights(spec.weights)).net.eval()
+    return _built(spec)[1].eval()
 
 
 def _prefix_module(spec: BackboneSpec, cut: int):
+    """The backbone up to block `cut`: from float NCHW for images, from the waveform window (front
+    end and patch-as-image included) for sounds."""
     import torch
 
-    net = _trunk(spec)
+    module, net = _built(spec)
 
     class Prefix(torch.nn.Module):
-        """Stem + blocks[:cut]: float NCHW -> the activation entering block `cut`."""
+        """[front end + patch as image +] stem + blocks[:cut] -> the activation entering block `cut`."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.net = net
+            self.module = module
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if spec.audio is not None:
+                x = module.network.to_image(module.frontend(x))
             x = net._swish(net._bn0(net._conv_stem(x)))
             for block in net._blocks[:cut]:
                 x = block(x)
@@ -107,39 +130,40 @@ def _tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropo
     return tail.eval()  # BatchNorm statistics frozen; dropout is switched on per training step
 
 
-def _advance(net, acts: np.ndarray, start: int, stop: int, batch: int = 64) -> np.ndarray:
-    """Run frozen blocks[start:stop] over cached activations (any leading shape), once."""
+def _advance(net, acts: Embeddings, start: int, stop: int, batch: int = 64) -> Embeddings:
+    """Run frozen blocks[start:stop] over cached activation rows, once."""
     import torch
 
     if start == stop:
         return acts
-    flat = acts.reshape(-1, *acts.shape[-3:])
     out = []
     with torch.no_grad():
-        for i in range(0, len(flat), batch):
-            x = torch.from_numpy(flat[i : i + batch].astype(np.float32))
+        for i in range(0, len(acts.vectors), batch):
+            x = torch.from_numpy(acts.vectors[i : i + batch].astype(np.float32))
             for block in net._blocks[start:stop]:
                 x = block(x)
             out.append(x.numpy().astype(np.float16))
-    res = np.concatenate(out)
-    return res.reshape(*acts.shape[:-3], *res.shape[1:])
+    return dataclasses.replace(acts, vectors=np.concatenate(out))
 
 
-def _validate(tail, xv: np.ndarray, yv: np.ndarray, batch: int = 64) -> tuple[float, float]:
+def _validate(tail, xv: Embeddings, yv: np.ndarray, batch: int = 64) -> tuple[float, float]:
+    """Sample-level (accuracy, log loss): a sample's probabilities are the mean over its windows."""
     import torch
 
     tail.eval()
     with torch.no_grad():
-        logits = torch.cat([tail(torch.from_numpy(xv[i : i + batch].astype(np.float32))) for i in range(0, len(xv), batch)])
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(yv)).item()
-        acc = float((logits.argmax(1).numpy() == yv).mean())
-    return acc, loss
+        logits = torch.cat([tail(torch.from_numpy(xv.vectors[i : i + batch].astype(np.float32)))
+                            for i in range(0, len(xv.vectors), batch)])
+        proba = xv.aggregate(torch.softmax(logits, 1).numpy().astype(np.float64))
+    p = proba[np.arange(len(yv)), yv]
+    return float((proba.argmax(1) == yv).mean()), float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
 
-def train_tail(tail, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, views: bool, ft, hp,
+def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarray, views: bool, ft, hp,
                class_weights: np.ndarray | None) -> dict:
-    """AdamW on the tail; one view per sample per epoch (view 0 only when `views` is False).
-    Early stopping on validation (accuracy, then loss); the best state, epoch 0 included, is restored."""
+    """AdamW on the tail over activation rows (windows) labelled by their sample's label (`y` per
+    sample); one view per sample per epoch (view 0 only when `views` is False). Early stopping on
+    validation (accuracy, then loss); the best state, epoch 0 included, is restored."""
     import torch
 
     torch.manual_seed(hp.seed)
@@ -151,15 +175,15 @@ def train_tail(tail, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarra
     acc, loss = _validate(tail, xv, yv)
     best = ((acc, -loss), copy.deepcopy(tail.state_dict()), 0)
     history = [{"epoch": 0, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)}]
-    waited, n = 0, len(x)
+    waited, n_views = 0, int(x.view.max(initial=0)) + 1
     for epoch in range(1, ft.epochs + 1):
         tail.drop.train()
-        order = rng.permutation(n)
-        pick = rng.integers(0, x.shape[1], n) if views else np.zeros(n, int)
-        for start in range(0, n, ft.batch_size):
+        pick = rng.integers(0, n_views, x.n_samples) if views else np.zeros(x.n_samples, int)
+        order = rng.permutation(np.flatnonzero(x.view == pick[x.owner]))
+        for start in range(0, len(order), ft.batch_size):
             idx = order[start : start + ft.batch_size]
-            xb = torch.from_numpy(x[idx, pick[idx]].astype(np.float32))
-            loss_b = loss_fn(tail(xb), torch.from_numpy(y[idx]))
+            xb = torch.from_numpy(x.vectors[idx].astype(np.float32))
+            loss_b = loss_fn(tail(xb), torch.from_numpy(y[x.owner[idx]]))
             opt.zero_grad()
             loss_b.backward()
             opt.step()
@@ -203,9 +227,17 @@ def head_only_score(clf) -> tuple[float, float]:
     return ev.accuracy, ev.loss
 
 
-def fine_tune(clf, progress: Progress):
-    """-> a Classifier whose backbone has its last K blocks fine-tuned (or `clf` itself when K=0
-    wins on validation), with `fine_tune` (the report) and `head_only` (the model before) set."""
+def check_candidates(specs: list[BackboneSpec], depths: list[int]) -> None:
+    """Before any work: K must fit every candidate fine-tuning supports, and one must be supported
+    (an unsupported default, e.g. aisfx among the sound defaults, still competes head-only)."""
+    for spec in [s for s in specs if supported(s)] or specs[:1]:
+        check_supported(spec, depths)
+
+
+def fine_tune(clf, progress: Progress, baseline=None):
+    """-> a Classifier whose backbone has its last K blocks fine-tuned, or `baseline` (the head-only
+    winner, `clf` itself by default) when K=0 wins on validation; `fine_tune` (the report) and
+    `head_only` (the model before) set."""
     import torch
 
     start_time = time.perf_counter()
@@ -225,17 +257,19 @@ def fine_tune(clf, progress: Progress):
 
     # Cut activations, cached: train views exactly as the head's (same seeds), validation clean.
     views = opts.augmentation.active_views
-    augmentation = opts.augmentation.augmentation() if views else None
+    augmentation = augmentation_for(spec, opts) if views else None
+    silence = default_silence(spec, opts.silence)
+    extra = "|".join(filter(None, (silence_tag(silence), f"cut{cut}")))
     run = PrefixRunner(prefix_onnx(spec, cut, _prefix_module, opts.cache_dir), opts.threads)
     store = ActivationStore(clf.cache.path) if clf.cache is not None else None
     try:
         def tag_of(v: int) -> str:
-            return cache_tag(clf.backbone, augmentation, v, f"cut{cut}")
+            return cache_tag(clf.backbone, augmentation, v, extra)
 
         a_train = extract_activations(clf.train_samples, views, augmentation, spec, tag_of, run, store, progress,
-                                      desc=f"activations train (cut {cut})")
+                                      silence, f"activations train (cut {cut})")
         a_val = extract_activations(clf.val_samples, 0, None, spec, tag_of, run, store, progress,
-                                    desc=f"activations val (cut {cut})")[:, 0]
+                                    silence, f"activations val (cut {cut})")
     finally:
         if store is not None:
             store.close()
@@ -248,7 +282,8 @@ def fine_tune(clf, progress: Progress):
     cw = clf.head.class_weights_
     class_weights = None if not cw else np.array([cw[c] for c in clf.head.classes_.tolist()], np.float32)
 
-    base_acc, base_loss = head_only_score(clf)
+    baseline = baseline or clf
+    base_acc, base_loss = head_only_score(baseline)
     rank0 = (base_acc, -base_loss)
     candidates = [{"k": 0, "augmentation": "views" if views else "clean", "val_accuracy": round(base_acc, 4),
                    "val_loss": round(base_loss, 4), "seconds": 0.0}]
@@ -288,18 +323,19 @@ def fine_tune(clf, progress: Progress):
         "requested": ft.depth, "chosen_k": chosen, "blocks": n_blocks, "cut": cut,
         "augmentation": best[4],
         "candidates": candidates,
-        "activations": {"computed": run.calls, "reused": (len(clf.train_samples) * (1 + views) + len(clf.val_samples)) - run.calls,
+        "activations": {"computed": run.calls, "reused": len(a_train.vectors) + len(a_val.vectors) - run.calls,
                         "seconds": round(activations_s, 2)},
-        "head_only": {"val_accuracy": round(base_acc, 4)},
+        "backbone": spec.name,
+        "head_only_backbone": baseline.spec.name, "head_only": {"val_accuracy": round(base_acc, 4)},
     }
     if chosen == 0:
-        clf.head_only = clf
+        baseline.head_only = baseline
         report["fine_tuned"] = {"val_accuracy": round(base_acc, 4)}
         report["extra_s"] = round(time.perf_counter() - start_time, 2)
-        clf.fine_tune = report
-        clf.timings = {**clf.timings, "fine_tune_s": report["extra_s"]}
+        baseline.fine_tune = report
+        baseline.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
         progress.log(f"fine-tune: head only kept (val accuracy {base_acc:.4f} not beaten)")
-        return clf
+        return baseline
 
     net.load_state_dict(best[2])
     path, sha = save_weights(spec, net, opts.cache_dir)
@@ -309,12 +345,12 @@ def fine_tune(clf, progress: Progress):
     head.coef_, head.intercept_ = best[3][0].astype(np.float32), best[3][1].astype(np.float32)
     model = type(clf)(Backbone(new_spec, opts.threads, opts.cache_dir), head, opts, clf.cache, progress)
     model.train_samples, model.val_samples, model.selection = clf.train_samples, clf.val_samples, clf.selection
-    model.head_only = clf
+    model.head_only = baseline
     onnx_val = model.evaluate(clf.val_samples)
     report["fine_tuned"] = {"val_accuracy": round(best[0][0], 4), "val_accuracy_onnx": round(onnx_val.accuracy, 4)}
     report["weights"] = str(path)
     report["extra_s"] = round(time.perf_counter() - start_time, 2)
     model.fine_tune = report
-    model.timings = {**clf.timings, "fine_tune_s": report["extra_s"]}
+    model.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
     progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {base_acc:.4f} -> {onnx_val.accuracy:.4f}")
     return model
