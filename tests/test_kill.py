@@ -32,7 +32,8 @@ CHAIN = ("validate@3", "cache-commit:embeddings@2", "epoch@5", "write:model_int8
 # Every other point, each followed by its own resumed run (slow: one extra run per point).
 MORE = ("cache-commit:media", "write:efficientnet_lite0*.onnx", "cache-commit:embeddings", "export:onnx-fp32",
         "write:model_fp32.onnx", "export:onnx-int8", "write:report.html")
-VOLATILE = {"created", "timings", "seconds", "summary", "latency_ms"}  # clocks, not results
+VOLATILE = {"created", "timings", "seconds", "summary", "latency_ms",  # clocks, not results
+            "reused"}  # a head search remembered from an earlier (killed) run: the same choice, made once
 
 
 def train(data: Path, out: Path, cache: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:

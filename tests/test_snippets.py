@@ -279,6 +279,17 @@ def test_a_silent_patch_runs_through_the_full_int8_sound_model(audio_run):
     assert abs(float(proba.sum()) - 1) < 0.05
 
 
+def test_tflite_micro_says_in_one_line_why_it_cannot_run_the_sound_file(audio_run):
+    """efficientnet_lite0_mel standardises each patch with an int8 SQRT, which TFLite Micro's kernel
+    does not take (LiteRT does): the run records it and warns, instead of failing."""
+    import json
+
+    metrics = json.loads((audio_run / "metrics.json").read_text())
+    tflm = next(e for e in metrics["exports"] if e["format"] == "tflite-int8")["tflm"]
+    assert tflm["status"] == "unsupported" and "SQRT" in tflm["message"] and tflm["arena_bytes"] > 0
+    assert "\n" not in tflm["message"] and any("SQRT" in w for w in metrics["warnings"])
+
+
 def test_tflite_micro_sound_snippet_compiles(audio_run, image_run, tmp_path):
     meta = sn.read_model_metadata(audio_run / "model_int8_nofrontend.tflite")
     code = sn.tflite_micro(meta, "model_int8.tflite", ["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"])

@@ -147,7 +147,18 @@ class _Adapter:
         self.it.set_input(value, index)
 
     def invoke(self) -> None:
-        self.it.invoke()
+        with _native_log() as said:
+            try:
+                self.it.invoke()
+                failed = None
+            except RuntimeError as exc:
+                failed = exc
+        if failed is not None:  # an operator whose kernel lacks this file's types (e.g. an int8 SQRT)
+            found = re.search(r"Node ([A-Z0-9_]+) \(number (\d+)\) failed to invoke", said[0])
+            what = (f"its kernel for {found.group(1)} (operator {found.group(2)}) cannot run this file's int8 tensors"
+                    if found else f"it failed to run it ({(said[0].strip() or str(failed)).splitlines()[-1]})")
+            raise TFLMUnsupported(f"TensorFlow Lite Micro cannot run this file: {what}; the file runs in LiteRT "
+                                  "(phones, Linux boards) but not on a microcontroller as it is")
 
     def get_tensor(self, index: int) -> np.ndarray:
         return self.it.get_output(index)
@@ -232,7 +243,11 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
         x = windows[len(windows) // 2 :][:1]
         a = litert.predict_proba(x)[0]
         t = time.perf_counter()
-        b = micro.predict_proba(x)[0]
+        try:
+            b = micro.predict_proba(x)[0]
+        except TFLMUnsupported as exc:
+            return TFLMCheck("unsupported", f"{litert.path.name}: {exc}", of=len(paths), arena_bytes=micro.arena_bytes,
+                             estimate_bytes=estimate_bytes)
         seconds += time.perf_counter() - t
         diff = max(diff, float(np.abs(a - b).max()))
         if int(a.argmax()) == int(b.argmax()):
