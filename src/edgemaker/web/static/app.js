@@ -1,17 +1,7 @@
 // The edgemaker page: plain ES module, no build step. Every action is one call to the local API.
+import { el, enc } from "./dom.js";
 import { showRuns } from "./runs.js";
 const $ = (sel, root = document) => root.querySelector(sel);
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v === true) node.setAttribute(k, "");
-    else if (v !== false && v != null) node.setAttribute(k, v);
-  }
-  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-};
-const enc = encodeURIComponent;
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 const mb = (n) => `${(n / 1e6).toFixed(2)} MB`;
 const size = (n) => (n >= 1e6 ? mb(n) : `${Math.round(n / 1024)} kB`);

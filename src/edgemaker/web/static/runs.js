@@ -1,16 +1,6 @@
 // The Runs tab: every run side by side, two runs compared, and the project's compare/curve results.
 // Reads GET /history and /history/compare (web/history.py); numbers arrive raw, formatted here.
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v === true) node.setAttribute(k, "");
-    else if (v !== false && v != null) node.setAttribute(k, v);
-  }
-  for (const c of children.flat()) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return node;
-};
-const enc = encodeURIComponent;
+import { el, enc } from "./dom.js";
 
 async function get(path) {
   const res = await fetch(`/api/v1${path}`);
