@@ -32,7 +32,7 @@ from conftest import make_image_folder  # noqa: E402
 from edgemaker.backbones import get_spec  # noqa: E402
 from edgemaker.data.audio import AudioDecodeError, clip_windows  # noqa: E402
 from edgemaker.data.images import load_for_model  # noqa: E402
-from edgemaker.data.validate import _check_audio, _check_image  # noqa: E402
+from edgemaker.data.validate import _check_file  # noqa: E402
 
 SRC = str(Path(edgemaker.__file__).resolve().parents[1])
 EXAMPLES = int(os.environ.get("EDGEMAKER_HOSTILE_EXAMPLES", "150"))  # per property
@@ -170,7 +170,7 @@ def test_a_hostile_image_is_used_or_skipped_with_a_reason(tmp_path_factory, case
     path.write_bytes(data)
     tracemalloc.start()
     try:
-        problem, info = _check_image(path)
+        problem, info = _check_file(path, "image")
         _one_reason(problem, info)
         if problem is None:  # usable: it must really become model input
             x = load_for_model(data, get_spec("efficientnet_lite0").image)
@@ -190,7 +190,7 @@ def test_a_hostile_sound_is_used_or_skipped_with_a_reason(tmp_path_factory, case
     path.write_bytes(data)
     tracemalloc.start()
     try:
-        problem, info = _check_audio(path)
+        problem, info = _check_file(path, "audio")
         _one_reason(problem, info)
         if problem is None:  # usable: every window is finite, and there is at least one
             for name in ("aisfx", "efficientnet_lite0_mel"):
@@ -225,7 +225,7 @@ def named_sound_cases() -> dict[str, tuple[bytes, str | None]]:
 def test_sound_guards_name_the_problem(tmp_path):
     for name, (data, reason) in named_sound_cases().items():
         (tmp_path / name).write_bytes(data)
-        problem, info = _check_audio(tmp_path / name)
+        problem, info = _check_file(tmp_path / name, "audio")
         if reason is None:
             assert problem is None and json.loads(info)["duration_s"] == 0.5, problem
         else:
