@@ -73,6 +73,8 @@ class Exporter(ABC):
     runtime: str
     suffix: str
     route_id: str = ""  # how int8 files are quantized, when a runtime offers several routes
+    # Variants of that route the int8 flow tries and chooses among on validation: (name, overrides).
+    int8_routes: tuple[tuple[str, dict], ...] = (("all int8", {}),)
 
     def path(self, out_dir: Path, kind: str, frontend: bool) -> Path:
         return out_dir / f"{FILE_STEMS[kind]}{'' if frontend else '_nofrontend'}{self.suffix}"
@@ -85,6 +87,11 @@ class Exporter(ABC):
     def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
                  metadata: dict) -> Path:
         """Write a quantized copy of the float file `source`; int8 calibrates on `calibration` inputs."""
+
+    def quantize_route(self, route: dict, source: Path, target: Path, quantization: Quantization,
+                       calibration: Sequence[np.ndarray], metadata: dict) -> Path:
+        """`quantize` by one of `int8_routes`' variants; a runtime with a single route ignores it."""
+        return self.quantize(source, target, quantization, calibration, metadata)
 
     @abstractmethod
     def int8_backbone(self, int8_file: Path, metadata: dict, threads: int | None) -> Int8Backbone:

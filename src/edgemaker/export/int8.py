@@ -1,5 +1,6 @@
-"""The int8 flow, written once for every runtime: quantize, check on validation, and only if the
-int8 file lost accuracy there, fit a head on the int8 backbone's own embeddings and keep the better.
+"""The int8 flow, written once for every runtime: quantize (by each route variant the runtime
+offers, keeping the one closest to the float model on validation), check on validation, and only if
+the int8 file lost accuracy there, fit a head on the int8 backbone's own embeddings and keep the better.
 
 Post-training quantization moves the backbone's embeddings a little; a float head can then flip
 borderline samples. The int8-aware head is fitted on the embeddings of the int8 backbone that will
@@ -59,12 +60,41 @@ class Validation:
         return evaluate_predictions(list(classes), list(self.labels), self.float_proba)
 
 
-def int8_digest(exporter: Exporter, spec_id: str, quantization: Quantization, frontend: bool) -> str:
+def int8_digest(exporter: Exporter, spec_id: str, quantization: Quantization, frontend: bool,
+                route: dict | None = None) -> str:
     """Names the int8 backbone: same weights, calibration, route and runtime -> same embeddings."""
     key = "\n".join(str(p) for p in quantization.calibration_files()) + repr(
         (spec_id, quantization.max_samples, quantization.ranges, quantization.per_channel, frontend, exporter.runtime,
-         exporter.route_id))
+         exporter.route_id)) + (repr(sorted(route.items())) if route else "")
     return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target: Path, quantization: Quantization,
+                 calibration: Sequence[np.ndarray], meta: dict, inputs: PreparedInputs, validation: Validation,
+                 threads: int | None = None) -> tuple[dict, dict, Evaluation]:
+    """Quantize by each of the exporter's route variants, score each file on validation against the
+    float model, keep the best at `target`: most samples answered as the float model does, then the
+    most right, then the closest probabilities (mean total-variation distance to float, sample level),
+    then the earlier variant. Test never takes part. Returns (the kept route, the record, its evaluation)."""
+    float_eval = validation.float_eval(model.classes)
+    scored = []
+    for i, (name, route) in enumerate(exporter.int8_routes):
+        path = target if i == 0 else target.with_name(f".{target.stem}-route{i}{target.suffix}")
+        exporter.quantize_route(route, float_file, path, quantization, calibration, meta)
+        ev = validation.score(exporter.load(path, threads), inputs)
+        error = float(np.abs(ev.probabilities - float_eval.probabilities).sum(axis=1).mean() / 2)
+        scored.append({"name": name, "route": route, "path": path, "val_accuracy": round(ev.accuracy, 4),
+                       "val_agreement": round(ev.agreement(float_eval), 4), "val_probability_error": round(error, 5),
+                       "_eval": ev, "_key": (ev.agreement(float_eval), ev.accuracy, -error, -i)})
+    best = max(scored, key=lambda r: r["_key"])
+    for r in scored:
+        if r is not best and r["path"] != target:
+            exporter.remove(r["path"])
+    if best["path"] != target:
+        exporter.replace(best["path"], target)
+    record = {"chosen": best["name"], "candidates": [
+        {k: v for k, v in r.items() if k not in ("path", "_key", "_eval", "route")} for r in scored]}
+    return best["route"], record, best["_eval"]
 
 
 def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file: Path, target: Path,
@@ -74,15 +104,19 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
     """Write the int8 file at `target`; returns the choice record for metrics.json ({} without validation).
     When the record has "refused", no file was left at `target`."""
     meta = model.metadata("int8", frontend)
-    exporter.quantize(float_file, target, quantization, calibration, {**meta, "head": "float head, quantized"})
+    plain_meta = {**meta, "head": "float head, quantized"}
     if validation is None or not len(validation.paths):
+        exporter.quantize_route(exporter.int8_routes[0][1], float_file, target, quantization, calibration, plain_meta)
         return {}
+    route, route_record, plain_eval = choose_route(exporter, model, float_file, target, quantization, calibration,
+                                                   plain_meta, inputs, validation, threads)
     float_eval = validation.float_eval(model.classes)
-    plain_eval = validation.score(exporter.load(target, threads), inputs)
     plain, vs, agreement = plain_eval.accuracy, paired_loss(float_eval, plain_eval), plain_eval.agreement(float_eval)
     record = {"float_val_accuracy": round(float_eval.accuracy, 4), "plain_val_accuracy": round(plain, 4),
               "plain_val_agreement": round(agreement, 4), "plain_vs_float": vs.to_dict(),
               "int8_aware_val_accuracy": None, "kept": "plain"}
+    if len(route_record["candidates"]) > 1:
+        record["route"] = route_record
     # Disagreement counts only when it is sure to exceed the bound (95% interval), not one flip in 6.
     n = len(validation.paths)
     surely_disagrees = proportion_interval(round((1 - agreement) * n), n)[0]
@@ -98,7 +132,7 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
     if fit_head is None:
         record["why"] = "no training data to fit an int8-aware head"
     else:
-        digest = int8_digest(exporter, model.spec.cache_id, quantization, frontend)
+        digest = int8_digest(exporter, model.spec.cache_id, quantization, frontend, route)
         head = fit_head(exporter.int8_backbone(target, meta, threads), digest)
         aware = target.with_name(f".{target.stem}-int8-aware{target.suffix}")
         try:

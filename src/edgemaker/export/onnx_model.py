@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -115,13 +117,21 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _float_nodes(model_path: Path) -> list[str]:
-    """Nodes kept in float: the classifier head (uint8 probabilities would be too coarse) and an
-    audio front end (an int8 STFT would lose the quiet sounds)."""
+def _float_nodes(model_path: Path, keep_float: Sequence[str] = ()) -> list[str]:
+    """Nodes kept in float: the classifier head (uint8 probabilities would be too coarse), an audio
+    front end (an int8 STFT would lose the quiet sounds), and the route's `keep_float` layers
+    ("first_conv", "last_conv": the first / last Conv of the backbone)."""
     import onnx
 
-    names = [n.name for n in onnx.load(str(model_path)).graph.node]
-    return [n for n in names if n.startswith(("head_", "/frontend/"))]
+    nodes = onnx.load(str(model_path)).graph.node
+    names = [n.name for n in nodes if n.name.startswith(("head_", "/frontend/"))]
+    convs = [n.name for n in nodes if n.op_type == "Conv"]
+    for layer in keep_float:
+        if layer not in ("first_conv", "last_conv"):
+            raise ValueError(f"unknown layer to keep in float: {layer!r}")
+        if convs:
+            names.append(convs[0] if layer == "first_conv" else convs[-1])
+    return names
 
 
 # How int8 ONNX files are quantized, chosen by measurement (README, "Int8 that holds on every CPU").
@@ -132,12 +142,44 @@ def _float_nodes(model_path: Path) -> list[str]:
 ONNX_INT8_ROUTE = {"format": "QOperator", "activations": "uint8", "weights": "int8", "reduce_range": True,
                    "per_channel": True}
 
+# Variants of that route the int8 flow chooses among on validation (export/int8.py): all int8, or the
+# backbone's first convolution kept in float. The first layer sees the raw input (log-mel for sounds)
+# whose fine differences a 7-bit weight grid blurs; measured on ESC-10 (README, "ONNX int8 on sounds"),
+# keeping it float brought the one test clip the int8 file lost back, at the same size.
+ONNX_ROUTE_VARIANTS = (("all int8", {}), ("first conv in float", {"keep_float": ("first_conv",)}))
+
+_CALIBRATION = {"minmax": lambda q: q.CalibrationMethod.MinMax, "percentile": lambda q: q.CalibrationMethod.Percentile,
+                "entropy": lambda q: q.CalibrationMethod.Entropy}
+
+
+def _reader(batches: list[dict]):
+    from onnxruntime import quantization as q
+
+    class Reader(q.CalibrationDataReader):
+        """Batches of calibration inputs; `set_range` lets ONNX Runtime read them a chunk at a time."""
+
+        def __init__(self) -> None:
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(batches[start_index:end_index])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return Reader()
+
 
 def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata: dict,
-             calibration: Sequence[np.ndarray] = (), route: dict | None = None) -> Path:
+             calibration: Sequence[np.ndarray] = (), route: dict | None = None,
+             ranges_cache: Path | None = None) -> Path:
     """Write a quantized copy of the fp32 file; metadata (labels) is carried over. int8 calibrates on
-    `calibration`, model inputs prepared exactly as at inference; `route` (default ONNX_INT8_ROUTE)
-    is there to measure the alternatives."""
+    `calibration`, model inputs prepared exactly as at inference; `route` overrides ONNX_INT8_ROUTE's
+    keys (a variant, or an alternative to measure). `ranges_cache`: a JSON file of calibrated ranges,
+    written the first time and read instead of calibrating again."""
     import onnx
     from onnxruntime import quantization as q
 
@@ -145,32 +187,36 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
         if quantization.kind == "int8":
             if not len(calibration):
                 raise ValueError("int8 quantization needs calibration inputs")
+            route = {**ONNX_INT8_ROUTE, **(route or {})}
+            method = route.get("calibration", "minmax")
             name = metadata["input"]["name"]
             # The extremes over all samples do not depend on how they are batched, so min/max
             # calibration runs 16 at a time; "mean" averages per-batch ranges, so one sample a batch.
-            step = 16 if quantization.ranges == "minmax" else 1
-            inputs = iter({name: np.stack(calibration[i : i + step])} for i in range(0, len(calibration), step))
-
-            class Reader(q.CalibrationDataReader):
-                def get_next(self):
-                    return next(inputs, None)
-
-            route = route or ONNX_INT8_ROUTE
+            # Histogram methods read the batches a chunk at a time (all activations at once would not fit).
+            step = 16 if quantization.ranges == "minmax" or method != "minmax" else 1
+            batches = [{name: np.stack(calibration[i : i + step])} for i in range(0, len(calibration), step)]
+            reader = _reader(batches)
+            extra = {"CalibMovingAverage": method == "minmax" and quantization.ranges == "mean"}
+            if method != "minmax":
+                extra.update({"CalibTensorRangeSymmetric": False, "CalibStridedMinMax": 1})
+                if method == "percentile":
+                    extra["CalibPercentile"] = route.get("percentile", 99.999)
             # Shape inference + graph optimisation first, as ONNX Runtime recommends for static int8.
             prepared = tmp.with_name(tmp.name + ".pre.onnx")
             try:
                 q.shape_inference.quant_pre_process(str(fp32_path), str(prepared))
                 q.quantize_static(
-                    str(prepared), str(tmp), Reader(),
+                    str(prepared), str(tmp), reader,
                     quant_format=q.QuantFormat.QOperator if route["format"] == "QOperator" else q.QuantFormat.QDQ,
                     per_channel=quantization.per_channel and route["per_channel"],
                     reduce_range=route["reduce_range"],
                     activation_type=q.QuantType.QUInt8 if route["activations"] == "uint8" else q.QuantType.QInt8,
                     weight_type=q.QuantType.QInt8 if route["weights"] == "int8" else q.QuantType.QUInt8,
-                    calibrate_method=q.CalibrationMethod.MinMax,
+                    calibrate_method=_CALIBRATION[method](q),
                     # ONNX Runtime's "moving average" is the mean of the per-sample ranges (one sample a batch).
-                    extra_options={"CalibMovingAverage": quantization.ranges == "mean"},
-                    nodes_to_exclude=_float_nodes(prepared),
+                    extra_options=extra,
+                    nodes_to_exclude=_float_nodes(prepared, route.get("keep_float", ())),
+                    calibration_cache_path=ranges_cache,
                 )
             finally:
                 prepared.unlink(missing_ok=True)
@@ -222,6 +268,21 @@ class OnnxExporter(Exporter):
     runtime = "onnx"
     suffix = ".onnx"
     route_id = repr(sorted(ONNX_INT8_ROUTE.items()))
+    int8_routes = ONNX_ROUTE_VARIANTS
+
+    def __init__(self) -> None:
+        self._ranges: tempfile.TemporaryDirectory | None = None  # calibration ranges, shared by the variants
+
+    def quantize_route(self, route: dict, source: Path, target: Path, quantization: Quantization,
+                       calibration: Sequence[np.ndarray], metadata: dict) -> Path:
+        """Variants that calibrate alike share one calibration pass: ONNX Runtime's ranges are kept
+        (in a temporary folder that lives as long as this exporter) for the same inputs and settings."""
+        if self._ranges is None:
+            self._ranges = tempfile.TemporaryDirectory(prefix="edgemaker-ranges-")
+        key = hashlib.sha256(repr((id(calibration), len(calibration), str(source), quantization.ranges,
+                                   route.get("calibration", "minmax"), route.get("percentile"))).encode())
+        ranges = Path(self._ranges.name) / f"{key.hexdigest()[:16]}.json"
+        return quantize(source, target, quantization, metadata, calibration, route, ranges)
 
     def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
         graph = export_backbone_onnx(model.spec, model.graph_root, frontend)
@@ -248,5 +309,20 @@ class OnnxExporter(Exporter):
                 init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new.pop(init.name), np.float32), init.name))
         if new:
             raise ValueError(f"{int8_file}: head initializers {sorted(new)} not found")
-        set_metadata(int8, {**metadata, "quantization": quantization.kind, "int8_route": ONNX_INT8_ROUTE})
+        route = json.loads(next(p.value for p in int8.metadata_props if p.key == METADATA_KEY)).get("int8_route")
+        set_metadata(int8, {**metadata, "quantization": quantization.kind, "int8_route": route or ONNX_INT8_ROUTE})
         return save_model(int8, target)
+
+
+# Routes measured against the default (bench/onnx_int8_sound.py); keys override ONNX_INT8_ROUTE.
+ROUTE_CANDIDATES = {
+    "default": {},
+    "ranges-minmax": {"ranges": "minmax"},
+    "percentile": {"calibration": "percentile", "percentile": 99.999},
+    "percentile-99.99": {"calibration": "percentile", "percentile": 99.99},
+    "entropy": {"calibration": "entropy"},
+    "first-conv-float": {"keep_float": ("first_conv",)},
+    "last-conv-float": {"keep_float": ("last_conv",)},
+    "all-windows": {"max_samples": 100000},
+    "qdq": {"format": "QDQ"},
+}
