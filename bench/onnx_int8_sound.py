@@ -18,7 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemaker.export.onnx_model import ONNX_INT8_ROUTE, ROUTE_CANDIDATES
+from edgemaker.export.onnx_model import ONNX_INT8_ROUTE
+
+
+# Routes measured against the default; keys override ONNX_INT8_ROUTE (max_samples and ranges: the calibration).
+ROUTE_CANDIDATES = {
+    "default": {},
+    "ranges-minmax": {"ranges": "minmax"},
+    "percentile": {"calibration": "percentile", "percentile": 99.999},
+    "percentile-99.99": {"calibration": "percentile", "percentile": 99.99},
+    "entropy": {"calibration": "entropy"},
+    "first-conv-float": {"keep_float": ("first_conv",)},
+    "last-conv-float": {"keep_float": ("last_conv",)},
+    "all-windows": {"max_samples": 100000},
+    "qdq": {"format": "QDQ"},
+}
 
 
 def main() -> None:

@@ -216,3 +216,62 @@ def test_a_new_head_on_the_same_int8_backbone(trained, tmp_path, runtime):
     got = exporter.load(target).predict_proba(x)
     # ONNX: a float head, exact; TFLite: an int8 head (its output is int8 with 1/256 steps)
     assert np.abs(got - expected).max() < (1e-5 if runtime == "onnx" else 0.03)
+
+
+def test_the_int8_route_is_chosen_on_validation(trained, tmp_path):
+    """The ONNX exporter offers route variants; the flow keeps the one that answers as the float model
+    does on validation. A planted variant (the int8 file with its head's classes rolled by one) is
+    offered first, so the earlier-wins tie rule alone would keep it: it is dropped when validation
+    says it disagrees with float, and kept when validation's float model is the rolled one."""
+    from types import SimpleNamespace
+
+    from edgemaker.export.int8 import Validation, build_int8
+    from edgemaker.export.onnx_model import OnnxExporter
+
+    splits, clf, model, q, _, session = _int8_setup(trained, tmp_path, "onnx")
+    rolled = model.with_head(SimpleNamespace(coef_=np.roll(model.coef, 1, axis=0),
+                                             intercept_=np.roll(model.intercept, 1)))
+
+    class Planted(OnnxExporter):
+        int8_routes = (("rolled head", {"keep_float": ("first_conv",)}), ("all int8", {}))
+
+        def quantize_route(self, route, source, target, quantization, calibration, metadata):
+            super().quantize_route(route, source, target, quantization, calibration, metadata)
+            if route:  # the planted variant: same int8 backbone, classes rolled
+                aside = target.with_name(".planted.onnx")
+                self.int8_with_head(rolled, True, source, target, aside, quantization, calibration,
+                                    {**metadata, "planted": True})
+                self.replace(aside, target)
+            return target
+
+    exporter = Planted()
+    fp32 = session.float_file(exporter)
+    calibration = session.inputs.calibration(q, model.metadata())
+    samples = splits.val + splits.test
+    paths, labels = [s.path for s in samples], [s.label for s in samples]
+
+    def build(name, float_proba):
+        target = tmp_path / f"{name}.onnx"
+        record = build_int8(exporter, model, True, fp32, target, q, calibration, session.inputs,
+                            Validation(paths, labels, float_proba))
+        return record, ExportedModel(target)
+
+    record, kept = build("float", clf.evaluate(samples).probabilities)
+    candidates = {c["name"]: c for c in record["route"]["candidates"]}
+    with pytest.raises(ValueError, match="unknown layer"):
+        exporter.quantize_route({"keep_float": ("middle",)}, fp32, tmp_path / "bad.onnx", q, calibration,
+                               model.metadata("int8"))
+    assert record["route"]["chosen"] == "all int8" and "planted" not in kept.metadata
+    assert candidates["rolled head"]["val_agreement"] < candidates["all int8"]["val_agreement"]
+    assert kept.metadata["int8_route"]["reduce_range"] is True  # the anti-saturation route is kept either way
+
+    rolled_proba = ExportedModel(tmp_path / "float.onnx").predict_files(paths)[:, np.roll(np.arange(3), 1)]
+    record, kept = build("rolled", rolled_proba)
+    assert record["route"]["chosen"] == "rolled head" and kept.metadata.get("planted") is True
+    assert kept.metadata["int8_route"]["keep_float"] == ["first_conv"]
+    assert not list(tmp_path.glob(".*"))  # no candidate file left behind
+    # "keep_float" leaves exactly the backbone's first convolution in float
+    ops = {name: [n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node] for name in ("float", "rolled")}
+    assert ops["float"].count("Conv") == 0 and ops["rolled"].count("Conv") == 1
+    assert ops["rolled"].count("QLinearConv") == ops["float"].count("QLinearConv") - 1
+

@@ -225,7 +225,9 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         def said(c: dict) -> str:
             aware = c.get("int8_aware_val_accuracy")
             return (f"(validation: float {c['float_val_accuracy']:.4f}, plain post-training {c['plain_val_accuracy']:.4f}"
-                    + (f", head fitted on the int8 backbone {aware:.4f}" if aware is not None else "") + f": {c['why']})")
+                    + (f", head fitted on the int8 backbone {aware:.4f}" if aware is not None else "") + f": {c['why']}"
+                    + (f"; quantization route '{c['route']['chosen']}', the closest to float on validation of "
+                       f"{len(c['route']['candidates'])}" if c.get("route") else "") + ")")
 
         out.append("<p>Int8 head, kept by validation accuracy (ties: plain): " + "; ".join(
             f"{_e(runtime)}-int8 " + (f"kept <b>{_e(c['kept'])}</b>" if c.get("kept") else "<b>refused</b>") +

@@ -127,8 +127,6 @@ def _float_nodes(model_path: Path, keep_float: Sequence[str] = ()) -> list[str]:
     names = [n.name for n in nodes if n.name.startswith(("head_", "/frontend/"))]
     convs = [n.name for n in nodes if n.op_type == "Conv"]
     for layer in keep_float:
-        if layer not in ("first_conv", "last_conv"):
-            raise ValueError(f"unknown layer to keep in float: {layer!r}")
         if convs:
             names.append(convs[0] if layer == "first_conv" else convs[-1])
     return names
@@ -183,6 +181,9 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
     import onnx
     from onnxruntime import quantization as q
 
+    unknown = set((route or {}).get("keep_float", ())) - {"first_conv", "last_conv"}
+    if unknown:
+        raise ValueError(f"unknown layer to keep in float: {sorted(unknown)[0]!r} (first_conv or last_conv)")
     with atomic_path(target, suffix=".onnx") as tmp, _quiet_root_logger():
         if quantization.kind == "int8":
             if not len(calibration):
@@ -313,16 +314,3 @@ class OnnxExporter(Exporter):
         set_metadata(int8, {**metadata, "quantization": quantization.kind, "int8_route": route or ONNX_INT8_ROUTE})
         return save_model(int8, target)
 
-
-# Routes measured against the default (bench/onnx_int8_sound.py); keys override ONNX_INT8_ROUTE.
-ROUTE_CANDIDATES = {
-    "default": {},
-    "ranges-minmax": {"ranges": "minmax"},
-    "percentile": {"calibration": "percentile", "percentile": 99.999},
-    "percentile-99.99": {"calibration": "percentile", "percentile": 99.99},
-    "entropy": {"calibration": "entropy"},
-    "first-conv-float": {"keep_float": ("first_conv",)},
-    "last-conv-float": {"keep_float": ("last_conv",)},
-    "all-windows": {"max_samples": 100000},
-    "qdq": {"format": "QDQ"},
-}
