@@ -20,7 +20,6 @@ import numpy as np
 
 from edgemaker.export.onnx_model import ONNX_INT8_ROUTE
 
-
 # Routes measured against the default; keys override ONNX_INT8_ROUTE (max_samples and ranges: the calibration).
 ROUTE_CANDIDATES = {
     "default": {},
@@ -95,11 +94,11 @@ def main() -> None:
         pred = {k: np.array([p.mean(0).argmax() for p in v]) for k, v in out.items()}
         row = {"quantize_s": round(secs, 1), "size_bytes": path.stat().st_size, "calibration_windows": len(calibration),
                "latency_ms": latency_ms(path)}
-        for k in pred:
+        for k, p in pred.items():
             win, ref_win = np.concatenate(out[k]), np.concatenate(ref_windows[k])
             clip_err = [np.abs(a.mean(0) - b.mean(0)).sum() / 2 for a, b in zip(out[k], ref_windows[k])]
-            row[k] = {"accuracy": round(float((pred[k] == labels[k]).mean()), 4),
-                      "agreement": round(float((pred[k] == ref[k]).mean()), 4),
+            row[k] = {"accuracy": round(float((p == labels[k]).mean()), 4),
+                      "agreement": round(float((p == ref[k]).mean()), 4),
                       "window_agreement": round(float((win.argmax(1) == ref_win.argmax(1)).mean()), 4),
                       "probability_error": round(float(np.mean(clip_err)), 4)}
         results["routes"][name] = row

@@ -78,20 +78,23 @@ def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target
     then the earlier variant. Test never takes part. Returns (the kept route, the record, its evaluation)."""
     float_eval = validation.float_eval(model.classes)
     scored = []
-    for i, (name, route) in enumerate(exporter.int8_routes):
-        path = target if i == 0 else target.with_name(f".{target.stem}-route{i}{target.suffix}")
-        exporter.quantize_route(route, float_file, path, quantization, calibration, meta)
-        ev = validation.score(exporter.load(path, threads), inputs)
-        error = float(np.abs(ev.probabilities - float_eval.probabilities).sum(axis=1).mean() / 2)
-        scored.append({"name": name, "route": route, "path": path, "val_accuracy": round(ev.accuracy, 4),
-                       "val_agreement": round(ev.agreement(float_eval), 4), "val_probability_error": round(error, 5),
-                       "_eval": ev, "_key": (ev.agreement(float_eval), ev.accuracy, -error, -i)})
-    best = max(scored, key=lambda r: r["_key"])
-    for r in scored:
-        if r is not best and r["path"] != target:
-            exporter.remove(r["path"])
-    if best["path"] != target:
-        exporter.replace(best["path"], target)
+    asides = [target.with_name(f".{target.stem}-route{i}{target.suffix}") for i in range(len(exporter.int8_routes))]
+    try:
+        for i, (name, route) in enumerate(exporter.int8_routes):
+            path = target if i == 0 else asides[i]
+            exporter.quantize_route(route, float_file, path, quantization, calibration, meta)
+            ev = validation.score(exporter.load(path, threads), inputs)
+            error = float(np.abs(ev.probabilities - float_eval.probabilities).sum(axis=1).mean() / 2)
+            scored.append({"name": name, "route": route, "path": path, "val_accuracy": round(ev.accuracy, 4),
+                           "val_agreement": round(ev.agreement(float_eval), 4),
+                           "val_probability_error": round(error, 5),
+                           "_eval": ev, "_key": (ev.agreement(float_eval), ev.accuracy, -error, -i)})
+        best = max(scored, key=lambda r: r["_key"])
+        if best["path"] != target:
+            exporter.replace(best["path"], target)
+    finally:
+        for path in asides[1:]:
+            exporter.remove(path)
     record = {"chosen": best["name"], "candidates": [
         {k: v for k, v in r.items() if k not in ("path", "_key", "_eval", "route")} for r in scored]}
     return best["route"], record, best["_eval"]

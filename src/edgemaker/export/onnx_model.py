@@ -183,7 +183,7 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
 
     unknown = set((route or {}).get("keep_float", ())) - {"first_conv", "last_conv"}
     if unknown:
-        raise ValueError(f"unknown layer to keep in float: {sorted(unknown)[0]!r} (first_conv or last_conv)")
+        raise ValueError(f"unknown layer to keep in float: {min(unknown)!r} (first_conv or last_conv)")
     with atomic_path(target, suffix=".onnx") as tmp, _quiet_root_logger():
         if quantization.kind == "int8":
             if not len(calibration):
