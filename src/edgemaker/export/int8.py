@@ -20,6 +20,7 @@ six samples is not evidence): no head can be trusted to repair that. A smaller l
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +83,14 @@ def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target
     try:
         for i, (name, route) in enumerate(exporter.int8_routes):
             path = target if i == 0 else asides[i]
+            t0 = time.perf_counter()
             exporter.quantize_route(route, float_file, path, quantization, calibration, meta)
             ev = validation.score(exporter.load(path, threads), inputs)
+            seconds = time.perf_counter() - t0  # quantize (the first variant calibrates) + validation
             error = float(np.abs(ev.probabilities - float_eval.probabilities).sum(axis=1).mean() / 2)
             scored.append({"name": name, "route": route, "path": path, "val_accuracy": round(ev.accuracy, 4),
                            "val_agreement": round(ev.agreement(float_eval), 4),
-                           "val_probability_error": round(error, 5),
+                           "val_probability_error": round(error, 5), "seconds": round(seconds, 1),
                            "_eval": ev, "_key": (ev.agreement(float_eval), ev.accuracy, -error, -i)})
         best = max(scored, key=lambda r: r["_key"])
         if best["path"] != target:
