@@ -1,6 +1,7 @@
 """Where does an int8 ONNX file depart from its float source? Each quantized tensor of the int8 file
 (QOperator: `<name>_quantized` with `<name>_scale` / `<name>_zero_point`) is dequantized and compared
-with the same tensor of the float file, on validation inputs, for each route variant.
+with the same tensor of the float file (after its Relu, which the int8 file fuses into the Conv), on
+validation inputs, for each route variant.
 
     python bench/int8_layer_error.py DATA [--windows 48]
 
@@ -58,6 +59,8 @@ def main() -> None:
     windows = np.concatenate(session.inputs.files([s.path for s in splits.val], meta))
     x = windows[np.linspace(0, len(windows) - 1, min(args.windows, len(windows))).round().astype(int)]
     name = meta["input"]["name"]
+    # ONNX Runtime fuses Conv + Relu: the int8 tensor named after the Conv output holds relu(conv).
+    relu_after = {n.input[0] for n in onnx.load(str(fp32)).graph.node if n.op_type == "Relu"}
     rows = {}
     for variant, route in ONNX_ROUTE_VARIANTS:
         path = quantize(fp32, tmp / "q.onnx", q, meta, calibration, route)
@@ -72,7 +75,7 @@ def main() -> None:
             if scale is None or t not in floats:
                 continue
             deq = (ints[qt].astype(np.float32) - zero.astype(np.float32)) * scale
-            ref = floats[t]
+            ref = np.maximum(floats[t], 0) if t in relu_after else floats[t]
             err = np.linalg.norm((deq - ref).reshape(len(x), -1), axis=1) / (
                 np.linalg.norm(ref.reshape(len(x), -1), axis=1) + 1e-12)
             rows.setdefault(t, {})[variant] = float(err.mean())
