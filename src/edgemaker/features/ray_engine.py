@@ -262,11 +262,6 @@ class RayEngine:
                             "steady_windows_s": (windows - first[1]) / max(end - first[0], 1e-9) if first else 0.0}
         return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
                 f"on {len(self.last_nodes)} nodes")
-        end, windows = time.perf_counter(), sum(self.last_nodes.values())
-        self.last_timing = {"windows": windows, "total_s": end - start, "startup_s": (first[0] - start) if first else 0.0,
-                            "steady_windows_s": (windows - first[1]) / max(end - first[0], 1e-9) if first else 0.0}
-        return (f"{sum(self.last_nodes.values())} windows embedded by {actors} Ray actors ({cpus} CPUs each) "
-                f"on {len(self.last_nodes)} nodes")
 
     def _stream(self, ds):
         """Batches as the cluster finishes them; a worker's failure as one line."""
