@@ -6,10 +6,12 @@ ray_overhead_ratio  Ray engine throughput (one actor with 2 CPUs, on a local Ray
 extract             the same ratio for one extraction call alone (clean views): the job's start-up
                     paid for a single split.
 scaling             throughput with 1, 2, ... actors of 1 CPU on a generated set: the per-actor line.
+big                 the same sizes validated AND extracted (Lite0 cut after block 3, 32 px), each engine:
+                    the driver's peak RSS and the times (the 10k and 50k folders hard-link the 100k one's files).
 rss                 the driver's peak RSS validating (listing + hash + decode check) generated folders of
                     10k / 50k / 100k small images, with each engine, each in a fresh process.
 
-    python bench/ray_scale.py [overhead] [extract] [scaling] [rss] [--sizes 10000,50000,100000] [--json FILE]
+    python bench/ray_scale.py [overhead] [extract] [scaling] [rss] [big] [--sizes 10000,50000,100000] [--json FILE]
 
 Ray runs small here (EDGEMAKER_RAY_CPUS, EDGEMAKER_RAY_STORE_MB: 2 CPUs, 200 MB object store) and is
 shut down at the end of each process.
@@ -163,6 +165,72 @@ def _generated(root: Path, n: int, size: int = 32, classes: int = 10) -> Path:
     return root
 
 
+def _linked(source: Path, root: Path, n: int) -> Path:
+    """The first `n` files of a generated folder as hard links in `root` (real files, no copy)."""
+    done = root / ".complete"
+    if done.exists():
+        return root
+    for i, path in enumerate(sorted(p for p in source.rglob("*.png"))[:n]):
+        target = root / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.link(path, target)
+    done.touch()
+    return root
+
+
+def _big_child(folder: str, engine_kind: str) -> None:
+    """In a fresh process: validate AND extract `folder` (Lite0 cut after block 3 at 32 px: the 100k run
+    fits in minutes), print the driver's peak RSS (MB) after each stage and the times."""
+    from edgemaker.backbones.runtime import Backbone
+    from edgemaker.backbones.truncated import truncated_spec
+    from edgemaker.data.validate import validate_folder
+    from edgemaker.features.cache import FeatureCache
+    from edgemaker.features.extract import extract_embeddings
+
+    engine = _ray_engine(None, 2) if engine_kind == "ray" else None
+    if engine is not None:
+        engine.cluster_cpus()
+    backbone = Backbone(truncated_spec("lite0", 3, 32), 2)
+    peak = lambda: round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    base = peak()
+    with tempfile.TemporaryDirectory() as tmp, FeatureCache(Path(tmp) / "f.sqlite") as cache:
+        t = time.perf_counter()
+        report = validate_folder(folder, cache=cache, engine=engine)
+        validate_s, after_validate = time.perf_counter() - t, peak()
+        t = time.perf_counter()
+        emb = extract_embeddings(report.samples, backbone, cache, engine=engine)
+        extract_s = time.perf_counter() - t
+    if engine is not None:
+        engine.ray.shutdown()
+    print(json.dumps({"files": len(report.samples), "embeddings": len(emb.vectors), "rss_before_mb": base,
+                      "peak_rss_validate_mb": after_validate, "peak_rss_mb": peak(),
+                      "validate_s": round(validate_s, 1), "extract_s": round(extract_s, 1),
+                      "extract_img_s": round(len(emb.vectors) / extract_s, 1)}))
+
+
+def big(tmp: Path, sizes: list[int]) -> dict:
+    """Validate + extract generated folders of `sizes` small images with each engine (issue 14's
+    100k-file check): the driver's peak RSS per size, and its growth from the smallest to the largest."""
+    source = _generated(tmp / f"gen-{max(sizes)}", max(sizes))
+    out: dict = {}
+    for n in sizes:
+        folder = source if n == max(sizes) else _linked(source, tmp / f"link-{n}", n)
+        for kind in ("local", "ray"):
+            env = {**os.environ, "PYTHONPATH": str(SRC), **RAY_ENV}
+            res = subprocess.run([sys.executable, __file__, "_big", str(folder), kind], env=env,
+                                 capture_output=True, text=True, timeout=3600)
+            if res.returncode:
+                raise SystemExit(f"big {n} {kind} failed: {res.stderr[-2000:]}")
+            row = json.loads(res.stdout.strip().splitlines()[-1])
+            out.setdefault(kind, {})[n] = row
+            print(f"  big {kind:<5} {n:>7} files: peak RSS {row['peak_rss_mb']:.0f} MB (after validation "
+                  f"{row['peak_rss_validate_mb']:.0f}, before {row['rss_before_mb']:.0f}); validate {row['validate_s']:.1f} s, "
+                  f"extract {row['extract_s']:.1f} s ({row['extract_img_s']:.0f} img/s)", flush=True)
+    growth = {k: round(v[max(sizes)]["peak_rss_mb"] - v[min(sizes)]["peak_rss_mb"], 1) for k, v in out.items()}
+    return {"big_driver": out, "big_rss_growth_mb": growth, "load_average": round(os.getloadavg()[0], 2)}
+
+
 def _validate_child(folder: str, engine_kind: str) -> None:
     """In a fresh process: validate `folder`, print the driver's peak RSS (MB) and the time."""
     from edgemaker.data.validate import validate_folder
@@ -204,6 +272,8 @@ def rss(tmp: Path, sizes: list[int]) -> dict:
 def main() -> None:
     if sys.argv[1:2] == ["_validate"]:
         return _validate_child(sys.argv[2], sys.argv[3])
+    if sys.argv[1:2] == ["_big"]:
+        return _big_child(sys.argv[2], sys.argv[3])
     parser = argparse.ArgumentParser()
     parser.add_argument("parts", nargs="*", default=["overhead", "scaling", "rss"])
     parser.add_argument("--sizes", default="10000,50000,100000")
@@ -235,6 +305,10 @@ def main() -> None:
         result.update(rss(tmp, [int(s) for s in args.sizes.split(",")]))
         print(f"driver RSS growth {min(args.sizes.split(','), key=int)} -> {max(args.sizes.split(','), key=int)} "
               f"files: {result['rss_growth_mb']} MB (goal < 200)", flush=True)
+    if "big" in args.parts:
+        result.update(big(tmp, [int(s) for s in args.sizes.split(",")]))
+        print(f"validate + extract, driver peak RSS growth {min(args.sizes.split(','), key=int)} -> "
+              f"{max(args.sizes.split(','), key=int)} files: {result['big_rss_growth_mb']} MB (goal < 200)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
