@@ -165,12 +165,13 @@ def _generated(root: Path, n: int, size: int = 32, classes: int = 10) -> Path:
     return root
 
 
-def _linked(source: Path, root: Path, n: int) -> Path:
+def _linked(source: Path, root: Path, n: int, classes: int = 10) -> Path:
     """The first `n` files of a generated folder as hard links in `root` (real files, no copy)."""
     done = root / ".complete"
     if done.exists():
         return root
-    for i, path in enumerate(sorted(p for p in source.rglob("*.png"))[:n]):
+    for i in range(n):  # _generated's names: file i in class folder i % classes
+        path = source / f"c{i % classes}" / f"{i:06d}.png"
         target = root / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
