@@ -47,6 +47,13 @@ def _ray_engine(actors: int, cpus: int):
     return RayEngine(EngineOptions("ray", actors=actors, cpus_per_actor=cpus), default_init_kwargs())
 
 
+def _fresh(path: Path) -> Path:
+    """A cache file path with no cache there (a previous bench run's is removed)."""
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    return path
+
+
 def _extract_rate(samples, engine, threads: int, tmp: Path, tag: str) -> float:
     """Windows per second of one cold extraction (fresh cache), clean views only."""
     from edgemaker.backbones import DEFAULT_IMAGE_BACKBONE, get_spec
@@ -55,15 +62,17 @@ def _extract_rate(samples, engine, threads: int, tmp: Path, tag: str) -> float:
     from edgemaker.features.extract import extract_embeddings
 
     backbone = Backbone(get_spec(DEFAULT_IMAGE_BACKBONE), threads)
-    with FeatureCache(tmp / f"{tag}.sqlite") as cache:
+    with FeatureCache(_fresh(tmp / f"{tag}.sqlite")) as cache:
         t = time.perf_counter()
         emb = extract_embeddings(samples, backbone, cache, engine=engine)
         return len(emb.vectors) / (time.perf_counter() - t)
 
 
-def _run_rate(data: Path, kind: str, tmp: Path, tag: str) -> tuple[float, int]:
+def _run_rate(data: Path, kind: str, tmp: Path, tag: str, one_job: bool = True) -> tuple[float, int, float]:
     """Windows per second of a default run's validation + embedding work, fresh cache: what
-    `edgemaker train` does before the head (pipeline.py: validate, split, the Ray job, create's extractions)."""
+    `edgemaker train` does before the head (pipeline.py: validate, split, the Ray job, create's extractions).
+    `one_job=False`: without the one Ray job, each split's extraction its own pipeline (as before it).
+    Returns (windows/s, windows, validation seconds)."""
     from edgemaker.data.splits import make_splits
     from edgemaker.data.validate import validate_folder
     from edgemaker.features.cache import FeatureCache
@@ -77,18 +86,19 @@ def _run_rate(data: Path, kind: str, tmp: Path, tag: str) -> tuple[float, int]:
     engine_options = EngineOptions("ray", actors=1, cpus_per_actor=2) if kind == "ray" else EngineOptions()
     options = ClassifierOptions(threads=2, engine=engine_options)
     engine = engine_for(engine_options) if kind == "ray" else None
-    with FeatureCache(tmp / f"{tag}.sqlite") as cache:
+    with FeatureCache(_fresh(tmp / f"{tag}.sqlite")) as cache:
         t = time.perf_counter()
         report = validate_folder(data, cache=cache, engine=engine)
+        validate_s = time.perf_counter() - t
         splits = make_splits(report)
         classifier = classifier_for(report.modality)
-        if engine is not None:
+        if engine is not None and one_job:
             embed_run(classifier, splits, options, cache)
         backbone = Backbone(get_spec(classifier.candidate_backbones(options)[0]), options.threads)
         windows = sum(len(_embed(backbone, samples, views, options, cache, None, name).vectors) for name, samples, views in
                       (("train", splits.train, options.augmentation.active_views), ("val", splits.val, 0),
                        ("test", splits.test, 0)))
-        return windows / (time.perf_counter() - t), windows
+        return windows / (time.perf_counter() - t), windows, validate_s
 
 
 def overhead(tmp: Path) -> dict:
@@ -99,14 +109,18 @@ def overhead(tmp: Path) -> dict:
     engine = _ray_engine(1, 2)
     engine.cluster_cpus()  # Ray started before timing: a cluster is already running in practice
     _extract_rate(validate_folder(data).samples[:16], engine, 2, tmp, "warm")  # the ONNX graph exported once, for both
-    local, windows = _run_rate(data, "local", tmp, "run-local")
-    ray_rate, _ = _run_rate(data, "ray", tmp, "run-ray")
-    local2, _ = _run_rate(data, "local", tmp, "run-local2")  # the machine may drift: local before and after
+    local, windows, local_validate_s = _run_rate(data, "local", tmp, "run-local")
+    ray_rate, _, ray_validate_s = _run_rate(data, "ray", tmp, "run-ray")
+    per_split, _, _ = _run_rate(data, "ray", tmp, "run-ray-per-split", one_job=False)
+    local2, _, _ = _run_rate(data, "local", tmp, "run-local2")  # the machine may drift: local before and after
     local_mean = (local + local2) / 2
     engine.ray.shutdown()
     return {"overhead_data": f"{data.name} ({windows} windows: validate + train with 2 views + val + test)",
             "local_run_windows_s": round(local_mean, 2), "ray_1x2_run_windows_s": round(ray_rate, 2),
-            "ray_overhead_ratio": round(ray_rate / local_mean, 3), "load_average": round(os.getloadavg()[0], 2)}
+            "ray_overhead_ratio": round(ray_rate / local_mean, 3),
+            "ray_per_split_ratio": round(per_split / local_mean, 3),
+            "validate_s": {"local": round(local_validate_s, 2), "ray": round(ray_validate_s, 2)},
+            "load_average": round(os.getloadavg()[0], 2)}
 
 
 def extract_only(tmp: Path, n: int = 10_000) -> dict:
@@ -289,7 +303,9 @@ def main() -> None:
         result.update(overhead(tmp))
         print(f"ray_overhead_ratio {result['ray_overhead_ratio']:.3f}   Ray 1 actor x 2 CPUs "
               f"{result['ray_1x2_run_windows_s']:.1f} windows/s vs local {result['local_run_windows_s']:.1f} on "
-              f"{result['overhead_data']} (goal >= 0.85; load average {result['load_average']})", flush=True)
+              f"{result['overhead_data']} (goal >= 0.85; load average {result['load_average']}); a pipeline per split "
+              f"instead of one job: {result['ray_per_split_ratio']:.3f}; validation {result['validate_s']['ray']:.1f} s "
+              f"on Ray vs {result['validate_s']['local']:.1f} s local", flush=True)
     if "extract" in args.parts:
         result.update(extract_only(tmp))
         print(f"ray_extract_ratio {result['ray_extract_ratio']:.3f}   one clean extraction: Ray 1 actor x 2 CPUs "

@@ -66,3 +66,30 @@ def test_views_without_augmentation_are_refused(setup):
     root, samples, backbone = setup
     with FeatureCache(root / "refused.sqlite") as cache, pytest.raises(ValueError, match="augmentation"):
         embed_all([(samples, 1)], backbone, cache, None, None, CountingEngine())
+
+
+def test_embed_run_is_one_job_for_train_val_and_test(setup, monkeypatch):
+    """pipeline.py's hook: one compute call for a run's three splits (train with its views), then
+    nothing left for create()'s extractions."""
+    from edgemaker.data.splits import Splits
+    from edgemaker.features.ray_job import embed_run
+    from edgemaker.tasks.classifier import ImageClassifier
+    from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, EngineOptions, ModelOptions
+
+    root, samples, backbone = setup
+    engine = CountingEngine()
+    monkeypatch.setattr("edgemaker.features.engines.engine_for", lambda options: engine)
+    options = ClassifierOptions(cache_dir=root / "run", threads=1, engine=EngineOptions("ray"),
+                                model=ModelOptions(backbone=backbone.spec.name, input_size=32),
+                                augmentation=AugmentationOptions(views=1))
+    part = lambda *rest: [s for i, s in enumerate(samples) if i % 4 in rest]  # of each class's 4: 2 / 1 / 1
+    splits = Splits(part(0, 1), part(2), part(3), [], "")
+    with FeatureCache(root / "run.sqlite") as cache:
+        assert embed_run(ImageClassifier, splits, options, cache) > 0
+        assert len(engine.calls) == 1
+        asked = dict(engine.calls[0])
+        assert len(asked) == len(samples) and all(asked[s.content] == [0, 1] for s in splits.train)
+        assert all(asked[s.content] == [0] for s in splits.val + splits.test)
+        clf = ImageClassifier.create(splits.train, splits.val, options, cache=cache)
+        clf.evaluate(splits.test)
+        assert len(engine.calls) == 1  # create() and evaluate() found every embedding in the cache

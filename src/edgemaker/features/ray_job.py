@@ -67,12 +67,15 @@ def embed_run(classifier, splits, options, cache: FeatureCache, progress: Progre
     """Before `classifier.create`: every candidate backbone's train, validation and test embeddings,
     one Ray job per backbone. Test joins the job only when there is one candidate (with several,
     only the winner's test split is embedded, later). Backbones whose weights the run trains are
-    left to create(). Returns the seconds spent."""
+    left to create(), and so are fine-tuning runs (create() refuses a bad fine-tune setting before
+    any extraction). Returns the seconds spent."""
     from ..backbones import get_spec
     from ..backbones.runtime import Backbone
     from ..tasks.classifier import augmentation_for
     from .engines import engine_for
 
+    if options.fine_tune.active:
+        return 0.0
     t = time.perf_counter()
     names = classifier.candidate_backbones(options)
     engine = engine_for(options.engine)
