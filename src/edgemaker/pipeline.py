@@ -161,7 +161,10 @@ def train_run(
             if not {"tflite-int8", "c-array"} & set(formats):  # the budget is confirmed on the real int8 file
                 formats = (*formats, "tflite-int8")
         else:
+            job_s = _ray_job(classifier_for(report.modality), splits, options, cache, progress)
             clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+            if job_s:
+                clf.timings["extract_s"] = clf.timings.get("extract_s", 0.0) + job_s  # the splits' embeddings came from the one Ray job
         distill_record = None
         if distill:
             from .tasks.distill import distill as run_distill
@@ -301,6 +304,15 @@ def _engine(options: ClassifierOptions):
     from .features.engines import engine_for
 
     return engine_for(options.engine)
+
+
+def _ray_job(classifier, splits: Splits, options: ClassifierOptions, cache, progress: Progress) -> float:
+    """--engine ray: every split's embeddings in one Ray job before create() (features/ray_job.py)."""
+    if options.engine.kind != "ray":
+        return 0.0
+    from .features.ray_job import embed_run
+
+    return embed_run(classifier, splits, options, cache, progress)
 
 
 def _fine_tune_test(clf: Classifier, test_eval: Evaluation, splits: Splits, progress: Progress) -> None:

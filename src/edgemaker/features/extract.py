@@ -237,7 +237,8 @@ def extract_rows(samples: Sequence[Sample], spec, tag_of, run, store, views: int
     The one loop behind embeddings and fine-tuning's cut activations: cached lookups first, then
     decoding in threads overlapped with `run` on batches, each finished batch committed."""
     progress = progress or SilentProgress()
-    keys: list[list[Key]] = [[(s.content, tag_of(v), v) for v in range(1 + views)] for s in samples]
+    tags = [tag_of(v) for v in range(1 + views)]  # one string per view, shared by every key
+    keys: list[list[Key]] = [[(s.content, tags[v], v) for v in range(1 + views)] for s in samples]
     found = store.get_many({k for row in keys for k in row}) if store else {}
     todo: dict[str, tuple[Sample, list[int]]] = {}
     for s, row in zip(samples, keys):
@@ -274,7 +275,7 @@ def extract_rows(samples: Sequence[Sample], spec, tag_of, run, store, views: int
             bar.update(len(done))
 
     def key_of(sample: Sample, v: int) -> Key:
-        return (sample.content, tag_of(v), v)
+        return (sample.content, tags[v], v)
 
     if remote is not None and todo:
         def put(done: dict[Key, np.ndarray]) -> None:
@@ -313,16 +314,14 @@ def extract_rows(samples: Sequence[Sample], spec, tag_of, run, store, views: int
             flush()
     bar.close()
 
-    rows, owners, view_ids = [], [], []
-    for i, row in enumerate(keys):
-        for v, k in enumerate(row):
-            block = found[k]
-            rows.append(block)
-            owners.append(np.full(len(block), i))
-            view_ids.append(np.full(len(block), v))
-    if not rows:
+    # Sample i's views in order; owner and view ids from the block lengths (no per-file arrays).
+    blocks = [found[k] for row in keys for k in row]
+    if not blocks:
         return Embeddings(np.zeros((0, *row_shape), np.float32), np.zeros(0, int), np.zeros(0, int), len(samples))
-    return Embeddings(np.concatenate(rows), np.concatenate(owners), np.concatenate(view_ids), len(samples))
+    lengths = np.fromiter((len(b) for b in blocks), int, count=len(blocks))
+    owners = np.repeat(np.repeat(np.arange(len(keys)), 1 + views), lengths)
+    view_ids = np.repeat(np.tile(np.arange(1 + views), len(keys)), lengths)
+    return Embeddings(np.concatenate(blocks), owners, view_ids, len(samples))
 
 
 class _SpecOnly:
