@@ -16,7 +16,12 @@ from edgemaker.backbones.frontends import SMALL_LOGMEL
 from edgemaker.export import tflm
 from edgemaker.export.runtime import load_exported
 from edgemaker.pipeline import train_run
-from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
+from edgemaker.tasks.options import (
+    AugmentationOptions,
+    ClassifierOptions,
+    HParams,
+    ModelOptions,
+)
 
 
 def tone_folder(root: Path, per_class: int = 8) -> Path:
@@ -74,7 +79,7 @@ def test_small_cnn_mel_learns_tones_and_exports_int8_that_tflm_runs(distilled, t
         assert small["tflm"]["agreement_with_litert"] >= 0.99
     # The int8 ONNX file takes raw audio (its log-mel in the graph) and predicts a clip as any file does.
     model = load_exported(out / files["onnx-int8"]["path"])
-    clip = sorted((tones / "high").iterdir())[0]
+    clip = min((tones / "high").iterdir())
     proba = model.predict_files([clip])
     assert model.metadata["input"]["kind"] == "waveform" and proba.shape == (1, 3)
     assert abs(float(proba.sum()) - 1.0) < 0.05

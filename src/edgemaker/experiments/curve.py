@@ -128,8 +128,8 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
     notes = [f"{modality} data {report.root}: fixed test split of {len(splits.test)} and validation split of "
              f"{len(splits.val)} ({splits.how}); training subsets are balanced and seeded per repeat from the "
              f"{len(splits.train)} training samples. Range = min-max of test accuracy over {len(run_seeds)} repeat(s).",
-             f"With transfer learning: {transfer_name} (frozen, cached embeddings) + softmax head. Without: "
-             f"{scratch} trained from random initialisation on the same subset."]
+             (f"With transfer learning: {transfer_name} (frozen, cached embeddings) + softmax head. Without: "
+              f"{scratch} trained from random initialisation on the same subset.")]
     title = f"Test accuracy by examples per class ({report.root.name})"
     write_outputs(out_dir, result, curve_table(rows, scratch), title, sentences, curve_plot(rows, title, scratch), notes)
     return result
