@@ -6,6 +6,7 @@ from .spec import AudioInput, BackboneSpec, ImageInput, WeightsSource
 from . import efficientnet_lite  # noqa: E402,F401  (registers the built-in backbones)
 from . import audio_backbones  # noqa: E402,F401
 from . import small_cnn  # noqa: E402,F401
+from . import small_cnn_mel  # noqa: E402,F401
 from . import base_model  # noqa: E402,F401
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .efficientnet_lite import _VARIANTS
-from .frontends import AISFX_LOGMEL, YAMNET_LOGMEL, LogMelSpec
+from .frontends import AISFX_LOGMEL, SMALL_LOGMEL, YAMNET_LOGMEL, LogMelSpec
 from .registry import register_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
@@ -147,4 +147,4 @@ register_backbone(BackboneSpec(
     preprocessing_version=3,  # 3: the per-patch std is floored (silent patches), see PatchAsImage
 ))(_build_lite0_mel)
 
-FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL}
+FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL, "small_cnn_mel": SMALL_LOGMEL}

@@ -163,3 +163,9 @@ YAMNET_LOGMEL = LogMelSpec(sample_rate=16000, win_length=400, hop_length=160, n_
 AISFX_LOGMEL = LogMelSpec(sample_rate=44100, win_length=2048, hop_length=1024, n_fft=2048, n_mels=96,
                           fmin=0.0, fmax=22050.0, power=2.0, mel_norm="l1", log="log10_scaled",
                           log_scale=9.457798957824707, peak_normalize=True)
+# small_cnn_mel's front end: aisfx's recipe (peak-normalised window, power spectrum, L1 mel filters,
+# log10(1e4 x + 1) / scale: no SQRT, ops aisfx's int8 file already runs in TFLite Micro) at a
+# microcontroller's scale: 16 kHz, 32 / 16 ms STFT, 40 bands (a 10 kB mel matrix in int8, not 98 kB).
+SMALL_LOGMEL = LogMelSpec(sample_rate=16000, win_length=512, hop_length=256, n_fft=512, n_mels=40,
+                          fmin=50.0, fmax=8000.0, power=2.0, mel_norm="l1", log="log10_scaled",
+                          log_scale=8.0, peak_normalize=True)

@@ -249,8 +249,10 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                f"{_e(bb['licence'])}).</p>")
     net = metrics["training"].get("network")
     if net:  # small_cnn from scratch, or --base-model with its last layers retrained
-        how = (f"trained from scratch on these images (width {net['width']}, "
-               f"{'grayscale' if net['grayscale'] else 'RGB'})" if net["trained"] == "from scratch" else
+        how = ((f"trained from scratch on these images (width {net['width']}, "
+                f"{'grayscale' if net['grayscale'] else 'RGB'})" if "grayscale" in net else
+                f"trained from scratch on these clips' log-mel windows (width {net['width']}, "
+                f"{net.get('views', 0)} augmented views, mixup)") if net["trained"] == "from scratch" else
                f"your base model {net['base_model']} with its last {net['retrain_last']} of "
                f"{net['weight_layers']} weight layers reset and retrained, the rest frozen")
         out.append(f"<p>The network was {_e(how)}: best epoch {net['best_epoch']} of {net['epochs_run']}, "

@@ -1,7 +1,7 @@
 """`edgemaker curve DATA --per-class 10,30,100,300,all`: test accuracy by examples per class, with
-transfer learning (the default backbone's cached embeddings + a head) and without (small_cnn trained
-from scratch), on balanced seeded subsets of one fixed training part; seed 004's Table 1, a plot,
-and where the transfer curve flattens, which answers "how many more samples do I need?".
+transfer learning (the default backbone's cached embeddings + a head) and without (small_cnn, or
+small_cnn_mel for sounds, trained from scratch), on balanced seeded subsets of one fixed training
+part; seed 004's Table 1, a plot, and where the transfer curve flattens, which answers "how many more samples do I need?".
 
 The test and validation splits are fixed for every size (validation drives early stopping and head
 settings); only the training part is subsampled. A size above the smallest class cannot be
@@ -27,7 +27,7 @@ from .output import check_out, write_outputs
 from .plot import Point, Series, svg_plot
 from .table import Table
 
-SCRATCH = "small_cnn"
+SCRATCH = {"image": "small_cnn", "audio": "small_cnn_mel"}  # the from-scratch network per modality
 FLAT = 0.01  # a step that gains less than 1 point of test accuracy: the curve has flattened
 
 
@@ -89,7 +89,7 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
             by_class[s.label].append(s)
         smallest_label = min(sorted(by_class), key=lambda c: len(by_class[c]))
         smallest = len(by_class[smallest_label])
-        scratch = SCRATCH if modality == "image" else None
+        scratch = SCRATCH[modality]
         rows_before = embedding_rows(cache)
         done: dict[int | None, dict] = {}
         rows = []
@@ -117,9 +117,8 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
         "data": str(report.root), "task": modality, "classes": splits.classes, "splits": splits.sizes(),
         "split_how": splits.how, "split_seed": seed, "seeds": run_seeds, "repeats": len(run_seeds),
         "transfer": transfer_name, "scratch": scratch,
-        "scratch_missing": None if scratch else "small_cnn trains on images only; no from-scratch sound network yet",
         "smallest_class": {"label": smallest_label, "train_samples": smallest},
-        "rows": rows, "flattening": flattening, "transfer_vs_scratch": gap_sentence(rows),
+        "rows": rows, "flattening": flattening, "transfer_vs_scratch": gap_sentence(rows, scratch),
         "new_embedding_rows": new_rows, "seconds": round(time.perf_counter() - start, 2),
     }
     sentences = [flattening] + ([result["transfer_vs_scratch"]] if result["transfer_vs_scratch"] else []) + \
@@ -129,15 +128,14 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
     notes = [f"{modality} data {report.root}: fixed test split of {len(splits.test)} and validation split of "
              f"{len(splits.val)} ({splits.how}); training subsets are balanced and seeded per repeat from the "
              f"{len(splits.train)} training samples. Range = min-max of test accuracy over {len(run_seeds)} repeat(s).",
-             f"With transfer learning: {transfer_name} (frozen, cached embeddings) + softmax head. Without: "
-             + (f"{scratch} trained from random initialisation on the same subset." if scratch else
-                result["scratch_missing"] + ".")]
+             (f"With transfer learning: {transfer_name} (frozen, cached embeddings) + softmax head. Without: "
+              f"{scratch} trained from random initialisation on the same subset.")]
     title = f"Test accuracy by examples per class ({report.root.name})"
-    write_outputs(out_dir, result, curve_table(rows, scratch), title, sentences, curve_plot(rows, title), notes)
+    write_outputs(out_dir, result, curve_table(rows, scratch), title, sentences, curve_plot(rows, title, scratch), notes)
     return result
 
 
-def _measure(n: int | None, by_class, splits, modality: str, backbone: str | None, scratch: str | None,
+def _measure(n: int | None, by_class, splits, modality: str, backbone: str | None, scratch: str,
              run_seeds: list[int], cache, progress: Progress, options) -> dict:
     transfer, from_scratch, train_n = [], [], 0
     for r, s in enumerate(run_seeds):
@@ -146,10 +144,9 @@ def _measure(n: int | None, by_class, splits, modality: str, backbone: str | Non
         progress.log(f"curve: {'all' if n is None else n} per class, repeat {r + 1}/{len(run_seeds)}")
         t = fit(modality, backbone, subset, splits.val, options(backbone, s), cache, progress)
         transfer.append(t.clf.evaluate(splits.test).accuracy)
-        if scratch:
-            f = fit(modality, scratch, subset, splits.val, options(scratch, s), cache, progress)
-            from_scratch.append(f.clf.evaluate(splits.test).accuracy)
-    return {"train_samples": train_n, "transfer": spread(transfer), "scratch": spread(from_scratch) if scratch else None}
+        f = fit(modality, scratch, subset, splits.val, options(scratch, s), cache, progress)
+        from_scratch.append(f.clf.evaluate(splits.test).accuracy)
+    return {"train_samples": train_n, "transfer": spread(transfer), "scratch": spread(from_scratch)}
 
 
 def _label(r: dict) -> str:
@@ -188,7 +185,7 @@ def flattening_sentence(rows: list[dict]) -> str:
             f"still gained {100 * gain:.1f} points of mean test accuracy, so more samples per class should still help.")
 
 
-def gap_sentence(rows: list[dict]) -> str:
+def gap_sentence(rows: list[dict], scratch: str = "small_cnn") -> str:
     pts = [r for r in _distinct(rows) if r["scratch"] is not None]
     if not pts:
         return ""
@@ -196,7 +193,7 @@ def gap_sentence(rows: list[dict]) -> str:
     ahead = [r for r in pts if r["transfer"]["mean"] > r["scratch"]["mean"]]
     verdict = ("ahead at every size" if len(ahead) == len(pts) else
                "behind or equal at " + ", ".join(_label(r) for r in pts if r not in ahead))
-    return f"Transfer learning vs small_cnn from scratch (mean test accuracy, points): {'; '.join(parts)} — {verdict}."
+    return f"Transfer learning vs {scratch} from scratch (mean test accuracy, points): {'; '.join(parts)} — {verdict}."
 
 
 def _range(s: dict | None) -> str:
@@ -207,19 +204,18 @@ def _range(s: dict | None) -> str:
     return f"{100 * s['min']:.1f}-{100 * s['max']:.1f}% (mean {100 * s['mean']:.1f}%)"
 
 
-def curve_table(rows: list[dict], scratch: str | None) -> Table:
+def curve_table(rows: list[dict], scratch: str) -> Table:
     t = Table(["Examples per class", "Train samples", "Test accuracy with transfer learning",
-               f"Without transfer learning ({scratch} from scratch)" if scratch else
-               "Without transfer learning (n/a: small_cnn takes images)"], right=[False, True, True, True])
+               f"Without transfer learning ({scratch} from scratch)"], right=[False, True, True, True])
     for r in rows:
         t.rows.append([_label(r), r["train_samples"], _range(r["transfer"]), _range(r["scratch"])])
     return t
 
 
-def curve_plot(rows: list[dict], title: str) -> str:
+def curve_plot(rows: list[dict], title: str, scratch: str = "small_cnn") -> str:
     pts = _distinct(rows)
     series = []
-    for key, name in (("transfer", "with transfer learning"), ("scratch", "from scratch (small_cnn)")):
+    for key, name in (("transfer", "with transfer learning"), ("scratch", f"from scratch ({scratch})")):
         s = Series(name + " (mean; bar: min-max)")
         for r in pts:
             if r[key] is not None:

@@ -134,7 +134,7 @@ class Classifier:
                 raise EdgemakerError("--base-model works on images only for now; train sounds without it")
             return ["base_model"]
         if options.model.backbone:
-            spec = get_spec(options.model.backbone)
+            spec = get_spec(scratch_network(options.model.backbone, cls.modality))
             if spec.modality != cls.modality:
                 raise EdgemakerError(f"backbone {spec.name!r} is for {spec.modality}, not {cls.modality}; "
                                      "see `edgemaker backbones`")
@@ -293,7 +293,16 @@ def train_backbone(spec, train: Sequence[Sample], validation: Sequence[Sample], 
         from .scratch import train_small_cnn
 
         return train_small_cnn(spec, train, validation, options, progress)
+    if spec.name == "small_cnn_mel":
+        from .scratch_audio import train_small_cnn_mel
+
+        return train_small_cnn_mel(spec, train, validation, options, progress)
     raise EdgemakerError(f"backbone {spec.name!r} has no trainer for its 'trained' weights")
+
+
+def scratch_network(name: str, modality: str) -> str:
+    """`small_cnn` names the from-scratch network of either modality: small_cnn_mel for sounds."""
+    return "small_cnn_mel" if name == "small_cnn" and modality == "audio" else name
 
 
 def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,

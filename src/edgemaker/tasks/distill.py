@@ -6,7 +6,10 @@ view v of an image is the same crop/flip/rotation at every input size, seeded by
 mixed with the label (ALPHA teacher, the rest the smoothed label) and become the student's targets:
 - a frozen-trunk student (a truncated EfficientNet-Lite from the budget search, or any backbone
   given): its linear head is trained on those targets over its own cached views;
-- small_cnn: the network itself is trained on them (its views are the same images), then its head.
+- small_cnn: the network itself is trained on them (its views are the same images), then its head;
+- small_cnn_mel (sounds): the network learns each clip's targets on every window of that clip and
+  view (the teacher's probabilities averaged over its own windows: its windows need not match the
+  student's), then its head, one row per window (tasks/scratch_audio.py).
 The from-scratch twin (the same student trained on the labels alone) is the model the run already
 had; the run keeps whichever has the better VALIDATION accuracy, and reports the test accuracy of
 the teacher, the twin and the distilled student side by side (the test split chooses nothing).
@@ -54,15 +57,19 @@ def teacher_options(options: ClassifierOptions) -> ClassifierOptions:
 
 def soft_targets(teacher, student_options: ClassifierOptions, samples, views: int, classes: list[str],
                  progress: Progress, alpha: float = ALPHA) -> np.ndarray:
-    """(N, 1 + views, classes): alpha * teacher probabilities + (1 - alpha) * smoothed one-hot labels."""
+    """(N, 1 + views, classes): alpha * teacher probabilities (a sound's: the mean over its windows)
+    + (1 - alpha) * smoothed one-hot labels."""
     from .classifier import _embed
 
     if list(teacher.classes) != list(classes):
         raise EdgemakerError("--distill: the teacher and the student were trained on different classes")
     emb = _embed(teacher.backbone, samples, views, student_options, teacher.cache, progress, "teacher views")
     k = len(classes)
-    out = np.zeros((len(samples), 1 + views, k), np.float32)
-    out[emb.owner, emb.view] = teacher.head.predict_proba(emb.vectors)
+    out = np.zeros((len(samples), 1 + views, k), np.float64)
+    count = np.zeros((len(samples), 1 + views, 1))
+    np.add.at(out, (emb.owner, emb.view), teacher.head.predict_proba(emb.vectors))
+    np.add.at(count, (emb.owner, emb.view), 1.0)
+    out = (out / np.maximum(count, 1.0)).astype(np.float32)
     eps = student_options.hparams.label_smoothing or 0.0
     index = {c: i for i, c in enumerate(classes)}
     onehot = np.full((len(samples), k), eps / k, np.float32)
@@ -88,15 +95,25 @@ def distill(cls, twin, splits, options: ClassifierOptions, progress: Progress, c
     classes = twin.classes
     soft = soft_targets(teacher, student_opts, train, views, classes, progress)
     backbone = twin.backbone
-    if twin.network.get("trained") == "from scratch":  # small_cnn: the network learns the targets too
-        backbone = _distill_small_cnn(twin, train, val, soft, student_opts, progress)
+    if twin.network.get("trained") == "from scratch":  # small_cnn(_mel): the network learns the targets too
+        if twin.spec.audio is not None:
+            from .scratch_audio import distill_small_cnn_mel
+
+            backbone = distill_small_cnn_mel(twin, train, val, soft, student_opts, progress)
+        else:
+            backbone = _distill_small_cnn(twin, train, val, soft, student_opts, progress)
     x_train = _embed(backbone, train, views, student_opts, cache, progress, "extract train (student)")
     x_val = _embed(backbone, val, 0, student_opts, cache, progress, "extract val (student)")
-    dim = x_train.vectors.shape[1]
-    X = np.zeros((len(train), 1 + views, dim), np.float32)
-    X[x_train.owner, x_train.view] = x_train.vectors
-    head = _head(twin.options).fit(X, np.array([s.label for s in train]),
-                                   validation=(x_val.vectors, _labels(val, x_val)), soft_targets=soft)
+    validation = (x_val.vectors, _labels(val, x_val))
+    if backbone.spec.audio is not None:  # a clip has many windows: one row each, with its clip and view's targets
+        head = _head(twin.options).fit(x_train.vectors, _labels(train, x_train), validation=validation,
+                                       soft_targets=soft[x_train.owner, x_train.view][:, None])
+    else:
+        dim = x_train.vectors.shape[1]
+        X = np.zeros((len(train), 1 + views, dim), np.float32)
+        X[x_train.owner, x_train.view] = x_train.vectors
+        head = _head(twin.options).fit(X, np.array([s.label for s in train]), validation=validation,
+                                       soft_targets=soft)
     student = copy.copy(twin)
     student.backbone, student.head, student._sessions = backbone, head, {}
     student.network = {**twin.network, "distilled_from": teacher.spec.name} if twin.network else {}
