@@ -7,6 +7,7 @@ per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: the seed paper
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .efficientnet_lite import _VARIANTS
@@ -42,17 +43,21 @@ def _with_frontend(frontend: LogMelSpec, network):
 AISFX_FRAMES = 100
 
 
-def _build_aisfx(spec: BackboneSpec, weights: Path):
+def aisfx_embedding(weights: Path | None, blocks: int = 4, every_depth: bool = False):
+    """aisfx's first `blocks` conv blocks (N, frames, mels) log-mel -> (N, channels): mean over
+    frequency, then max over time, as EmbeddingNet.forward (all 4 blocks: exactly it). With
+    `every_depth`, the pooled output after each block, concatenated, from one pass."""
     import torch
     from aisfx.models.cnn2d import EmbeddingNet
 
     net = EmbeddingNet("max", 3, 1, 64)
-    state = load_state_dict(weights, allow_numpy_scalars=True)
-    prefix = "embedding_net."
-    net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    if weights is not None:  # None: shapes only (footprint prediction)
+        state = load_state_dict(weights, allow_numpy_scalars=True)
+        prefix = "embedding_net."
+        net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     net.eval()
-
-    steps = AISFX_FRAMES // 2 // 2 // 2  # time steps left after three 2x2 max-pools (static in the graph)
+    stages = ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)), (net.conv_block3, (2, 2)),
+              (net.conv_block4, (1, 1)))[:blocks]
 
     class Embedding(torch.nn.Module):
         """EmbeddingNet.forward with its final max over time as a max-pool: the same numbers, but an
@@ -61,16 +66,27 @@ def _build_aisfx(spec: BackboneSpec, weights: Path):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
+            self.blocks = torch.nn.ModuleList(b for b, _ in stages)  # only the kept ones are exported
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x.unsqueeze(1)
-            for block, pool in ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)), (net.conv_block3, (2, 2)),
-                                (net.conv_block4, (1, 1))):
+            pooled = []
+            for block, (_, pool) in zip(self.blocks, stages):
                 x = block(x, pool_size=pool, pool_type="max")
-            x = x.mean(dim=3, keepdim=True)  # (N, C, T, 1)
-            return torch.nn.functional.max_pool2d(x, kernel_size=(steps, 1)).flatten(1)
+                if every_depth or len(pooled) == len(stages) - 1:
+                    y = x.mean(dim=3, keepdim=True)  # (N, C, T, 1)
+                    pooled.append(torch.nn.functional.max_pool2d(y, kernel_size=(int(y.shape[2]), 1)).flatten(1))
+                else:
+                    pooled.append(None)
+            return torch.cat([p for p in pooled if p is not None], dim=1) if every_depth else pooled[-1]
 
-    return _with_frontend(AISFX_LOGMEL, Embedding().eval())
+    module = Embedding().eval()
+    del module.net  # the blocks are held by `blocks`; an unused block would be exported as dead weights
+    return module
+
+
+def _build_aisfx(spec: BackboneSpec, weights: Path):
+    return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights))
 
 
 register_backbone(BackboneSpec(
@@ -119,17 +135,39 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
 
         def to_image(self, mel: torch.Tensor) -> torch.Tensor:
             """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
-            mean = mel.mean(dim=(1, 2), keepdim=True)
-            # Floored at 0.1 (real patches sit at 0.47-3.3 on ESC-10): a silent, constant patch
-            # would otherwise divide by a std that int8 rounds to exactly zero, and the full-int8
-            # DIV kernel aborts (LiteRT and TFLite Micro alike).
-            std = torch.sqrt(((mel - mean) ** 2).mean(dim=(1, 2), keepdim=True) + 1e-6).clamp(min=0.1)
-            x = ((mel - mean) / std * 0.5).unsqueeze(1)
-            x = torch.nn.functional.interpolate(x, size=(MEL_IMAGE_SIZE, MEL_IMAGE_SIZE), mode="bilinear",
-                                                align_corners=False)
-            return x.expand(-1, 3, -1, -1)
+            return patch_to_image(mel, MEL_IMAGE_SIZE)
 
     return _with_frontend(YAMNET_LOGMEL, PatchAsImage().eval())
+
+
+MAD_TO_STD = math.sqrt(math.pi / 2)  # std / mean absolute deviation of a normal distribution
+SPREAD_FLOOR = 0.1
+
+
+def standardise_patch(mel):
+    """(N, frames, mels) -> each patch centred and divided by its spread, halved.
+
+    The spread is the mean absolute deviation x sqrt(pi/2) (the std for normal data), floored at 0.1
+    (real patches sit at 0.47-3.3 on ESC-10): a silent, constant patch would otherwise divide by a
+    value int8 rounds to exactly zero, and the full-int8 DIV kernel aborts. Not the std itself
+    (preprocessing v3): its square root becomes an int8 SQRT, which TensorFlow Lite Micro lacks;
+    ABS, MEAN, MAXIMUM and DIV all run in int8 there (v4)."""
+    mean = mel.mean(dim=(1, 2), keepdim=True)
+    centred = mel - mean
+    spread = (centred.abs().mean(dim=(1, 2), keepdim=True) * MAD_TO_STD).clamp(min=SPREAD_FLOOR)
+    return centred / spread * 0.5
+
+
+def patch_to_image(mel, size):
+    """(N, frames, mels) log-mel -> standardised -> (N, 3, H, W) float, Lite0's input. `size`: an int
+    (square, bilinear) or (H, W); (frames, mels) itself keeps the patch's own resolution."""
+    import torch
+
+    x = standardise_patch(mel).unsqueeze(1)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if hw != tuple(x.shape[2:]):
+        x = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    return x.expand(-1, 3, -1, -1)
 
 
 _lite0 = _VARIANTS[0]
@@ -144,7 +182,7 @@ register_backbone(BackboneSpec(
     audio=_windows(YAMNET_LOGMEL, PATCH_FRAMES,
                    "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
-    preprocessing_version=3,  # 3: the per-patch std is floored (silent patches), see PatchAsImage
+    preprocessing_version=4,  # 3: per-patch std floored; 4: spread from the mean absolute deviation (TFLM)
 ))(_build_lite0_mel)
 
 FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL}
