@@ -185,4 +185,24 @@ register_backbone(BackboneSpec(
     preprocessing_version=4,  # 3: per-patch std floored; 4: spread from the mean absolute deviation (TFLM)
 ))(_build_lite0_mel)
 
-FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL}
+class _Frontends(dict):
+    """Backbone name -> its log-mel front end; a cut backbone (backbones/sound_trunks.py, e.g.
+    efficientnet_lite0_mel_96x64_k8, aisfx_k2) has the front end of the backbone it was cut from."""
+
+    def __missing__(self, name: str) -> LogMelSpec:
+        from .sound_trunks import base_backbone
+
+        base = base_backbone(name)
+        if base is None or not dict.__contains__(self, base):
+            raise KeyError(name)
+        return self[base]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+
+FRONTENDS = _Frontends({"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL})
