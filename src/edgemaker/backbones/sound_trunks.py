@@ -2,8 +2,8 @@
 
 Why: the whole sound backbones need 4-5 MB of flash and 1.2-1.5 MB of arena; their early blocks are
 small. Names (registered on first use, as backbones/truncated.py does for images):
-- `efficientnet_lite0_mel_96x64_k7`: the 0.96 s log-mel patch (96 frames x 64 bands) standardised and
-  fed to Lite0 at 96x64 (its own resolution; `_64x64` resizes it), cut after block 7;
+- `efficientnet_lite0_mel_96x64_k7`: the 0.96 s standardised log-mel patch (96 frames x 64 bands) fed
+  to Lite0 at 96x64 (its own resolution; `_64x64` resizes it), cut after block 7;
   `efficientnet_lite0_mel_96x64` is the whole Lite0 at that size;
 - `aisfx_k2`: aisfx's first 2 of its 4 conv blocks (aisfx itself is all 4), same 2.3 s windows.
 The front end stays in the float graph (a waveform in); the full-int8 file takes the log-mel patch,
@@ -64,12 +64,12 @@ def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | Non
 
 def _build(spec: BackboneSpec, weights: Path):
     from .audio_backbones import _with_frontend, aisfx_embedding
-    from .frontends import AISFX_LOGMEL, YAMNET_LOGMEL
+    from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
     m = _LITE.match(spec.name)
     if m:
         size, depth = (int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None
-        return _with_frontend(YAMNET_LOGMEL, _patch_network(size, depth, weights))
+        return _with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
     m = _AISFX.match(spec.name)
     assert m is not None, spec.name
     return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
@@ -161,18 +161,18 @@ def families() -> list[Family]:
 def all_depths_module(family: Family, weights: Path):
     """The waveform -> every depth's pooled features concatenated, in one forward pass."""
     from .audio_backbones import _with_frontend, aisfx_embedding
-    from .frontends import AISFX_LOGMEL, YAMNET_LOGMEL
+    from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
         return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, AISFX_BLOCKS, every_depth=True))
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
-    return _with_frontend(YAMNET_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
+    return _with_frontend(LITE0_MEL_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
 
 
 def footprints(family: Family, n_classes: int) -> list:
     """Each depth's predicted full-int8 footprint (the file takes the log-mel patch)."""
     from .footprint import _footprint, _trace
-    from .frontends import YAMNET_LOGMEL
+    from .frontends import LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
         from .audio_backbones import AISFX_FRAMES, aisfx_embedding
@@ -188,10 +188,9 @@ def footprints(family: Family, n_classes: int) -> list:
     from .truncated import _trunk, make_truncated, pooled_whole
 
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
-    patch = 96 * YAMNET_LOGMEL.n_mels
-    # the standardisation (MEAN, SUB, ABS, MEAN, MUL, MAXIMUM, DIV, MUL) on the patch, a resize if
-    # any, and the 3 identical channels (CONCATENATION)
-    prefix = [(patch, patch, 0, 0, 0, 0)] * 8 + ([(patch, h * w, 0, 0, 0, 0)] if (h, w) != (96, 64) else [])
+    patch = 96 * LITE0_MEL_LOGMEL.n_mels  # the standardised patch (the front end standardises it)
+    # a resize if any, and the 3 identical channels (CONCATENATION)
+    prefix = [(patch, h * w, 0, 0, 0, 0)] if (h, w) != (96, 64) else []
     prefix.append((h * w, 3 * h * w, 0, 0, 0, 0))
     net = _trunk("lite0", (h, w))
     ops, ends = _trace(make_truncated(net, len(net._blocks)), (1, 3, h, w))

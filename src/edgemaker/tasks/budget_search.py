@@ -185,7 +185,8 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
                                                                   if getattr(options.hparams, k) is None}),
                      augmentation=replace(options.augmentation, enabled=options.augmentation.enabled is not False))
     views = screen.augmentation.active_views
-    aug = screen.augmentation.augmentation() if views else None
+    aug = (screen.augmentation.augmentation() if cls.modality == "image" else screen.augmentation.audio_augmentation()) \
+        if views else None
     best = None
     silence = options.silence
     for group in dict.fromkeys(c.group for c in fitting if c.width is None):
