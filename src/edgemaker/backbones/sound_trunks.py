@@ -15,6 +15,7 @@ predicts each depth's int8 flash, arena and MACs from the graph (backbones/footp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -35,10 +36,22 @@ def aisfx_name(depth: int) -> str:
     return "aisfx" if depth == AISFX_BLOCKS else f"aisfx_k{depth}"
 
 
-def _lite0_dims() -> list[int]:
-    from .truncated import depth_dims
+@functools.lru_cache(maxsize=None)
+def _lite0_counts() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(feature width after each block, parameters up to each block and then of the whole network),
+    from one network: building one per depth would cost a second each."""
+    from .truncated import _trunk
 
-    return depth_dims("lite0")
+    net = _trunk("lite0", 224)
+    count = [sum(p.numel() for m in (net._conv_stem, net._bn0) for p in m.parameters())]
+    for block in net._blocks:
+        count.append(count[-1] + sum(p.numel() for p in block.parameters()))
+    whole = sum(p.numel() for name, p in net.named_parameters() if not name.startswith("_fc"))
+    return tuple(int(b._block_args.output_filters) for b in net._blocks), tuple(count[1:]) + (whole,)
+
+
+def _lite0_dims() -> list[int]:
+    return list(_lite0_counts()[0])
 
 
 def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | None, every_depth: bool = False):
@@ -90,7 +103,7 @@ def lite0_mel_spec(size: tuple[int, int], depth: int | None) -> BackboneSpec:
         raise ValueError(f"efficientnet_lite0 has {len(dims)} blocks; depth must be 1..{len(dims)}")
     if not all(16 <= s <= 512 for s in size):
         raise ValueError(f"patch image size must be within 16..512, got {size}")
-    params = sum(p.numel() for p in _patch_network(size, depth, None).parameters())
+    params = _lite0_counts()[1][depth - 1 if depth else -1]
     cut = f"cut after block {depth} of {len(dims)}" if depth else "whole network"
     return _register(lite0_mel_name(size, depth), "efficientnet_lite0_mel", dims[depth - 1] if depth else 1280,
                      params, f"EfficientNet-Lite0 on 0.96 s log-mel patches at {size[0]}x{size[1]}, {cut}")
