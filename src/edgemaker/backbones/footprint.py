@@ -80,8 +80,9 @@ def _footprint(ops: list[tuple], size, n_classes: int, feature_dim: int,
 
 
 def _trace(module, size) -> tuple[list[tuple], list[int]]:
-    """`size`: an image side, (H, W), or the whole input shape (batch first). Operators in execution order as (input, output, held-for-residual elements, weights, output
-    channels, MACs), and the number of operators done at the end of each EfficientNet block."""
+    """Operators in execution order as (input, output, held-for-residual elements, weights, output
+    channels, MACs), and the number of operators done at the end of each EfficientNet block.
+    `size`: an image side, (H, W), or the whole input shape, batch first (a log-mel patch)."""
     import copy
 
     import torch

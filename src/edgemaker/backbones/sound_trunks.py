@@ -36,7 +36,7 @@ def aisfx_name(depth: int) -> str:
     return "aisfx" if depth == AISFX_BLOCKS else f"aisfx_k{depth}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lite0_counts() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(feature width after each block, parameters up to each block and then of the whole network),
     from one network: building one per depth would cost a second each."""
