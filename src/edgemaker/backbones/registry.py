@@ -46,9 +46,10 @@ def unregister_backbone(name: str) -> None:
 
 def get_spec(name: str) -> BackboneSpec:
     if name not in _REGISTRY:  # a truncated EfficientNet-Lite (efficientnet_lite0_k5) registers on first use
+        from .sound_trunks import ensure_registered as ensure_sound
         from .truncated import ensure_registered
 
-        ensure_registered(name)
+        ensure_registered(name) or ensure_sound(name)
     try:
         return _REGISTRY[name].spec
     except KeyError:

@@ -70,6 +70,21 @@ def make_truncated(net, depth: int):
     return Truncated().eval()
 
 
+def pooled_whole(net):
+    """The whole EfficientNet as a module: float NCHW -> (N, 1280) pooled features (no classifier)."""
+    import torch
+
+    class Whole(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Whole().eval()
+
+
 def all_depths_module(net):
     """float NCHW -> (N, sum of every block's channels + 1280): the pooled output after block 1, 2, ...
     and the full network's pooled head, concatenated, from one forward pass."""

@@ -151,6 +151,7 @@ def model_inputs(path):
 def _logmel(backbone: str) -> str:
     """The product's numpy log-mel (backbones/frontends.py), with this backbone's constants."""
     from ..backbones.audio_backbones import FRONTENDS
+    from ..backbones.frontends import MAD_TO_STD, SPREAD_FLOOR
 
     if backbone not in FRONTENDS:
         raise ValueError(f"no log-mel front end is known for backbone {backbone!r}")
@@ -162,6 +163,12 @@ def _logmel(backbone: str) -> str:
             if s.mel_norm == "l1" else "")
     log = (f"np.log(mel + {s.log_offset!r})" if s.log == "ln_offset"
            else f"np.log10(mel * 1e4 + 1.0) / {s.log_scale!r}")
+    ret = f"    return ({log}).astype(np.float32)"
+    if s.standardise:  # backbones/frontends.py standardise_patch: part of the front end, not of the model
+        ret = (f"    out = {log}\n"
+               "    centred = out - out.mean(axis=(1, 2), keepdims=True)  # each patch standardised:\n"
+               f"    spread = np.maximum(np.abs(centred).mean(axis=(1, 2), keepdims=True) * {MAD_TO_STD!r}, {SPREAD_FLOOR!r})\n"
+               "    return (centred / spread * 0.5).astype(np.float32)")
     return f'''# Log-mel front end of backbone {backbone}, as edgemaker computes it:
 # {s.win_length}-sample periodic Hann frames every {s.hop_length} samples, {s.n_fft}-point FFT, {s.n_mels} HTK mel bands {s.fmin!r}-{s.fmax!r} Hz.
 MEL_RATE, FFT_WIN, FFT_HOP, N_FFT, N_MELS, FMIN, FMAX = {s.sample_rate}, {s.win_length}, {s.hop_length}, {s.n_fft}, {s.n_mels}, {s.fmin!r}, {s.fmax!r}
@@ -191,7 +198,7 @@ def logmel(windows):
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(FFT_WIN) / FFT_WIN)
     spec = np.abs(np.fft.rfft(x[:, idx] * hann, n=N_FFT, axis=-1)){power}
     mel = spec @ mel_matrix()
-    return ({log}).astype(np.float32)
+{ret}
 
 '''
 

@@ -26,7 +26,7 @@ from ..data.validate import Sample
 from ..paths import cache_dir
 from ..progress import Progress, SilentProgress
 from .cache import FeatureCache
-from .extract import cache_tag, extract_embeddings
+from .extract import cache_tag, default_silence, extract_embeddings, silence_tag
 
 
 class _Holder:
@@ -75,12 +75,51 @@ class AllDepthsBackbone:
         return np.split(vectors, np.cumsum(self.dims)[:-1], axis=1)
 
 
+class SoundAllDepthsBackbone:
+    """A cut sound trunk's family (backbones/sound_trunks.py): waveform windows -> every depth's
+    pooled features concatenated (the whole network's last), one ONNX session with the front end."""
+
+    graph = 1  # bump when the all-depths graph changes (its file name carries it)
+
+    def __init__(self, family, threads: int | None = None, root: Path | None = None) -> None:
+        self.family, self.specs, self.dims = family, list(family.specs), family.dims
+        whole = self.specs[-1]
+        self.spec = dataclasses.replace(whole, name=f"{whole.name}_alldepths", feature_dim=sum(self.dims))
+        target = (root or cache_dir()) / "backbones" / f"{self.spec.cache_id}-g{GRAPH_VERSION}.{self.graph}.onnx"
+        if not target.is_file():
+            import torch
+
+            from ..backbones.sound_trunks import all_depths_module
+
+            assert whole.audio is not None
+            module = all_depths_module(family, resolve_weights(whole.weights))
+            with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, (torch.zeros(1, whole.audio.window_samples),), str(tmp),
+                                  input_names=["waveform"], output_names=[OUTPUT_NAME],
+                                  dynamic_axes={"waveform": {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                                  opset_version=ONNX_OPSET, dynamo=False)
+        self.onnx_path = target
+        self._session = make_session(target, threads)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] == 0:
+            return np.zeros((0, self.spec.feature_dim), np.float32)
+        return self._session.run([OUTPUT_NAME], {"waveform": np.ascontiguousarray(batch, np.float32)})[0]
+
+    split = AllDepthsBackbone.split
+
+
 def extract_all_depths(samples: Sequence[Sample], backbone: AllDepthsBackbone, cache: FeatureCache, views: int = 0,
-                       augmentation=None, progress: Progress | None = None, desc: str = "extract all depths") -> int:
+                       augmentation=None, progress: Progress | None = None, desc: str = "extract all depths",
+                       silence=None) -> int:
     """Fill `cache` with every depth's embedding of every sample and view; returns the samples computed
-    (those missing any depth or view; the rest were already cached)."""
+    (those missing any depth or view; the rest were already cached). A sound's rows are its windows,
+    cached under the tag its own backbone's extraction uses (with `silence`, as the run's options)."""
     progress = progress or SilentProgress()
-    tags = [[cache_tag(_Holder(spec), augmentation, v) for v in range(1 + views)] for spec in backbone.specs]
+    silence = default_silence(backbone.spec, silence)
+    extra = silence_tag(silence)
+    tags = [[cache_tag(_Holder(spec), augmentation, v, extra) for v in range(1 + views)] for spec in backbone.specs]
     missing: set[str] = set()
     for spec, per_view in zip(backbone.specs, tags):
         keys = {(s.content, per_view[v], v) for s in samples for v in range(1 + views)}
@@ -93,12 +132,16 @@ def extract_all_depths(samples: Sequence[Sample], backbone: AllDepthsBackbone, c
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         emb = extract_embeddings(part, backbone, None, views, augmentation if views else None, progress,
-                                 desc=desc)
+                                 desc=desc, silence=silence)
         per_depth = backbone.split(emb.vectors)
+        order = np.lexsort((emb.view, emb.owner))  # rows of one (sample, view) together, windows in order
+        owner, view = emb.owner[order], emb.view[order]
+        bounds = np.flatnonzero(np.diff(owner * (views + 1) + view)) + 1
+        groups = np.split(order, bounds)
         rows = {}
         for vectors, per_view in zip(per_depth, tags):
-            for r in range(len(vectors)):
-                v = int(emb.view[r])
-                rows[(part[emb.owner[r]].content, per_view[v], v)] = vectors[r:r + 1]
+            for g in groups:
+                v = int(emb.view[g[0]])
+                rows[(part[emb.owner[g[0]]].content, per_view[v], v)] = vectors[g]
         cache.put_many(rows)
     return len(todo)

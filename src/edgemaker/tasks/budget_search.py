@@ -1,7 +1,8 @@
 """`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on validation.
 
-Candidates, cheapest first: EfficientNet-Lite0 cut after each block (backbones/truncated.py) at each
-input size, and small_cnn at a few widths. Flash, RAM and MACs of every candidate are predicted from
+Candidates, cheapest first: for images, EfficientNet-Lite0 cut after each block (backbones/truncated.py)
+at each input size, and small_cnn at a few widths; for sounds, whatever SOUND_CANDIDATES builds (today
+efficientnet_lite0_mel and aisfx cut after each block, backbones/sound_trunks.py). Flash, RAM and MACs of every candidate are predicted from
 its graph before any training (backbones/footprint.py); those over budget are not trained. For each
 input size with a fitting depth, one pass through the whole network embeds every depth at once
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
@@ -14,7 +15,7 @@ file (export/device.py). Nothing fitting is one error naming the candidate that 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..data.validate import Sample
@@ -34,18 +35,20 @@ SCREEN = {"weight_decay": 1e-4, "label_smoothing": 0.1}
 
 @dataclass
 class Candidate:
-    name: str  # e.g. efficientnet_lite0_k5@96, small_cnn_w16@64
+    name: str  # e.g. efficientnet_lite0_k5@96, small_cnn_w16@64, efficientnet_lite0_mel_96x64_k8
     backbone: str
-    size: int
-    width: int | None
+    size: int | None  # the image input size (None: the backbone's own, e.g. every sound trunk)
+    width: int | None  # set: trained from scratch at this width (small_cnn); None: a frozen trunk + head
     predicted: dict  # flash_bytes, ram_bytes, macs, parameters
     fits: bool = False
+    group: str = ""  # frozen trunks with the same group are embedded by one all-depths pass (_all_depths)
     val_accuracy: float | None = None
     val_loss: float | None = None
     seconds: float | None = None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "input_size": self.size, "width": self.width,
+                "group": self.group,
                 "predicted": self.predicted, "fits": self.fits,
                 "val_accuracy": None if self.val_accuracy is None else round(self.val_accuracy, 4),
                 "val_loss": None if self.val_loss is None else round(self.val_loss, 4),
@@ -115,29 +118,59 @@ def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tup
         net = _trunk(variant, size)
         for k, fp in enumerate(predict_depths(net, size, n_classes, dims), 1):
             out.append(Candidate(f"{truncated_name(variant, k)}@{size}", truncated_name(variant, k), size, None,
-                                 fp.to_dict()))
+                                 fp.to_dict(), group=f"{variant}@{size}"))
         fp = predict(_Full(net), size, n_classes, full.feature_dim)  # the whole backbone, as registered
-        out.append(Candidate(f"{full.name}@{size}", full.name, size, None, fp.to_dict()))
+        out.append(Candidate(f"{full.name}@{size}", full.name, size, None, fp.to_dict(), group=f"{variant}@{size}"))
     for width, size in small:
         fp = predict(small_cnn.make_network(size, width).fuse(), size, n_classes, 4 * width)
         out.append(Candidate(f"small_cnn_w{width}@{size}", small_cnn.NAME, size, width, fp.to_dict()))
     return sorted(out, key=lambda c: (c.predicted["flash_bytes"], c.predicted["ram_bytes"]))
 
 
+def sound_trunk_candidates(n_classes: int) -> list[Candidate]:
+    """efficientnet_lite0_mel (at each patch size) and aisfx, cut after each block: one group per family."""
+    from ..backbones.sound_trunks import families, footprints
+
+    return [Candidate(spec.name, spec.name, None, None, fp.to_dict(), group=f"sound:{fam.key}")
+            for fam in families() for spec, fp in zip(fam.specs, footprints(fam, n_classes))]
+
+
+# Builders of the sound candidates, each (n_classes) -> [Candidate]: frozen trunks (width None, a group
+# embedded in one pass by _all_depths) or networks trained from scratch (width set: `train` runs with
+# --backbone c.backbone --width c.width). A from-scratch sound CNN joins by appending its builder here.
+SOUND_CANDIDATES: list[Callable[[int], list[Candidate]]] = [sound_trunk_candidates]
+
+
+def sound_candidates(n_classes: int) -> list[Candidate]:
+    out = [c for build in SOUND_CANDIDATES for c in build(n_classes)]
+    return sorted(out, key=lambda c: (c.predicted["flash_bytes"], c.predicted["ram_bytes"]))
+
+
+def _all_depths(group: str, options: ClassifierOptions):
+    """The one-pass extractor of a group of frozen trunks (features/depths.py)."""
+    from ..features.depths import AllDepthsBackbone, SoundAllDepthsBackbone
+
+    if group.startswith("sound:"):
+        from ..backbones.sound_trunks import families
+
+        family = next(f for f in families() if f.key == group[len("sound:"):])
+        return SoundAllDepthsBackbone(family, options.threads, options.cache_dir)
+    variant, size = group.split("@")
+    return AllDepthsBackbone(variant, int(size), options.threads, options.cache_dir)
+
+
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
            progress: Progress, cache, max_flash: int | None, max_ram: int | None):
     """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits."""
-    from ..features.depths import AllDepthsBackbone, extract_all_depths
+    from ..features.depths import extract_all_depths
 
     start = time.perf_counter()
-    if cls.modality != "image":
-        raise EdgemakerError("--max-flash/--max-ram search truncated image backbones and small_cnn; for sounds "
-                             "give --backbone to check a fixed backbone against the budget")
     if not len(validation):
         raise EdgemakerError("--max-flash/--max-ram choose on the validation split, and this run has none; use "
                              "--split with a validation share (e.g. 80/10/10)")
     n_classes = len({s.label for s in train})
-    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN))
+    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN) if cls.modality == "image"
+                          else sound_candidates(n_classes))
     for c in record.candidates:
         c.fits = _fits(c.predicted, max_flash, max_ram)
     fitting = [c for c in record.candidates if c.fits]
@@ -152,16 +185,20 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
                                                                   if getattr(options.hparams, k) is None}),
                      augmentation=replace(options.augmentation, enabled=options.augmentation.enabled is not False))
     views = screen.augmentation.active_views
-    aug = screen.augmentation.augmentation() if views else None
+    aug = (screen.augmentation.augmentation() if cls.modality == "image" else screen.augmentation.audio_augmentation()) \
+        if views else None
     best = None
-    for size in sorted({c.size for c in fitting if c.width is None}):
+    silence = options.silence
+    for group in dict.fromkeys(c.group for c in fitting if c.width is None):
         t0 = time.perf_counter()
-        backbone = AllDepthsBackbone(VARIANT, size, options.threads, options.cache_dir)
-        extract_all_depths(train, backbone, cache, views, aug, progress, f"extract every depth @{size} (train)")
-        extract_all_depths(validation, backbone, cache, 0, None, progress, f"extract every depth @{size} (val)")
-        progress.log(f"budget: every depth at {size} px embedded in {time.perf_counter() - t0:.1f} s")
+        backbone = _all_depths(group, options)
+        extract_all_depths(train, backbone, cache, views, aug, progress, f"extract every depth {group} (train)",
+                           silence=silence)
+        extract_all_depths(validation, backbone, cache, 0, None, progress, f"extract every depth {group} (val)",
+                           silence=silence)
+        progress.log(f"budget: every depth of {group} embedded in {time.perf_counter() - t0:.1f} s")
         specs = {spec.name: spec for spec in backbone.specs}
-        for c in [c for c in record.candidates if c.size == size and c.width is None]:
+        for c in [c for c in record.candidates if c.group == group and c.width is None]:
             spec = specs[c.backbone]
             t1 = time.perf_counter()
             c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
