@@ -61,6 +61,7 @@ class BudgetRecord:
     why: str = ""
     seconds: float = 0.0
     confirmed: dict | None = None  # the real int8 file's budget, filled by the pipeline
+    fine_tune: dict | None = None  # the finalists' trunks fine-tuned (tasks/budget_finetune.py)
 
     def ladder(self) -> list[dict]:
         """For common budgets: the best validated candidate that would fit (among those trained here)."""
@@ -76,6 +77,7 @@ class BudgetRecord:
     def to_dict(self) -> dict:
         return {"max_flash_bytes": self.max_flash, "max_ram_bytes": self.max_ram, "winner": self.winner,
                 "why": self.why, "seconds": round(self.seconds, 2), "confirmed": self.confirmed,
+                "fine_tune": self.fine_tune,
                 "candidates": [c.to_dict() for c in self.candidates], "ladder": self.ladder()}
 
 
@@ -125,8 +127,10 @@ def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tup
 
 
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
-           progress: Progress, cache, max_flash: int | None, max_ram: int | None):
-    """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits."""
+           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None):
+    """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits. `finalists`:
+    how many of the best fitting truncated candidates get their trunk fine-tuned (default
+    budget_finetune.FINALISTS; 0: none)."""
     from ..features.depths import AllDepthsBackbone, extract_all_depths
 
     start = time.perf_counter()
@@ -195,6 +199,17 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     else:  # the winner again with the full head-settings selection (its features are cached)
         clf = cls.create(train, validation, replace(options, model=replace(
             options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
+    from . import budget_finetune
+
+    n_tune = budget_finetune.FINALISTS if finalists is None else finalists
+    if n_tune:  # accuracy for no bytes: the finalists' trunks trained on this data
+        clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
+                                                        cache, n_tune)
+        if record.fine_tune["kept"]:
+            record.winner = record.fine_tune["kept"]
+            record.why += (f"; its trunk fine-tuned on this data: validation {record.fine_tune['head_only']['val_accuracy']:.3f}"
+                           f" -> {record.fine_tune['val_accuracy']:.3f}")
+            progress.log(f"budget: kept {record.winner} with its trunk fine-tuned")
     record.seconds = time.perf_counter() - start
     return clf, record
 
