@@ -45,12 +45,13 @@ def searched(tmp_path_factory):
 def test_finalists_are_fine_tuned_within_the_budget(searched):
     clf, record, splits, _, _ = searched
     ft = record.fine_tune
-    assert ft is not None and len(ft["finalists"]) == 2
+    assert ft is not None and [e["targets"] for e in ft["finalists"]] == ["labels", "labels", "teacher"]
+    assert ft["teacher_val_accuracy"] is not None  # the best finalist tuned again on the full model's targets
     names = {c.name: c for c in record.candidates}
     for entry in ft["finalists"]:
         c = names[entry["name"]]
         assert c.fits and c.width is None  # only fitting truncated candidates are tuned
-        assert 1 <= entry["epochs_run"] <= 4
+        assert 1 <= entry["epochs_run"] <= 4 and 1 <= entry["blocks"] <= budget_finetune.LAST_BLOCKS
         assert entry["weights"].endswith(".pth")
     winner = names[record.winner]
     assert winner.fits and winner.predicted["flash_bytes"] <= MAX_FLASH and winner.predicted["ram_bytes"] <= MAX_RAM
@@ -67,7 +68,7 @@ def test_kept_only_when_validation_improves(searched):
     ev = clf.evaluate(splits.val)
     assert ft["val_accuracy"] == pytest.approx(ev.accuracy, abs=1e-4)  # the model returned is the one scored
     if kept:
-        assert len(kept) == 1 and ft["kept"] == kept[0]["name"]
+        assert len(kept) == 1 and ft["kept"] == kept[0]["name"] and kept[0]["best_epoch"] > 0
         assert (kept[0]["val_accuracy"], -kept[0]["val_loss"]) > head_only
         assert all((e["val_accuracy"], -e["val_loss"]) <= (kept[0]["val_accuracy"], -kept[0]["val_loss"])
                    for e in ft["finalists"])

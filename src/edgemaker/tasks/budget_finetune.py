@@ -25,7 +25,7 @@ import numpy as np
 from ..progress import Progress
 from .options import ClassifierOptions
 
-FINALISTS = 2  # truncated candidates fine-tuned: the best by screening validation accuracy
+FINALISTS = 1  # truncated candidates fine-tuned: the best by screening validation accuracy
 EPOCHS = 12
 PATIENCE = 3
 LEARNING_RATE = 3e-4  # AdamW; low, so the pretrained trunk moves without forgetting
@@ -217,7 +217,8 @@ def improve(cls, record, clf, train, validation, options: ClassifierOptions, pro
                  **summary, "kept": False}
         progress.log(f"budget: {c.name} trunk fine-tuned on the {summary['targets']}: val accuracy {base_acc:.3f} "
                      f"-> {acc:.3f} ({summary['epochs_run']} epochs, {summary['seconds']:.1f} s)")
-        if (acc, -loss) > best_rank:
+        # best epoch 0: the weights are the head-only model's (an ONNX rounding must not make it "better")
+        if summary["best_epoch"] > 0 and (acc, -loss) > best_rank:
             best_rank, kept, kept_name = (acc, -loss), tuned, c.name
             for t in tried:
                 t["kept"] = False
