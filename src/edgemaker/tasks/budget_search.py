@@ -7,8 +7,9 @@ input size with a fitting depth, one pass through the whole network embeds every
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
 from scratch (only the largest fitting width: it costs epochs of training). The winner is the best
 validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
-test split is never looked at. The pipeline exports it and confirms the budget on the real int8
-file (export/device.py). Nothing fitting is one error naming the candidate that came closest.
+test split is never looked at. The best fitting truncated candidates then get their last blocks
+fine-tuned (tasks/budget_finetune.py), kept only when validation improves. The pipeline exports the
+model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one error naming the candidate that came closest.
 """
 
 from __future__ import annotations
@@ -213,8 +214,8 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
                                                         cache, n_tune)
         if record.fine_tune["kept"]:
             record.winner = record.fine_tune["kept"]
-            record.why += (f"; its trunk fine-tuned on this data: validation {record.fine_tune['head_only']['val_accuracy']:.3f}"
-                           f" -> {record.fine_tune['val_accuracy']:.3f}")
+            record.why += (f"; then {record.winner} with its last blocks fine-tuned on this data: validation "
+                           f"{record.fine_tune['head_only']['val_accuracy']:.3f} -> {record.fine_tune['val_accuracy']:.3f}")
             progress.log(f"budget: kept {record.winner} with its trunk fine-tuned")
     record.seconds = time.perf_counter() - start
     return clf, record
@@ -374,6 +375,12 @@ def report_section(record: dict) -> list[str]:
                    f"(predicted {_human(conf['predicted']['flash_bytes'])}), RAM {_human(conf['ram_bytes'] or 0)} "
                    f"(predicted {_human(conf['predicted']['ram_bytes'])}), {(conf['macs'] or 0) / 1e6:.1f} M MACs; "
                    f"{'fits' if conf['fits'] else 'does NOT fit'} the budget.</p>")
+    ft = record.get("fine_tune")
+    if ft and ft["finalists"]:
+        out.append("<p>Finalists fine-tuned (kept only if validation improves): " + "; ".join(
+            f"{escape(e['name'])} last {e['blocks']} blocks on the {e['targets']}: val {e['head_only_val_accuracy']:.3f}"
+            f" -> {e['val_accuracy']:.3f}{' (kept)' if e['kept'] else ''}" for e in ft["finalists"])
+            + f" ({ft['seconds']:.1f} s).</p>")
     out.append(frontier_svg(record))
     out.append("<table><tr><th>budget (flash / RAM)</th><th>best candidate trained here</th><th>val accuracy</th></tr>"
                + "".join(f"<tr><td>{_human(r['max_flash_bytes'])} / {_human(r['max_ram_bytes'])}</td>"
