@@ -9,7 +9,8 @@ from scratch (only the largest fitting width: it costs epochs of training). The 
 validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
 test split is never looked at. The best fitting truncated candidates then get their last blocks
 fine-tuned (tasks/budget_finetune.py), kept only when validation improves. The pipeline exports the
-model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one error naming the candidate that came closest.
+model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one
+error naming the candidate that came closest.
 """
 
 from __future__ import annotations
