@@ -43,7 +43,7 @@ def searched(tmp_path_factory):
 
 
 def test_finalists_are_fine_tuned_within_the_budget(searched):
-    clf, record, splits, _, _ = searched
+    clf, record, _, _, _ = searched
     ft = record.fine_tune
     assert ft is not None and [e["targets"] for e in ft["finalists"]] == ["labels", "labels", "teacher"]
     assert ft["teacher_val_accuracy"] is not None  # the best finalist tuned again on the full model's targets
@@ -79,7 +79,7 @@ def test_kept_only_when_validation_improves(searched):
 
 def test_a_worse_tuned_trunk_is_not_kept(searched, monkeypatch):
     """A tune that hurts validation (its head scrambled) leaves the head-only winner in place."""
-    clf, record, splits, options, cache = searched
+    _, record, splits, options, cache = searched
     from edgemaker.progress import SilentProgress
     from edgemaker.tasks.classifier import ImageClassifier
 

@@ -133,10 +133,15 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
     from ..backbones.spec import WeightsSource
     from ..backbones.truncated import _trunk, parse_name
     from ..backbones.weights import resolve_weights
-    from ..features.activations import ActivationStore, PrefixRunner, extract_activations, prefix_onnx
+    from ..features.activations import (
+        ActivationStore,
+        PrefixRunner,
+        extract_activations,
+        prefix_onnx,
+    )
     from ..features.extract import cache_tag
     from .classifier import augmentation_for
-    from .finetune import _advance, save_weights, train_tail
+    from .finetune import save_weights, train_tail
 
     t0 = time.perf_counter()
     spec = base.spec
