@@ -96,7 +96,8 @@ def _engine(options):
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Mirror training views (turn off for digits and text).")
 @click.option("--fine-tune", "fine_tune", default=None, metavar="K|auto",
-              help="Images: also train the backbone's last K blocks with the head (auto: K from 0-3 by validation).")
+              help="Images: also train the backbone's last K blocks with the head (auto: K from 0-3 by validation); "
+                   "with --max-flash/--max-ram as targets, the winning cut's last blocks.")
 @click.option("--fine-tune-epochs", type=int, default=None, help="Most fine-tuning epochs per depth tried.")
 @click.option("--max-flash", default=None, help="Device flash, e.g. 1M or 512K: without --backbone, the most accurate "
               "model that fits is searched (truncated backbones, input sizes, small_cnn); with one, a check.")

@@ -403,7 +403,7 @@ def _tflm_check(session: ExportSession, model: ExportedModel, test: list[Path], 
 def budget_targets(options: ClassifierOptions, max_flash: int | None, max_ram: int | None) -> bool:
     """A budget with no fixed backbone is a target (tasks/budget_search.py); with one, only a check."""
     return (max_flash is not None or max_ram is not None) and not options.model.backbone \
-        and options.model.base_model is None and not options.fine_tune.active
+        and options.model.base_model is None
 
 
 def check_budgets(exports: list[dict], max_flash: int | None, max_ram: int | None) -> list[str]:

@@ -8,8 +8,11 @@ input size with a fitting depth, one pass through the whole network embeds every
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
 from scratch (only the largest fitting width: it costs epochs of training). The winner is the best
 validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
-test split is never looked at. The pipeline exports it and confirms the budget on the real int8
-file (export/device.py). Nothing fitting is one error naming the candidate that came closest.
+test split is never looked at. With --fine-tune, the best fitting truncated image candidate then gets
+its last blocks fine-tuned (tasks/budget_finetune.py), kept only when validation improves (off by
+default: on caltech-dev10 it cost ~15 minutes and did not raise test accuracy). The pipeline exports the
+model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one
+error naming the candidate that came closest.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from ..progress import Progress
 from .options import ClassifierOptions
 
 VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: not searched
-SIZES = (64, 80, 96, 128, 160, 224)  # 64 and 80: a 256 KB arena excludes 96 px for every EfficientNet depth
+# 48/56: under a 128 KB arena no depth past block 1 runs at 64 px (the stem's 32-channel output and the
+# first expansion live together), but block 6 does at 56 px; 72: between 64 and 80 for a 256 KB arena.
+SIZES = (48, 56, 64, 72, 80, 96, 128, 160, 224)
 SMALL_CNN = ((8, 32), (16, 32), (16, 64), (32, 64), (32, 96))  # (width, input size)
 # What each budget would get (report): common microcontroller classes, flash / RAM.
 LADDER = ((64_000, 32_000), (128_000, 64_000), (256_000, 128_000), (512_000, 256_000), (1_000_000, 256_000),
@@ -64,6 +69,7 @@ class BudgetRecord:
     why: str = ""
     seconds: float = 0.0
     confirmed: dict | None = None  # the real int8 file's budget, filled by the pipeline
+    fine_tune: dict | None = None  # the finalists' trunks fine-tuned (tasks/budget_finetune.py)
 
     def ladder(self) -> list[dict]:
         """For common budgets: the best validated candidate that would fit (among those trained here)."""
@@ -79,6 +85,7 @@ class BudgetRecord:
     def to_dict(self) -> dict:
         return {"max_flash_bytes": self.max_flash, "max_ram_bytes": self.max_ram, "winner": self.winner,
                 "why": self.why, "seconds": round(self.seconds, 2), "confirmed": self.confirmed,
+                "fine_tune": self.fine_tune,
                 "candidates": [c.to_dict() for c in self.candidates], "ladder": self.ladder()}
 
 
@@ -160,11 +167,22 @@ def _all_depths(group: str, options: ClassifierOptions):
 
 
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
-           progress: Progress, cache, max_flash: int | None, max_ram: int | None):
-    """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits."""
+           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None):
+    """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits. `finalists`:
+    how many of the best fitting truncated image candidates get their trunk fine-tuned (default:
+    budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none)."""
     from ..features.depths import extract_all_depths
 
+    from . import budget_finetune
+    from .options import FineTuneOptions
+
     start = time.perf_counter()
+    if finalists is None:  # --fine-tune with a budget target: the finalist's trunk, not the full backbone's
+        finalists = budget_finetune.FINALISTS if options.fine_tune.active else 0
+    if finalists and cls.modality != "image":
+        progress.log("budget: --fine-tune tunes truncated image trunks only; sound candidates keep their heads")
+        finalists = 0
+    options = replace(options, fine_tune=FineTuneOptions())
     if not len(validation):
         raise EdgemakerError("--max-flash/--max-ram choose on the validation split, and this run has none; use "
                              "--split with a validation share (e.g. 80/10/10)")
@@ -189,7 +207,11 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         if views else None
     best = None
     silence = options.silence
-    for group in dict.fromkeys(c.group for c in fitting if c.width is None):
+    groups = worth_embedding(fitting)
+    skipped = sorted({c.group for c in fitting if c.width is None} - set(groups))
+    if skipped:
+        progress.log(f"budget: not embedding {', '.join(skipped)}: a larger input fits as deep a cut")
+    for group in groups:
         t0 = time.perf_counter()
         backbone = _all_depths(group, options)
         extract_all_depths(train, backbone, cache, views, aug, progress, f"extract every depth {group} (train)",
@@ -232,8 +254,33 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     else:  # the winner again with the full head-settings selection (its features are cached)
         clf = cls.create(train, validation, replace(options, model=replace(
             options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
+    n_tune = finalists
+    if n_tune:  # accuracy for no bytes: the finalists' trunks trained on this data
+        clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
+                                                        cache, n_tune)
+        if record.fine_tune["kept"]:
+            record.winner = record.fine_tune["kept"]
+            record.why += (f"; then {record.winner} with its last blocks fine-tuned on this data: validation "
+                           f"{record.fine_tune['head_only']['val_accuracy']:.3f} -> {record.fine_tune['val_accuracy']:.3f}")
+            progress.log(f"budget: kept {record.winner} with its trunk fine-tuned")
     record.seconds = time.perf_counter() - start
     return clf, record
+
+
+def worth_embedding(fitting: Sequence[Candidate]) -> list[str]:
+    """Groups (one all-depths extraction pass each) worth embedding: an image group (one network at
+    one input size) is skipped when the same network at a larger size fits a cut at least as deep. A
+    heuristic that saves the search's main cost: frozen features gain with depth far more than between
+    neighbouring sizes (on caltech-dev10, 64 vs 80 px at the same depth differ by 0-2 validation images
+    either way). Sound groups (one fixed input each) are always embedded."""
+    deepest: dict[str, tuple[str, int, int]] = {}  # group -> (network, size, most parameters fitting)
+    for c in fitting:
+        if c.width is None:
+            net, size = (c.group.split("@")[0], c.size) if c.size is not None else (c.group, 0)
+            depth = max(deepest.get(c.group, (net, size, 0))[2], c.predicted["parameters"])
+            deepest[c.group] = (net, size, depth)  # more weights = a deeper cut, within one network
+    return [g for g, (net, size, depth) in deepest.items()
+            if size == 0 or not any(n == net and t > size and d >= depth for n, t, d in deepest.values())]
 
 
 class _Cached:
@@ -377,6 +424,12 @@ def report_section(record: dict) -> list[str]:
                    f"(predicted {_human(conf['predicted']['flash_bytes'])}), RAM {_human(conf['ram_bytes'] or 0)} "
                    f"(predicted {_human(conf['predicted']['ram_bytes'])}), {(conf['macs'] or 0) / 1e6:.1f} M MACs; "
                    f"{'fits' if conf['fits'] else 'does NOT fit'} the budget.</p>")
+    ft = record.get("fine_tune")
+    if ft and ft["finalists"]:
+        out.append("<p>Finalists fine-tuned (kept only if validation improves): " + "; ".join(
+            f"{escape(e['name'])} last {e['blocks']} blocks on the {e['targets']}: val {e['head_only_val_accuracy']:.3f}"
+            f" -> {e['val_accuracy']:.3f}{' (kept)' if e['kept'] else ''}" for e in ft["finalists"])
+            + f" ({ft['seconds']:.1f} s).</p>")
     out.append(frontier_svg(record))
     out.append("<table><tr><th>budget (flash / RAM)</th><th>best candidate trained here</th><th>val accuracy</th></tr>"
                + "".join(f"<tr><td>{_human(r['max_flash_bytes'])} / {_human(r['max_ram_bytes'])}</td>"

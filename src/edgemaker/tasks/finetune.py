@@ -160,10 +160,11 @@ def _validate(tail, xv: Embeddings, yv: np.ndarray, batch: int = 64) -> tuple[fl
 
 
 def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarray, views: bool, ft, hp,
-               class_weights: np.ndarray | None) -> dict:
+               class_weights: np.ndarray | None, soft: np.ndarray | None = None) -> dict:
     """AdamW on the tail over activation rows (windows) labelled by their sample's label (`y` per
     sample); one view per sample per epoch (view 0 only when `views` is False). Early stopping on
-    validation (accuracy, then loss); the best state, epoch 0 included, is restored."""
+    validation (accuracy, then loss); the best state, epoch 0 included, is restored. `soft`: (samples,
+    classes) target probabilities (a teacher's) learnt instead of the labels."""
     import torch
 
     torch.manual_seed(hp.seed)
@@ -172,6 +173,13 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
     opt = torch.optim.AdamW(params, lr=ft.learning_rate, weight_decay=hp.weight_decay)
     weight = None if class_weights is None else torch.from_numpy(class_weights.astype(np.float32))
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=hp.label_smoothing)
+    targets = None if soft is None else torch.from_numpy(np.asarray(soft, np.float32))
+
+    def criterion(logits, owners: np.ndarray):
+        if targets is None:
+            return loss_fn(logits, torch.from_numpy(y[owners]))
+        return -(targets[torch.from_numpy(owners)] * torch.log_softmax(logits, 1)).sum(1).mean()
+
     acc, loss = _validate(tail, xv, yv)
     best = ((acc, -loss), copy.deepcopy(tail.state_dict()), 0)
     history = [{"epoch": 0, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)}]
@@ -183,7 +191,7 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
         for start in range(0, len(order), ft.batch_size):
             idx = order[start : start + ft.batch_size]
             xb = torch.from_numpy(x.vectors[idx].astype(np.float32))
-            loss_b = loss_fn(tail(xb), torch.from_numpy(y[x.owner[idx]]))
+            loss_b = criterion(tail(xb), x.owner[idx])
             opt.zero_grad()
             loss_b.backward()
             opt.step()

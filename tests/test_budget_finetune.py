@@ -1,0 +1,107 @@
+"""The budget search's finalists fine-tuned (tasks/budget_finetune.py): the trunk trains on a tiny
+generated set, the graph (so the predicted footprint) is unchanged, and a tuned model is kept only
+when validation improves."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import make_image_folder
+
+from edgemaker.data.splits import SplitOptions, make_splits
+from edgemaker.data.validate import validate_folder
+from edgemaker.tasks import budget_finetune, budget_search
+from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
+
+MAX_FLASH, MAX_RAM = 60_000, 140_000  # Lite0 cut after blocks 1..3 at 64 px fit
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One budget search on generated images (64 px only, no small_cnn), finalists fine-tuned."""
+    from edgemaker.progress import SilentProgress
+    from edgemaker.tasks.classifier import ImageClassifier
+
+    root = tmp_path_factory.mktemp("budget_ft")
+    folder = make_image_folder(root / "data", per_class=8, seed=3)
+    splits = make_splits(validate_folder(folder), SplitOptions(seed=0))
+    options = ClassifierOptions(hparams=HParams(epochs=8), augmentation=AugmentationOptions(views=1),
+                                cache_dir=root / "cache")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(budget_search, "SIZES", (64,))
+    mp.setattr(budget_search, "SMALL_CNN", ())
+    mp.setattr(budget_finetune, "EPOCHS", 4)
+    try:
+        cache = ImageClassifier.open_cache(options)
+        clf, record = budget_search.search(ImageClassifier, splits.train, splits.val, options, SilentProgress(), cache,
+                                           MAX_FLASH, MAX_RAM, finalists=2)
+    finally:
+        mp.undo()
+    return clf, record, splits, options, cache
+
+
+def test_finalists_are_fine_tuned_within_the_budget(searched):
+    clf, record, _, _, _ = searched
+    ft = record.fine_tune
+    assert ft is not None and [e["targets"] for e in ft["finalists"]] == ["labels", "labels", "teacher"]
+    assert ft["teacher_val_accuracy"] is not None  # the best finalist tuned again on the full model's targets
+    names = {c.name: c for c in record.candidates}
+    for entry in ft["finalists"]:
+        c = names[entry["name"]]
+        assert c.fits and c.width is None  # only fitting truncated candidates are tuned
+        assert 1 <= entry["epochs_run"] <= 4 and 1 <= entry["blocks"] <= budget_finetune.LAST_BLOCKS
+        assert entry["weights"].endswith(".pth")
+    winner = names[record.winner]
+    assert winner.fits and winner.predicted["flash_bytes"] <= MAX_FLASH and winner.predicted["ram_bytes"] <= MAX_RAM
+    assert clf.spec.name == winner.backbone and clf.spec.image.size == winner.size  # same graph, same footprint
+    if ft["kept"]:
+        assert clf.spec.weights.kind == "file" and "fine-tuned" in record.why
+
+
+def test_kept_only_when_validation_improves(searched):
+    clf, record, splits, _, _ = searched
+    ft = record.fine_tune
+    head_only = (ft["head_only"]["val_accuracy"], -ft["head_only"]["val_loss"])
+    kept = [e for e in ft["finalists"] if e["kept"]]
+    ev = clf.evaluate(splits.val)
+    assert ft["val_accuracy"] == pytest.approx(ev.accuracy, abs=1e-4)  # the model returned is the one scored
+    if kept:
+        assert len(kept) == 1 and ft["kept"] == kept[0]["name"] and kept[0]["best_epoch"] > 0
+        assert (kept[0]["val_accuracy"], -kept[0]["val_loss"]) > head_only
+        assert all((e["val_accuracy"], -e["val_loss"]) <= (kept[0]["val_accuracy"], -kept[0]["val_loss"])
+                   for e in ft["finalists"])
+    else:
+        assert all((e["val_accuracy"], -e["val_loss"]) <= head_only for e in ft["finalists"])
+        assert clf.spec.weights.kind != "file"
+
+
+def test_a_worse_tuned_trunk_is_not_kept(searched, monkeypatch):
+    """A tune that hurts validation (its head scrambled) leaves the head-only winner in place."""
+    _, record, splits, options, cache = searched
+    from edgemaker.progress import SilentProgress
+    from edgemaker.tasks.classifier import ImageClassifier
+
+    real = budget_finetune.tune
+
+    def hurt(base, *args, **kwargs):
+        tuned, summary = real(base, *args, **kwargs)
+        head = copy.copy(tuned.head)
+        head.coef_ = np.roll(head.coef_, 1, axis=0)  # every class's weights given to the next class
+        head.intercept_ = np.roll(head.intercept_, 1)
+        tuned.head = head
+        return tuned, summary
+
+    monkeypatch.setattr(budget_finetune, "tune", hurt)
+    base = copy.copy(record)
+    base.winner = next(e["name"] for e in record.fine_tune["finalists"])
+    start = ImageClassifier.create(splits.train, splits.val, ClassifierOptions(
+        model=options.model.__class__(backbone=base.winner.split("@")[0], input_size=64),
+        hparams=options.hparams, augmentation=options.augmentation, cache_dir=options.cache_dir),
+        SilentProgress(), cache)
+    kept, report = budget_finetune.improve(ImageClassifier, base, start, splits.train, splits.val, options,
+                                           SilentProgress(), cache, n=1, epochs=2)
+    assert report["kept"] is None and kept is start
+    assert report["finalists"][0]["val_accuracy"] < report["head_only"]["val_accuracy"] or \
+        report["finalists"][0]["val_loss"] > report["head_only"]["val_loss"]
