@@ -36,9 +36,11 @@ def folder(tmp_path_factory):
 
 @pytest.fixture
 def small_space(monkeypatch):
-    """Only Lite0-mel on the 96x64 patch (aisfx and other sizes are still predicted in their own test)."""
+    """Only Lite0-mel on the 96x64 patch (aisfx, other sizes and small_cnn_mel are still predicted in
+    their own test)."""
     monkeypatch.setattr(sound_trunks, "LITE0_MEL_SIZES", ((96, 64),))
     monkeypatch.setattr(sound_trunks, "families", lambda real=sound_trunks.families: real()[:1])
+    monkeypatch.setattr(budget_search, "SMALL_CNN_MEL", ())
 
 
 def test_sound_candidates_are_predicted_for_every_family_and_depth():
@@ -51,6 +53,9 @@ def test_sound_candidates_are_predicted_for_every_family_and_depth():
     # the whole aisfx at 100 x 96 log-mel: TFLM measured 1,248,500 B (README); a wide early map for any cut
     assert abs(by["aisfx"]["ram_bytes"] - 1_248_500) < 0.02 * 1_248_500 and by["aisfx_k1"]["ram_bytes"] > 1_000_000
     assert by["efficientnet_lite0_mel_64x64_k8"]["ram_bytes"] < by["efficientnet_lite0_mel_96x64_k8"]["ram_bytes"]
+    small = [c for c in cands if c.backbone == "small_cnn_mel"]  # trained from scratch: a width each
+    assert [c.width for c in small] == sorted(budget_search.SMALL_CNN_MEL) and all(c.size is None for c in small)
+    assert by["small_cnn_mel_w8"]["flash_bytes"] < by["small_cnn_mel_w16"]["flash_bytes"] < by["small_cnn_mel_w32"]["flash_bytes"]
 
 
 def test_every_sound_depth_in_one_pass_is_each_cut_backbones_cache_row(folder, small_space, tmp_path):
@@ -99,3 +104,23 @@ def test_sound_budget_search_picks_a_fitting_trunk_confirmed_by_tflm(folder, sma
     check = next(e for e in m["exports"] if e["format"] == "tflite-int8")["tflm"]
     assert check["status"] == "ok" and check["agreement_with_litert"] >= 0.99, check
     assert m["backbone"]["name"] == winner["backbone"]
+
+
+def test_a_budget_only_small_cnn_mel_fits_trains_it_from_scratch(folder, tmp_path):
+    """Under 60 kB of flash no frozen trunk fits: the search trains small_cnn_mel (the largest fitting
+    width) on the clips, and TFLite Micro confirms the real int8 file against the prediction."""
+    pytest.importorskip("litert_torch")
+    from edgemaker.pipeline import train_run
+
+    options = ClassifierOptions(hparams=HParams(epochs=12, learning_rate=3e-3), augmentation=AugmentationOptions(views=1))
+    m = train_run(folder, tmp_path / "run", options, formats=["tflite-int8"], max_flash=60_000, max_ram=64_000)
+    rec = m["budget_search"]
+    fitting = [c["name"] for c in rec["candidates"] if c["fits"]]
+    assert fitting == ["small_cnn_mel_w8"] and rec["winner"] == "small_cnn_mel_w8", rec["candidates"]
+    assert m["backbone"]["name"] == "small_cnn_mel" and m["training"]["network"]["width"] == 8
+    assert m["test"]["accuracy"] > 0.5  # three tones: chance is 1/3
+    conf = rec["confirmed"]
+    assert conf["fits"], conf
+    assert conf["flash_bytes"] <= conf["predicted"]["flash_bytes"], conf  # the filter never lets a file through
+    if conf["ram_source"] == "measured by TFLite Micro":
+        assert abs(conf["ram_bytes"] - conf["predicted"]["ram_bytes"]) <= 0.1 * conf["ram_bytes"], conf

@@ -142,10 +142,32 @@ def sound_trunk_candidates(n_classes: int) -> list[Candidate]:
             for fam in families() for spec, fp in zip(fam.specs, footprints(fam, n_classes))]
 
 
+SMALL_CNN_MEL = (8, 16, 32)  # small_cnn_mel widths (its input is fixed: 1.04 s windows, 64 x 40 log-mel)
+
+
+def small_cnn_mel_candidates(n_classes: int) -> list[Candidate]:
+    """small_cnn_mel (trained from scratch) at each width; like every full-int8 sound file its
+    tflite-int8 takes the log-mel window, so that is the graph input predicted."""
+    from ..backbones import small_cnn_mel
+    from ..backbones.footprint import _footprint, _trace
+    from ..backbones.frontends import SMALL_LOGMEL
+
+    shape = (1, small_cnn_mel.FRAMES, SMALL_LOGMEL.n_mels)
+    out = []
+    for width in SMALL_CNN_MEL:
+        ops, _ = _trace(small_cnn_mel.make_network(width).fuse(), shape)
+        *convs, dense = ops
+        convs.append((convs[-1][1], convs[-1][4] or dense[0], 0, 0, 0, 0))  # the global mean before the dense
+        fp = _footprint([*convs, dense], 0, n_classes, 4 * width, input_elements=shape[1] * shape[2])
+        out.append(Candidate(f"{small_cnn_mel.NAME}_w{width}", small_cnn_mel.NAME, None, width, fp.to_dict(),
+                             group="sound:small_cnn_mel"))
+    return out
+
+
 # Builders of the sound candidates, each (n_classes) -> [Candidate]: frozen trunks (width None, a group
 # embedded in one pass by _all_depths) or networks trained from scratch (width set: `train` runs with
 # --backbone c.backbone --width c.width). A from-scratch sound CNN joins by appending its builder here.
-SOUND_CANDIDATES: list[Callable[[int], list[Candidate]]] = [sound_trunk_candidates]
+SOUND_CANDIDATES: list[Callable[[int], list[Candidate]]] = [sound_trunk_candidates, small_cnn_mel_candidates]
 
 
 def sound_candidates(n_classes: int) -> list[Candidate]:
