@@ -122,3 +122,17 @@ def test_bad_options_are_one_line_errors(tones, tmp_path, images, args, expected
         cli.main()
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_compare_names_small_cnn_for_the_datas_modality():
+    """`compare --backbones aisfx,small_cnn` on sounds trains small_cnn_mel (the names decide before
+    the data is read; the data's modality decides after)."""
+    from edgemaker.errors import EdgemakerError
+    from edgemaker.experiments.common import parse_backbones
+
+    assert parse_backbones("aisfx,small_cnn") == ["aisfx", "small_cnn_mel"]
+    assert parse_backbones("small_cnn", "audio") == ["small_cnn_mel"]
+    assert parse_backbones("efficientnet_lite0,small_cnn") == ["efficientnet_lite0", "small_cnn"]
+    assert parse_backbones("small_cnn") == ["small_cnn"]
+    with pytest.raises(EdgemakerError, match="do not take audio input"):
+        parse_backbones("efficientnet_lite0,small_cnn", "audio")

@@ -25,10 +25,18 @@ from ..tasks.options import ClassifierOptions
 
 
 def parse_backbones(text: str, modality: str | None = None) -> list[str]:
-    """'a,b,c' -> names, each registered (an unknown one lists the known ones) and of one modality."""
+    """'a,b,c' -> names, each registered (an unknown one lists the known ones) and of one modality.
+    `small_cnn` names the from-scratch network of the data's modality (small_cnn_mel for sounds)."""
+    from ..tasks.classifier import scratch_network
+
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise EdgemakerError("--backbones: give at least one backbone name, e.g. efficientnet_lite0,small_cnn")
+    if modality is None:  # the other names decide which small_cnn is meant
+        others = {get_spec(n).modality for n in names if n != "small_cnn"}
+        modality = others.pop() if len(others) == 1 else None
+    if modality is not None:
+        names = list(dict.fromkeys(scratch_network(n, modality) for n in names))
     specs = [get_spec(n) for n in names]  # EdgemakerError naming the known ones
     kinds = {s.modality for s in specs}
     if len(kinds) > 1 or (modality and kinds != {modality}):

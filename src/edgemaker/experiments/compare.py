@@ -50,7 +50,7 @@ def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: s
     cache = Classifier.open_cache(options_for(None, seed, cache_dir, threads, template))
     try:
         report, splits = load_data(data_dir, cache, progress, task, seed)
-        parse_backbones(text, report.modality)  # image backbones for images, sound ones for sounds
+        names = parse_backbones(text, report.modality)  # image backbones for images, sound ones for sounds
         rows_before = embedding_rows(cache)
         rows = [_one_backbone(name, report.modality, splits, run_seeds, out_dir, cache, cache_dir, threads, progress,
                               template)
