@@ -149,6 +149,9 @@ def test_train_evaluate_validate_on_a_memory_url_match_the_local_folder(local_ru
     assert b["folder"] == url and b["accuracy"] == a["accuracy"] and b["confusion_matrix"] == a["confusion_matrix"]
     checked = CliRunner().invoke(cli, ["validate", url + "/", "--json"], catch_exceptions=False)
     assert checked.exit_code == 0 and json.loads(checked.stdout)["classes"] == {"blobs": 8, "checks": 8, "stripes": 8}
+    inspected = [json.loads(CliRunner().invoke(cli, ["data", "inspect", src, "--json"], catch_exceptions=False).stdout)
+                 for src in (str(data), url)]
+    assert inspected[1].pop("root") == url and {**inspected[0], "root": None} == {**inspected[1], "root": None}
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
@@ -201,4 +204,4 @@ def test_ray_engine_reads_an_fsspec_url(local_run, tmp_path):
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     same_run(out, json.loads(proc.stdout), base / "local", ref)
-    assert "Ray" in proc.stderr, proc.stderr[-2000:]
+    assert "0 found in the cache" in proc.stderr and "embedded by 1 Ray actors" in proc.stderr, proc.stderr[-2000:]

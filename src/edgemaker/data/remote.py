@@ -71,6 +71,10 @@ class RemotePath:
     def parent(self) -> RemotePath:
         return self._with(self._path.parent)
 
+    @property
+    def parents(self) -> tuple[RemotePath, ...]:
+        return tuple(self._with(p) for p in self._path.parents)
+
     def relative_to(self, other: RemotePath) -> PurePosixPath:
         """The part below `other` (ValueError when not below it, as pathlib does)."""
         if not isinstance(other, RemotePath) or other.protocol != self.protocol:
