@@ -29,7 +29,7 @@ from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-TRAIN = ["--input-size", "96", "--augment-views", "1", "--formats", "onnx-fp32", "--threads", "1", "--json"]
+TRAIN = ["--input-size", "96", "--augment-views", "1", "--formats", "onnx-fp32", "--threads", "1", "--json"]  # --json last
 
 
 def to_memory(local: Path, url: str) -> str:
@@ -92,6 +92,23 @@ def test_memory_url_scans_validates_and_splits_like_the_local_folder(tmp_path, p
     for name, part in sa.items():
         assert [(str(s.path.relative_to(ra.root)), s.content) for s in part] == \
                [(str(s.path.relative_to(rb.root)), s.content) for s in dict(sb.items())[name]]
+
+
+def test_a_url_folder_is_listed_once_not_per_file(tmp_path, monkeypatch):
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    url = to_memory(make_image_folder(tmp_path / "data", per_class=5), "memory://bucket/once")
+    calls: dict[str, int] = {}
+    for name in ("find", "info", "ls", "cat_file", "open"):
+        original = getattr(MemoryFileSystem, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(MemoryFileSystem, name, counted)
+    assert len(scan_folder(url).files) == 15
+    assert calls.get("find") == 1 and calls.get("info", 0) <= 3 and "cat_file" not in calls, calls
 
 
 def test_remote_path_keeps_the_url():
@@ -200,8 +217,8 @@ def test_ray_engine_reads_an_fsspec_url(local_run, tmp_path):
     shutil.copytree(Path(os.environ["EDGEMAKER_CACHE_DIR"]) / "backbones", cache / "backbones")  # not exported again
     env = {**os.environ, "PYTHONPATH": SRC, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run([sys.executable, "-m", "edgemaker", "train", f"local://{data}", "--out", str(out),
-                           "--cache-dir", str(cache), "--engine", "ray", "--ray-actors", "1", *TRAIN],
+                           "--cache-dir", str(cache), "--engine", "ray", "--ray-actors", "1", *TRAIN[:-1]],
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    same_run(out, json.loads(proc.stdout), base / "local", ref)
+    same_run(out, json.loads((out / "metrics.json").read_text()), base / "local", ref)  # no --json: the log shows
     assert "0 found in the cache" in proc.stderr and "embedded by 1 Ray actors" in proc.stderr, proc.stderr[-2000:]
