@@ -18,7 +18,7 @@ class RemotePath:
     """A file or folder in an fsspec store, by URL: `RemotePath("s3://bucket/data/cat/001.jpg")`.
     str() is the URL; relative_to() gives a PurePosixPath, so records read like a local run's."""
 
-    __slots__ = ("protocol", "_path")
+    __slots__ = ("_path", "protocol")
 
     def __init__(self, url: str) -> None:
         protocol, sep, rest = str(url).partition("://")
