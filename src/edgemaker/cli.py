@@ -248,7 +248,7 @@ def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder")  # a folder or an fsspec URL (data/sources.py)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
 @_engine_flags
@@ -280,7 +280,7 @@ def evaluate(model: Path, folder: Path, as_json: bool, quiet: bool, engine: str,
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder")  # a folder or an fsspec URL (data/sources.py)
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None, help="Default: detected from the files.")
 @click.option("--json", "as_json", is_flag=True)
 @_engine_flags
@@ -362,7 +362,7 @@ _link_option = click.option("--link", is_flag=True,
 
 
 @data.command("inspect")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder")  # a folder or an fsspec URL (data/sources.py)
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Also write inspect.json and an offline inspect.html (thumbnails, players) here.")
 @click.option("--tiny", type=click.IntRange(min=1), default=10, show_default=True,
@@ -482,7 +482,7 @@ def _experiment_done(result: dict, out: Path, as_json: bool, quiet: bool) -> Non
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data")  # a folder or an fsspec URL (data/sources.py)
 @click.option("--backbones", required=True, help="Comma-separated backbone names (see `edgemaker backbones`), "
               "e.g. efficientnet_lite0,efficientnet_lite1,small_cnn.")
 @_experiment_options
@@ -496,7 +496,7 @@ def compare(data: Path, backbones: str, out: Path, repeats: int, seed: int, task
 
 
 @cli.command()
-@click.argument("data", type=click.Path(path_type=Path))
+@click.argument("data")  # a folder or an fsspec URL (data/sources.py)
 @click.option("--per-class", "per_class", default="10,30,100,300,all", show_default=True,
               help="Training examples per class to try (balanced, seeded subsets); 'all' = every training sample.")
 @click.option("--backbone", default=None, help="Transfer-learning backbone (default: the task's default).")

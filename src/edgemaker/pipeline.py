@@ -120,9 +120,9 @@ def train_run(
     size and head settings on validation within a time budget (tasks/auto.py). `distill`: the student
     (the budget winner, --backbone, or small_cnn) learns the full model's probabilities (tasks/distill.py).
     """
-    from .data.sources import local_path
+    from .data.sources import data_root
 
-    data_dir, out_dir = local_path(data_dir), Path(out_dir)
+    data_dir, out_dir = data_root(data_dir), Path(out_dir)  # a local Path, or a RemotePath for an fsspec URL
     options = options or ClassifierOptions()
     split = split or SplitOptions(seed=options.hparams.seed)
     formats = parse_formats(formats)
@@ -373,7 +373,7 @@ def _arduino(out_dir: Path, exports: list[dict], litert: ExportedModel, splits: 
     windows = litert.prepare(sample.path)
     said = litert.labels[int(litert.predict_proba(windows[:1])[0].argmax())]
     note = f"{Path(sample.path).name} (label {sample.label}; LiteRT says {said})"
-    name = library_name(Path(data_dir).resolve().name)
+    name = library_name(data_dir.resolve().name)
     root = write_library(tflite, out_dir / "arduino", read_metadata(tflite), name, tflite_ops(tflite) or [],
                          windows[0], note, source.get("arena_bytes"), source["peak_ram_bytes"])
     archive = zip_library(root, out_dir / f"{name}.zip")

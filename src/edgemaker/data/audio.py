@@ -63,7 +63,11 @@ class AudioAugmentation:
 def _open(source: Path | bytes):
     import soundfile as sf
 
+    from .remote import RemotePath
+
     try:
+        if isinstance(source, RemotePath):  # a clip in an fsspec store: its bytes, read once
+            source = source.read_bytes()
         return sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad input
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -50,15 +50,27 @@ def _class_dirs(parent: Path) -> list[Path]:
 
 def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = MEDIA_EXTENSIONS) -> ScannedFolder:
     """List candidate files with their class (and split when the layout gives one). Reads no file.
-    `root`: a folder, or a file:// URL (data/sources.py)."""
-    from .sources import local_path
+    `root`: a folder, a file:// URL, or another fsspec URL (memory://, s3://, ...; data/sources.py),
+    listed once (data/remote.py) and read with the same rules."""
+    from .sources import data_root
 
-    root = local_path(root)
+    root = data_root(root)
+    if not isinstance(root, Path):
+        from .remote import RemoteTree
+
+        tree = RemoteTree(root)
+        return _layout(root, tree.subdirs, tree.files, tree.walk, extensions)
     if not root.exists():
         raise DataError(f"{root}: folder not found; pass a folder with one subfolder per class")
     if not root.is_dir():
         raise DataError(f"{root}: is a file, not a folder; pass a folder with one subfolder per class")
-    top = _class_dirs(root)
+    return _layout(root, _class_dirs, lambda p: sorted(x for x in p.iterdir() if x.is_file()), _walk, extensions)
+
+
+def _layout(root, subdirs, files, walk, extensions: frozenset[str]) -> ScannedFolder:
+    """The layout rules over a folder tree: `subdirs(p)` sorted non-hidden subfolders, `files(p)` sorted
+    files directly in p, `walk(p)` every file below p (local folders and URL listings alike)."""
+    top = subdirs(root)
     split_dirs = {SPLIT_NAMES[d.name.lower()]: d for d in top if d.name.lower() in SPLIT_NAMES}
     presplit = "train" in split_dirs
     scanned = ScannedFolder(root=root, presplit=presplit, files=[])
@@ -70,12 +82,12 @@ def scan_folder(root: str | os.PathLike[str], extensions: frozenset[str] = MEDIA
     else:
         groups = [(None, root)]
     for split, parent in groups:
-        for loose in sorted(p for p in parent.iterdir() if p.is_file()):
+        for loose in files(parent):
             if not loose.name.startswith("."):
                 scanned.ignored.append((loose, "not inside a class folder"))
-        for class_dir in _class_dirs(parent):
+        for class_dir in subdirs(parent):
             scanned.labels.add(class_dir.name)
-            for path in _walk(class_dir):
+            for path in walk(class_dir):
                 if path.name.startswith("."):
                     continue
                 if path.suffix.lower() not in extensions:

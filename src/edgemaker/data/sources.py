@@ -12,8 +12,28 @@ from pathlib import Path
 from ..errors import DataError
 
 
-def is_url(data: str | os.PathLike[str]) -> bool:
-    return isinstance(data, str) and "://" in data
+def is_url(data) -> bool:
+    from .remote import RemotePath
+
+    return isinstance(data, RemotePath) or (isinstance(data, str) and "://" in data)
+
+
+def data_root(data: str | os.PathLike[str]):
+    """Where a DATA argument lives: a local Path (plain path or file:// URL), or a RemotePath for
+    any other fsspec URL (the filesystem's package must be installed: else a one-line error)."""
+    from .remote import RemotePath
+
+    if isinstance(data, RemotePath) or not is_url(data) or str(data).startswith("file://"):
+        return data if isinstance(data, RemotePath) else local_path(data)
+    fsspec_filesystem(str(data))  # the package is there, or say which to install
+    return RemotePath(str(data))
+
+
+def as_path(path):
+    """A sample path as the pipeline keeps it: a RemotePath stays one (a URL), anything else is a Path."""
+    from .remote import RemotePath
+
+    return path if isinstance(path, RemotePath) else Path(path)
 
 
 def local_path(data: str | os.PathLike[str]) -> Path:
@@ -47,7 +67,8 @@ def fsspec_filesystem(url: str):
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """The bytes of one file, local path or URL; OSError when it cannot be read."""
     if is_url(path):
-        if str(path).startswith("file://"):
+        path = str(path)
+        if path.startswith("file://"):
             return local_path(path).read_bytes()
         fs, inner = fsspec_filesystem(str(path))
         try:

@@ -24,7 +24,7 @@ SILENT_DB = -60.0
 class Sample:
     """One usable file: where it is, its class, its content hash and (if given) its split."""
 
-    path: Path
+    path: Path  # or a RemotePath: a file in an fsspec store, kept as its URL (data/remote.py)
     label: str
     content: str
     split: str | None = None

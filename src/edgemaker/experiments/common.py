@@ -57,7 +57,9 @@ def load_data(data_dir: Path, cache: FeatureCache, progress: Progress, task: str
               split_seed: int) -> tuple[ValidationReport, Splits]:
     """The folder validated read-only and split once (seeded, stratified; a folder's own
     train/val/test is respected), so every backbone and size sees the same test samples."""
-    if not Path(data_dir).is_dir():
+    from ..data.sources import data_root
+
+    if not data_root(data_dir).is_dir():
         raise EdgemakerError(f"{data_dir}: not a folder; give a folder with one sub-folder of files per class")
     report = validate_folder(data_dir, cache=cache, progress=progress, modality=task)
     return report, make_splits(report, SplitOptions(seed=split_seed))

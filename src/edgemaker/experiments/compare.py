@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..data.sources import data_root
 from ..progress import Progress, SilentProgress
 from ..tasks.options import ClassifierOptions
 from .common import (
@@ -41,7 +42,7 @@ def run_compare(data_dir: str | Path, backbones: str | Sequence[str], out_dir: s
     from ..tasks.classifier import Classifier
 
     start = time.perf_counter()
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = data_root(data_dir), Path(out_dir)  # a local Path, or a RemotePath for an fsspec URL
     progress = progress or SilentProgress()
     text = backbones if isinstance(backbones, str) else ",".join(backbones)
     names = parse_backbones(text, task)  # before any work: unknown names, mixed modalities

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..backbones import DEFAULT_AUDIO_BACKBONES, DEFAULT_IMAGE_BACKBONE
+from ..data.sources import data_root
 from ..errors import EdgemakerError
 from ..progress import Progress, SilentProgress
 from ..tasks.options import ClassifierOptions
@@ -69,7 +70,7 @@ def run_curve(data_dir: str | Path, per_class: str = "10,30,100,300,all", out_di
     from ..tasks.classifier import Classifier
 
     start = time.perf_counter()
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir, out_dir = data_root(data_dir), Path(out_dir)  # a local Path, or a RemotePath for an fsspec URL
     progress = progress or SilentProgress()
     sizes = parse_sizes(per_class)
     run_seeds = seeds(seed, repeats)

@@ -21,7 +21,9 @@ th{background:#f3f3f3}td.num,th.num{text-align:right}p.note{color:#555;font-size
 
 def check_out(data_dir: Path, out_dir: Path) -> Path:
     """--out must be a folder outside the data folder (which is only read)."""
-    data, out = Path(data_dir).resolve(), Path(out_dir).resolve()
+    from ..data.sources import data_root
+
+    data, out = data_root(data_dir).resolve(), Path(out_dir).resolve()
     if out == data or data in out.parents:
         raise EdgemakerError(f"--out {out_dir}: is inside the data folder {data_dir}, which is never written; "
                              "choose a folder outside it")

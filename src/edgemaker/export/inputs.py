@@ -35,13 +35,15 @@ class PreparedInputs:
 
     def files(self, paths: Sequence[Path], metadata: dict) -> list[np.ndarray]:
         """Each file's model inputs (1 image, or a clip's windows), decoded in threads the first time."""
+        from ..data.sources import as_path  # files in an fsspec store stay URLs
+
         key = recipe_key(metadata)
-        missing = list(dict.fromkeys(Path(p) for p in paths if (key, Path(p)) not in self._files))
+        missing = list(dict.fromkeys(as_path(p) for p in paths if (key, as_path(p)) not in self._files))
         if missing:
             with ThreadPoolExecutor(self._workers) as pool:
                 for path, x in zip(missing, pool.map(lambda p: prepare_windows(p, metadata), missing)):
                     self._files[(key, path)] = x
-        return [self._files[(key, Path(p))] for p in paths]
+        return [self._files[(key, as_path(p))] for p in paths]
 
     def calibration(self, quantization: Quantization, metadata: dict) -> list[np.ndarray]:
         """At most `quantization.max_samples` inputs, spread evenly over the representative files and,

@@ -32,7 +32,9 @@ class Quantization:
                 raise ValueError("int8 quantization needs representative samples (training images) to calibrate on")
             if self.max_samples < 1:
                 raise ValueError("max_samples must be at least 1")
-            missing = [p for p in self.representative if not Path(p).is_file()]
+            from ..data.sources import is_url
+
+            missing = [p for p in self.representative if not is_url(p) and not Path(p).is_file()]
             if missing:
                 raise ValueError(f"representative sample not found: {missing[0]}")
         elif self.representative:
@@ -46,7 +48,9 @@ class Quantization:
     def for_int8(cls, representative: Sequence[str | Path], max_samples: int = 200, per_channel: bool = True,
                  ranges: Ranges = "minmax") -> Quantization:
         """Full int8 (weights and activations), calibrated on `representative` files."""
-        return cls("int8", tuple(Path(p) for p in representative), max_samples, per_channel, ranges)
+        from ..data.sources import as_path
+
+        return cls("int8", tuple(as_path(p) for p in representative), max_samples, per_channel, ranges)
 
     @classmethod
     def for_dynamic(cls) -> Quantization:

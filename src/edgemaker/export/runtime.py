@@ -29,12 +29,16 @@ def _audio_input(spec: dict) -> AudioInput:
 def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndarray:
     """A file -> the model inputs for it: (1, S, S, 3) uint8 for an image; (W, samples) float32
     waveform windows, or (W, frames, mels) log-mel windows, for a sound. Bad files raise EdgemakerError."""
+    from ..data.remote import RemotePath
+
     spec = metadata["input"]
-    if not Path(path).is_file():  # said plainly, before a decoder words it as a format problem
-        raise EdgemakerError(f"{path}: file not found; check the path")
+    if not isinstance(path, RemotePath):  # a file in an fsspec store (data/remote.py) stays a URL
+        path = Path(path)
+        if not path.is_file():  # said plainly, before a decoder words it as a format problem
+            raise EdgemakerError(f"{path}: file not found; check the path")
     try:
         if spec["kind"] == "image":
-            return load_for_model(Path(path).read_bytes(), _image_input(spec))[None]
+            return load_for_model(path.read_bytes(), _image_input(spec))[None]
         from ..backbones.audio_backbones import FRONTENDS
         from ..data.audio import AudioDecodeError, SilenceOptions, clip_windows
 
@@ -42,7 +46,7 @@ def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndar
         options = SilenceOptions(enabled=silence and threshold is not None,
                                  threshold_db=threshold if threshold is not None else -60.0)
         try:
-            windows = np.stack(list(clip_windows(Path(path), _audio_input(spec), options)))
+            windows = np.stack(list(clip_windows(path, _audio_input(spec), options)))
         except AudioDecodeError as exc:
             raise EdgemakerError(f"{path}: {exc}") from None
         if spec["kind"] == "logmel":

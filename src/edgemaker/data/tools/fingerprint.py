@@ -42,7 +42,9 @@ def image_fingerprint(path: Path) -> dict:
 
     from ..images import decode_image
 
-    data = Path(path).read_bytes()
+    from ..sources import read_bytes
+
+    data = read_bytes(path)
     with Image.open(io.BytesIO(data)) as head:
         info = {"format": head.format or "?", "width": head.width, "height": head.height, "mode": head.mode}
     gray = decode_image(data, min_side=64).convert("L")

@@ -49,7 +49,9 @@ class _Media:
 
 def render(result: dict, text: str) -> str:
     """The page: the text summary, then one section per kind of problem with the files shown."""
-    media = _Media(Path(result["root"]), result["modality"])
+    from ..sources import data_root
+
+    media = _Media(data_root(result["root"]), result["modality"])  # a folder or an fsspec URL
     p = result["problems"]
     parts = [f"<h1>Data inspection: {html.escape(result['root'])}</h1>",
              f"<pre>{html.escape(text)}</pre>"]

@@ -60,7 +60,7 @@ def inspect_folder(root: Path, task: str | None = None, progress: Progress | Non
                    tiny: int = TINY_CLASS, near_bits: int | None = None, workers: int | None = None) -> dict:
     """Everything `data inspect` reports, as a JSON-ready dict (paths relative to `root`)."""
     progress = progress or SilentProgress()
-    report = load(Path(root), task, progress)
+    report = load(root, task, progress)  # a folder or an fsspec URL (data/sources.py)
     r = lambda p: rel(report, p)  # noqa: E731
     modality = report.modality
     samples = report.samples

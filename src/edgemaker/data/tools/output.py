@@ -17,7 +17,9 @@ from ...errors import EdgemakerError
 
 def check_out(source: Path, out: Path, option: str = "--out", must_be_new: bool = True) -> Path:
     """Refuse an output inside the source (it would be written) or an existing, non-empty NEW."""
-    src, dst = Path(source).resolve(), Path(out).resolve()
+    from ..sources import data_root
+
+    src, dst = data_root(source).resolve(), Path(out).resolve()
     if dst == src or src in dst.parents:
         raise EdgemakerError(f"{option} {out}: is inside the data folder {source}, which is never written; "
                              "choose a folder outside it")
