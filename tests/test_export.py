@@ -268,6 +268,8 @@ def test_the_int8_route_is_chosen_on_validation(trained, tmp_path):
     rolled_proba = ExportedModel(tmp_path / "float.onnx").predict_files(paths)[:, np.roll(np.arange(3), 1)]
     record, kept = build("rolled", rolled_proba)
     assert record["route"]["chosen"] == "rolled head" and kept.metadata.get("planted") is True
+    if record["route"]["candidates"][0]["val_agreement"] == 1.0:  # full agreement ends the search
+        assert record["route"]["not_tried"] == ["all int8"] and len(record["route"]["candidates"]) == 1
     assert kept.metadata["int8_route"]["keep_float"] == ["first_conv"]
     assert not list(tmp_path.glob(".*"))  # no candidate file left behind
     # "keep_float" leaves exactly the backbone's first convolution in float

@@ -226,8 +226,13 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
             aware = c.get("int8_aware_val_accuracy")
             return (f"(validation: float {c['float_val_accuracy']:.4f}, plain post-training {c['plain_val_accuracy']:.4f}"
                     + (f", head fitted on the int8 backbone {aware:.4f}" if aware is not None else "") + f": {c['why']}"
-                    + (f"; quantization route '{c['route']['chosen']}', the closest to float on validation of "
-                       f"{len(c['route']['candidates'])}" if c.get("route") else "") + ")")
+                    + (route_said(c["route"]) if c.get("route") else "") + ")")
+
+        def route_said(r: dict) -> str:
+            if r.get("not_tried"):
+                return (f"; quantization route '{r['chosen']}': it answers as the float model on every validation "
+                        f"sample, so {', '.join(r['not_tried'])} was not tried")
+            return f"; quantization route '{r['chosen']}', the closest to float on validation of {len(r['candidates'])}"
 
         out.append("<p>Int8 head, kept by validation accuracy (ties: plain): " + "; ".join(
             f"{_e(runtime)}-int8 " + (f"kept <b>{_e(c['kept'])}</b>" if c.get("kept") else "<b>refused</b>") +

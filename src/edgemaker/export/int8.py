@@ -76,7 +76,9 @@ def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target
     """Quantize by each of the exporter's route variants, score each file on validation against the
     float model, keep the best at `target`: most samples answered as the float model does, then the
     most right, then the closest probabilities (mean total-variation distance to float, sample level),
-    then the earlier variant. Test never takes part. Returns (the kept route, the record, its evaluation)."""
+    then the earlier variant; a variant that answers as the float model on every validation sample ends
+    the search (the later ones are not built). Test never takes part. Returns (the kept route, the
+    record, its evaluation)."""
     float_eval = validation.float_eval(model.classes)
     scored = []
     asides = [target.with_name(f".{target.stem}-route{i}{target.suffix}") for i in range(len(exporter.int8_routes))]
@@ -92,6 +94,8 @@ def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target
                            "val_agreement": round(ev.agreement(float_eval), 4),
                            "val_probability_error": round(error, 5), "seconds": round(seconds, 1),
                            "_eval": ev, "_key": (ev.agreement(float_eval), ev.accuracy, -error, -i)})
+            if ev.agreement(float_eval) == 1.0:  # nothing left to win but the probability error: stop
+                break
         best = max(scored, key=lambda r: r["_key"])
         if best["path"] != target:
             exporter.replace(best["path"], target)
@@ -100,6 +104,8 @@ def choose_route(exporter: Exporter, model: FloatModel, float_file: Path, target
             exporter.remove(path)
     record = {"chosen": best["name"], "candidates": [
         {k: v for k, v in r.items() if k not in ("path", "_key", "_eval", "route")} for r in scored]}
+    if len(scored) < len(exporter.int8_routes):
+        record["not_tried"] = [name for name, _ in exporter.int8_routes[len(scored):]]
     return best["route"], record, best["_eval"]
 
 
@@ -121,7 +127,7 @@ def build_int8(exporter: Exporter, model: FloatModel, frontend: bool, float_file
     record = {"float_val_accuracy": round(float_eval.accuracy, 4), "plain_val_accuracy": round(plain, 4),
               "plain_val_agreement": round(agreement, 4), "plain_vs_float": vs.to_dict(),
               "int8_aware_val_accuracy": None, "kept": "plain"}
-    if len(route_record["candidates"]) > 1:
+    if len(exporter.int8_routes) > 1:
         record["route"] = route_record
     # Disagreement counts only when it is sure to exceed the bound (95% interval), not one flip in 6.
     n = len(validation.paths)
