@@ -3,7 +3,6 @@ real socket, with Chromium's fake webcam and microphone. Screenshots land in bui
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
