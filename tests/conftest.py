@@ -144,6 +144,24 @@ def outlier_calibration_set(root: Path, n: int = 5) -> list[Path]:
     return paths
 
 
+def make_tone_folder(root: Path, per_class: int = 8, seed: int = 0, loudness: tuple[float, float] | None = None) -> Path:
+    """Three classes of noisy tones (220 / 880 / 3000 Hz), 1-2 s mono at 16 kHz: easy sounds, so a
+    learner above chance (1/3) is learning. `loudness`: a range to draw each clip's amplitude from
+    (default a fixed 0.3)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    rate = 16000
+    for label, freq in (("low", 220.0), ("mid", 880.0), ("high", 3000.0)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            t = np.arange(int(rate * rng.uniform(1.0, 2.0))) / rate
+            amplitude = 0.3 if loudness is None else rng.uniform(*loudness)
+            x = amplitude * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + rng.normal(0, 0.01, len(t))
+            sf.write(root / label / f"{label}_{i}.wav", x.astype(np.float32), rate)
+    return root
+
+
 def make_tiny_digit_folder(root: Path, per_class: int = 60, seed: int = 0) -> Path:
     """8x8 grayscale digits (the size of old scanner digit sets): each drawn with Pillow's bitmap font
     at a random offset on a 16x16 canvas, shrunk to 8x8, with a little noise."""

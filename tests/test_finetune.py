@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_image_folder
-from test_snippets import tone_folder
+from conftest import make_image_folder, make_tone_folder
 from test_cli import assert_one_line_error, edgemaker
 from edgemaker.backbones import get_builder, get_spec
 from edgemaker.backbones.weights import load_state_dict, resolve_weights
@@ -187,7 +186,7 @@ def _sound_options(cache: Path, **ft) -> ClassifierOptions:
 @pytest.fixture(scope="module")
 def sound_setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("finetune-sound")
-    folder = tone_folder(base / "data", per_class=5)
+    folder = make_tone_folder(base / "data", per_class=5, seed=1)
     return base, make_splits(validate_folder(folder), SplitOptions(train=0.5, val=0.3, test=0.2, seed=0))
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-from conftest import make_image_folder
+from conftest import make_image_folder, make_tone_folder
 
 from edgemaker.backbones import DEFAULT_AUDIO_BACKBONES, small_cnn_mel
 from edgemaker.backbones.frontends import SMALL_LOGMEL
@@ -24,21 +23,9 @@ from edgemaker.tasks.options import (
 )
 
 
-def tone_folder(root: Path, per_class: int = 8) -> Path:
-    """Three classes of noisy tones, 1-2 s at 16 kHz (easy: a learner above chance is learning)."""
-    rng = np.random.default_rng(3)
-    for label, freq in (("low", 220.0), ("mid", 880.0), ("high", 3000.0)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            t = np.arange(int(16000 * rng.uniform(1.0, 2.0))) / 16000
-            x = rng.uniform(0.1, 0.5) * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + rng.normal(0, 0.01, len(t))
-            sf.write(root / label / f"{label}_{i}.wav", x.astype(np.float32), 16000)
-    return root
-
-
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory) -> Path:
-    return tone_folder(tmp_path_factory.mktemp("sndcnn") / "tones")
+    return make_tone_folder(tmp_path_factory.mktemp("sndcnn") / "tones", seed=3, loudness=(0.1, 0.5))
 
 
 @pytest.fixture(scope="module")

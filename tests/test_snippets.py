@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SHARED_DATA, make_image_folder, pattern_image
+from conftest import SHARED_DATA, make_image_folder, make_tone_folder, pattern_image
 from PIL import Image
 
 from edgemaker.export import snippets as sn
@@ -199,23 +199,11 @@ def test_command_line_prints_the_snippets_of_a_file(image_run, tmp_path, capsys)
 
 # -- sounds ---------------------------------------------------------------------------------------
 
-def tone_folder(root: Path, per_class: int = 6) -> Path:
-    rng = np.random.default_rng(1)
-    rate = 16000
-    for label, freq in (("low", 220.0), ("mid", 880.0), ("high", 3000.0)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            t = np.arange(int(rate * rng.uniform(1.0, 2.0))) / rate
-            x = 0.3 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + rng.normal(0, 0.01, len(t))
-            sf.write(root / label / f"{label}_{i}.wav", x.astype(np.float32), rate)
-    return root
-
-
 @pytest.fixture(scope="module")
 def audio_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("snippets-audio")
     out = root / "run"
-    train_run(tone_folder(root / "data"), out,
+    train_run(make_tone_folder(root / "data", per_class=6, seed=1), out,
               ClassifierOptions(model=ModelOptions(backbone="efficientnet_lite0_mel"), **FAST),
               formats=("onnx-int8", "onnx-fp32-nofrontend", "tflite-int8"))
     return out

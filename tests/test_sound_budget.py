@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
+from conftest import make_tone_folder
 
 from edgemaker.backbones import sound_trunks
 from edgemaker.data.splits import SplitOptions, make_splits
@@ -16,22 +16,9 @@ from edgemaker.tasks import budget_search
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
 
 
-def tone_folder(root, per_class: int = 8, seed: int = 0):
-    """Three pitches, 1-2 s mono clips at 16 kHz with a little noise."""
-    rng = np.random.default_rng(seed)
-    rate = 16000
-    for label, freq in (("low", 220.0), ("mid", 880.0), ("high", 3000.0)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            t = np.arange(int(rate * rng.uniform(1.0, 2.0))) / rate
-            x = 0.3 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + rng.normal(0, 0.01, len(t))
-            sf.write(root / label / f"{label}_{i}.wav", x.astype(np.float32), rate)
-    return root
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return tone_folder(tmp_path_factory.mktemp("sound-budget") / "data")
+    return make_tone_folder(tmp_path_factory.mktemp("sound-budget") / "data")
 
 
 @pytest.fixture

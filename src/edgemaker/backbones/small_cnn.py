@@ -43,8 +43,9 @@ def parameter_count(width: int, channels: int = 3) -> int:
     return total + c * (4 * width) + 4 * width
 
 
-def make_network(size: int, width: int = DEFAULT_WIDTH, grayscale: bool = False):
-    """The trainable network: float NCHW (x - mean) / std -> (N, 4 * width) features."""
+def conv_blocks(chans: tuple[int, ...], pools: list[bool]):
+    """nn.Sequential of conv 3x3 / BatchNorm / ReLU (/ 2x2 max-pool) blocks, chans[i] -> chans[i + 1]:
+    the body of small_cnn and of small_cnn_mel (the same state-dict keys: blocks.N.conv, blocks.N.bn)."""
     import torch
     from torch import nn
 
@@ -58,12 +59,20 @@ def make_network(size: int, width: int = DEFAULT_WIDTH, grayscale: bool = False)
         def forward(self, x):
             return self.pool(torch.relu(self.bn(self.conv(x))))
 
+    return nn.Sequential(*(Block(a, b, p) for a, b, p in zip(chans, chans[1:], pools)))
+
+
+def make_network(size: int, width: int = DEFAULT_WIDTH, grayscale: bool = False):
+    """The trainable network: float NCHW (x - mean) / std -> (N, 4 * width) features."""
+    import torch
+    from torch import nn
+
     class SmallCNN(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.grayscale = grayscale  # the RGB input is averaged to one channel in the graph
             chans = (1 if grayscale else 3,) + widths(width)
-            self.blocks = nn.Sequential(*(Block(a, b, p) for a, b, p in zip(chans, chans[1:], pooled(size, 4))))
+            self.blocks = conv_blocks(chans, pooled(size, 4))
             self.dense = nn.Linear(chans[-1], 4 * width)
 
         def forward(self, x):

@@ -18,7 +18,7 @@ from pathlib import Path
 from .audio_backbones import _windows, _with_frontend
 from .frontends import SMALL_LOGMEL
 from .registry import register_backbone
-from .small_cnn import DEFAULT_WIDTH, widths
+from .small_cnn import DEFAULT_WIDTH, conv_blocks, widths
 from .spec import BackboneSpec, WeightsSource
 from .weights import load_state_dict
 
@@ -50,22 +50,12 @@ def make_network(width: int = DEFAULT_WIDTH):
     import torch
     from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, pool: bool) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-            self.bn = nn.BatchNorm2d(cout)
-            self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
-
-        def forward(self, x):
-            return self.pool(torch.relu(self.bn(self.conv(x))))
-
     class MelCNN(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             chans = (1,) + widths(width)
             pools = pooled(FRAMES, SMALL_LOGMEL.n_mels, 4)
-            self.blocks = nn.Sequential(*(Block(a, b, p) for a, b, p in zip(chans, chans[1:], pools)))
+            self.blocks = conv_blocks(chans, pools)
             self.dense = nn.Linear(chans[-1], 4 * width)
 
         def forward(self, mel):
