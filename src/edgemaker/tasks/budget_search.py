@@ -194,7 +194,6 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     how many of the best fitting truncated image candidates get their trunk fine-tuned (default:
     budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none)."""
     from ..features.depths import extract_all_depths
-
     from . import budget_finetune
     from .options import FineTuneOptions
 
@@ -276,10 +275,9 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     else:  # the winner again with the full head-settings selection (its features are cached)
         clf = cls.create(train, validation, replace(options, model=replace(
             options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
-    n_tune = finalists
-    if n_tune:  # accuracy for no bytes: the finalists' trunks trained on this data
+    if finalists:  # accuracy for no bytes: the finalists' trunks trained on this data
         clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
-                                                        cache, n_tune)
+                                                        cache, finalists)
         if record.fine_tune["kept"]:
             record.winner = record.fine_tune["kept"]
             record.why += (f"; then {record.winner} with its last blocks fine-tuned on this data: validation "
