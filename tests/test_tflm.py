@@ -73,6 +73,25 @@ def test_tflm_agrees_with_litert_and_measures_the_arena(small):
 
 
 @needs_tflm
+def test_a_disagreement_is_checked_against_litert_reference_kernels(small, monkeypatch):
+    """Where TFLM and LiteRT differ, LiteRT's reference kernels (TFLM's arithmetic) say whether the
+    file's int8 rounding decides those samples (they answer as TFLM) or TFLM does something else
+    (planted here: TFLM's answers rolled by one class, which no kernel reproduces)."""
+    splits, path = small
+    real = tflm.TFLMModel.predict_proba
+    monkeypatch.setattr(tflm.TFLMModel, "predict_proba", lambda self, batch: np.roll(real(self, batch), 1, axis=1))
+    check = getattr(tflm.check, "__wrapped__", tflm.check)  # not counted by the suite's agreement goal
+    result = check(load_exported(path), [s.path for s in splits.test], max_samples=4)
+    assert result.agreement_with_litert == 0.0 and len(result.disagreements) == result.samples
+    assert result.reference_kernels_side_with_tflm == 0
+    entry = {"format": "tflite-int8", "path": path.name, "tflm": result.to_dict()}
+    [line] = tflm.warnings([entry])
+    assert f"reference kernels answer as TFLM on 0 of those {result.samples}" in line and "not a TFLM fault" not in line
+    entry["tflm"]["reference_kernels_side_with_tflm"] = result.samples  # every one: the rounding decides
+    assert "not a TFLM fault" in tflm.warnings([entry])[0]
+
+
+@needs_tflm
 def test_an_operator_tflm_lacks_is_named_in_one_line(small, tmp_path):
     import flatbuffers
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb

@@ -365,7 +365,10 @@ def _tflm(exports: list[dict]) -> list[str]:
                     f"tensor arena <b>{_mb(t['arena_bytes'])}</b> measured: {_mb(t.get('arena_planned_bytes') or 0)} "
                     f"of activations (liveness estimate {_mb(t['estimate_bytes']) if t.get('estimate_bytes') else '–'}) "
                     f"+ {_mb(t.get('arena_persistent_bytes') or 0)} persistent; {t['ms_per_inference']:.0f} ms "
-                    "per inference with TFLM's reference kernels on this machine")
+                    "per inference with TFLM's reference kernels on this machine"
+                    + (f"; where it differs, LiteRT's own reference kernels answer as TFLM on "
+                       f"{t['reference_kernels_side_with_tflm']} of {len(t['disagreements'])}"
+                       if t.get("reference_kernels_side_with_tflm") is not None else ""))
     return ["<h3>TensorFlow Lite Micro</h3><p>Each full-int8 .tflite was run in the TensorFlow Lite Micro interpreter, "
             "the runtime of microcontrollers; device budgets use its measured arena.</p><ul>"
             + "".join(f"<li>{s}</li>" for s in said) + "</ul>"]
