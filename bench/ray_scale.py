@@ -232,12 +232,7 @@ def big(tmp: Path, sizes: list[int]) -> dict:
     for n in sizes:
         folder = source if n == max(sizes) else _linked(source, tmp / f"link-{n}", n)
         for kind in ("local", "ray"):
-            env = {**os.environ, "PYTHONPATH": str(SRC), **RAY_ENV}
-            res = subprocess.run([sys.executable, __file__, "_big", str(folder), kind], env=env,
-                                 capture_output=True, text=True, timeout=3600)
-            if res.returncode:
-                raise SystemExit(f"big {n} {kind} failed: {res.stderr[-2000:]}")
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row = _child("_big", folder, kind, f"big {n} {kind}")
             out.setdefault(kind, {})[n] = row
             print(f"  big {kind:<5} {n:>7} files: peak RSS {row['peak_rss_mb']:.0f} MB (after validation "
                   f"{row['peak_rss_validate_mb']:.0f}, before {row['rss_before_mb']:.0f}); validate {row['validate_s']:.1f} s, "
@@ -271,17 +266,22 @@ def rss(tmp: Path, sizes: list[int]) -> dict:
     for n in sizes:
         folder = _generated(tmp / f"gen-{n}", n)
         for kind in ("local", "ray"):
-            env = {**os.environ, "PYTHONPATH": str(SRC), **RAY_ENV}
-            res = subprocess.run([sys.executable, __file__, "_validate", str(folder), kind], env=env,
-                                 capture_output=True, text=True, timeout=3600)
-            if res.returncode:
-                raise SystemExit(f"validate {n} {kind} failed: {res.stderr[-2000:]}")
-            row = json.loads(res.stdout.strip().splitlines()[-1])
+            row = _child("_validate", folder, kind, f"validate {n} {kind}")
             out.setdefault(kind, {})[n] = row
             print(f"  rss {kind:<5} {n:>7} files: peak {row['peak_rss_mb']:.0f} MB "
                   f"(before validation {row['rss_before_mb']:.0f} MB), {row['seconds']:.1f} s", flush=True)
     growth = {k: round(v[max(sizes)]["peak_rss_mb"] - v[min(sizes)]["peak_rss_mb"], 1) for k, v in out.items()}
     return {"rss_driver": out, "rss_growth_mb": growth}
+
+
+def _child(mode: str, folder: Path, kind: str, what: str) -> dict:
+    """One measurement in a fresh process (its peak RSS is its own): the JSON row it prints last."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), **RAY_ENV}
+    res = subprocess.run([sys.executable, __file__, mode, str(folder), kind], env=env, capture_output=True, text=True,
+                         timeout=3600)
+    if res.returncode:
+        raise SystemExit(f"{what} failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
