@@ -23,8 +23,10 @@ def data_root(data: str | os.PathLike[str]):
     any other fsspec URL (the filesystem's package must be installed: else a one-line error)."""
     from .remote import RemotePath
 
-    if isinstance(data, RemotePath) or not is_url(data) or str(data).startswith("file://"):
-        return data if isinstance(data, RemotePath) else local_path(data)
+    if isinstance(data, RemotePath):
+        return data
+    if not is_url(data) or str(data).startswith("file://"):
+        return local_path(data)
     fsspec_filesystem(str(data))  # the package is there, or say which to install
     return RemotePath(str(data))
 
@@ -70,7 +72,7 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         path = str(path)
         if path.startswith("file://"):
             return local_path(path).read_bytes()
-        fs, inner = fsspec_filesystem(str(path))
+        fs, inner = fsspec_filesystem(path)
         try:
             return fs.cat_file(inner)
         except OSError:
