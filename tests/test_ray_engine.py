@@ -135,3 +135,19 @@ def test_caltech_dev10_on_two_nodes_matches_local(cluster, tmp_path):
     assert run.returncode == 0, err[-2000:]
     assert "on 2 nodes" in err
     assert_same_run(json.loads((out / "metrics.json").read_text()), out, cache, local_run)
+
+
+def test_sound_clips_on_two_nodes_match_local(cluster, tmp_path):
+    """Sound clips, several windows each, prepared by the actors on both nodes: the local engine's split,
+    window embeddings (1e-5) and accuracy."""
+    from conftest import make_tone_folder
+
+    data = make_tone_folder(tmp_path / "tones", per_class=14)
+    options = ClassifierOptions(cache_dir=tmp_path / "local" / "cache", threads=1, augmentation=AugmentationOptions(views=1))
+    local_run = (train_run(data, tmp_path / "local" / "out", options, formats=FORMATS), tmp_path / "local")
+    cache, out = tmp_path / "ray" / "cache", tmp_path / "ray" / "out"
+    run = _cli(_args(data, out, cache, cluster, local_run), {**cluster.env, "PYTHONPATH": SRC})
+    _, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+    assert "windows embedded by 2 Ray actors (1 CPUs each) on 2 nodes" in err, err[-2000:]
+    assert_same_run(json.loads((out / "metrics.json").read_text()), out, cache, local_run)

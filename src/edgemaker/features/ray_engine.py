@@ -62,7 +62,7 @@ def _verdict_batch(batch: dict, modality: str) -> dict:
 
 @dataclass(frozen=True)
 class _Prep:
-    """What a preparation task needs besides the sample: shipped once per task, not per row."""
+    """What preparing a sample needs besides the sample: shipped once per actor, not per row."""
 
     spec: object  # BackboneSpec
     augmentation: object
@@ -171,7 +171,9 @@ class RayEngine:
                 if self.options.address:
                     ray.init(address=self.options.address, **kwargs)
                 else:
-                    ray.init(**{"_system_config": {"num_workers_soft_limit": local_worker_limit(kwargs)}, **kwargs})
+                    if not os.environ.get("RAY_ADDRESS"):  # else ray.init joins that cluster: no system config
+                        kwargs = {"_system_config": {"num_workers_soft_limit": local_worker_limit(kwargs)}, **kwargs}
+                    ray.init(**kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.options.address or "a local Ray instance"
                 raise EdgemakerError(f"--ray-address {where}: cannot connect to Ray "
