@@ -354,7 +354,7 @@ def ray_section() -> dict:
                 os.environ["EDGEMAKER_CACHE_DIR"] = saved
     print(f"{'ray_overhead_ratio':<22}{out['ray_overhead_ratio']:>10.3f}   Ray engine, 1 actor x 2 CPUs "
           f"{out['ray_1x2_run_windows_s']:.1f} windows/s vs local {out['local_run_windows_s']:.1f} on "
-          f"{out['overhead_data']} (goal >= 0.85)")
+          f"{out['overhead_data']} (goal >= 0.85); a run that starts its own Ray: {out['ray_cold_run_ratio']:.3f}")
     print(f"{'ray_scaling':<22}{out['scaling_per_extra_actor']:>10.3f}   steady throughput gained per extra 1-CPU "
           f"actor / 1 actor: " + ", ".join(f"{k} actor(s) {v['steady_img_s']:.1f} img/s"
                                           for k, v in out["scaling_by_actors"].items()))
