@@ -116,10 +116,9 @@ def test_two_node_cluster_matches_local_and_resumes_after_kill(cluster, data, lo
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("EDGEMAKER_RUN_SLOW") != "1", reason="minutes on 2 cores; EDGEMAKER_RUN_SLOW=1 runs it")
 def test_caltech_dev10_on_two_nodes_matches_local(cluster, tmp_path):
     """caltech-dev10 (real photos, 10 classes) through the two-node cluster: the same split, embeddings
-    within 1e-5 and the same test accuracy as the local engine (minutes on 2 cores: marked slow)."""
+    within 1e-5 and the same test accuracy as the local engine (about a minute on 2 cores)."""
     from conftest import shared_data
 
     data = shared_data("caltech-dev10")
