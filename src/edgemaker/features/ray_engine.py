@@ -258,7 +258,7 @@ class RayEngine:
         side = backbone.spec.image.size if backbone.spec.image else 224
         scale = max(1, min(64, (224 * 224) // (side * side)))
         per_call = batch_size * scale if backbone.spec.image else max(1, batch_size // 4)
-        per_call = min(per_call, -(-len(todo) // (4 * actors)))  # a few samples: every actor gets some
+        per_call = max(1, min(per_call, -(-len(todo) // (4 * actors))))  # a few samples: every actor gets some
         ds = self._items(rows, per_call, multiple=per_call)
         del rows  # in the object store now
         prep = _Prep(backbone.spec, augmentation, silence)
