@@ -184,6 +184,16 @@ def test_train_evaluate_validate_on_a_memory_url_match_the_local_folder(local_ru
                  for src in (str(data), url)]
     assert inspected[1].pop("root") == url and {**inspected[0], "root": None} == {**inspected[1], "root": None}
 
+    files = ["stripes/stripes_00.png", "blobs/blobs_01.png"]
+    predicted = [json.loads(CliRunner().invoke(cli, ["predict", model, *(f"{root}/{f}" for f in files), "--json"],
+                                               catch_exceptions=False).stdout)["predictions"] for root in (data, url)]
+    assert [p["file"] for p in predicted[1]] == [f"{url}/{f}" for f in files]
+    assert [p["top"] for p in predicted[1]] == [p["top"] for p in predicted[0]]
+    missing = CliRunner().invoke(cli, ["predict", model, f"{url}/blobs/gone.png", f"{url}/{files[0]}"])
+    assert missing.exit_code == 1 and missing.stderr.count("error: ") == 1, missing.output
+    assert f"{url}/blobs/gone.png: file not found; check the URL" in missing.stderr and "Traceback" not in missing.output
+    assert missing.stdout.startswith(f"{url}/{files[0]}: ")
+
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["edgemaker", *args])

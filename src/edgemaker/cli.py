@@ -205,13 +205,15 @@ def _fine_tune_options(text: str | None, epochs: int | None):
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True)  # paths or fsspec URLs (data/sources.py)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--windows", is_flag=True, help="Sounds: also the top label of every window, with its start time.")
 @click.option("--json", "as_json", is_flag=True)
-def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_json: bool) -> None:
-    """Classify FILES with an exported MODEL file (labels travel inside it). A sound's result is
-    the mean over its windows, so long recordings work as they are."""
+def predict(model: Path, files: tuple[str, ...], top_k: int, windows: bool, as_json: bool) -> None:
+    """Classify FILES (paths, or URLs such as s3://bucket/cat.jpg with that store's fsspec package) with
+    an exported MODEL file (labels travel inside it). A sound's result is the mean over its windows,
+    so long recordings work as they are."""
+    from .data.sources import data_root, is_url
     from .export.runtime import load_exported
 
     m = load_exported(model)
@@ -221,16 +223,19 @@ def predict(model: Path, files: tuple[Path, ...], top_k: int, windows: bool, as_
         order = proba.argsort()[::-1][:top_k]
         return [{"label": m.labels[i], "probability": round(float(proba[i]), 4)} for i in order]
 
-    for path in files:
+    for name in files:
         try:
-            result = {"file": str(path), "top": top(m.predict_files([path])[0])}
+            path = data_root(name)  # a local Path, or a RemotePath (one line if its package is missing)
+            if is_url(path) and not path.is_file():  # (a local path is checked where it is read)
+                raise EdgemakerError(f"{name}: file not found; check the URL")
+            result = {"file": name, "top": top(m.predict_files([path])[0])}
             if windows and m.modality == "audio":
                 starts, proba = m.window_probabilities(path)
                 result["windows"] = [{"start_s": round(float(t), 3), "label": m.labels[int(p.argmax())],
                                       "probability": round(float(p.max()), 4)} for t, p in zip(starts, proba)]
         except EdgemakerError as exc:
             failed += 1
-            results.append({"file": str(path), "error": str(exc)})
+            results.append({"file": name, "error": str(exc)})
             click.echo(f"error: {exc}", err=True)
             continue
         results.append(result)
