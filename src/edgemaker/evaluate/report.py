@@ -367,7 +367,7 @@ def _tflm(exports: list[dict]) -> list[str]:
                     f"+ {_mb(t.get('arena_persistent_bytes') or 0)} persistent; {t['ms_per_inference']:.0f} ms "
                     "per inference with TFLM's reference kernels on this machine"
                     + (f"; where it differs, LiteRT's own reference kernels answer as TFLM on "
-                       f"{t['reference_kernels_side_with_tflm']} of {round(t['samples'] * (1 - t['agreement_with_litert']))}"
+                       f"{t['reference_kernels_side_with_tflm']} of {t['differing']}"
                        if t.get("reference_kernels_side_with_tflm") is not None else ""))
     return ["<h3>TensorFlow Lite Micro</h3><p>Each full-int8 .tflite was run in the TensorFlow Lite Micro interpreter, "
             "the runtime of microcontrollers; device budgets use its measured arena.</p><ul>"

@@ -206,7 +206,8 @@ class TFLMCheck:
     arena_planned_bytes: int | None = None  # TFLM's planned activations (compare with the estimate) ...
     arena_persistent_bytes: int | None = None  # ... and its persistent data (quantization parameters, op data)
     ms_per_inference: float | None = None
-    disagreements: list[str] = field(default_factory=list)
+    disagreements: list[str] = field(default_factory=list)  # the first 10 names ...
+    differing: int | None = None  # ... of this many samples where TFLM and LiteRT differ
     # Of the samples where TFLM and LiteRT differ, how many LiteRT's own reference kernels (the
     # arithmetic TFLM's kernels follow) answer as TFLM does: all of them means the file's int8
     # rounding decides those near-tie samples, not a fault of TFLM.
@@ -243,7 +244,7 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
     except TFLMUnsupported as exc:
         return TFLMCheck("unsupported", str(exc), of=len(paths), estimate_bytes=estimate_bytes)
     chosen = spread(list(paths), sample_count(macs, max_samples, min(MIN_SAMPLES, max_samples)))
-    same, diff, wrong, seconds, differing = 0, 0.0, [], 0.0, []
+    same, diff, wrong, seconds, inputs = 0, 0.0, [], 0.0, []
     for path in chosen:
         windows = litert.prepare(path)
         x = windows[len(windows) // 2 :][:1]
@@ -260,11 +261,11 @@ def check(litert: ModelFile, paths: Sequence[Path], max_samples: int = MAX_SAMPL
             same += 1
         else:
             wrong.append(Path(path).name)
-            differing.append((x, int(b.argmax())))
+            inputs.append((x, int(b.argmax())))
     return TFLMCheck("ok", None, len(chosen), len(paths), round(same / len(chosen), 4) if chosen else None,
                      round(diff, 6), micro.arena_bytes, estimate_bytes, micro.allocations.get("head"),
                      micro.allocations.get("tail"), round(1000 * seconds / len(chosen), 1) if chosen else None,
-                     wrong[:10], reference_side(litert.path, differing) if differing else None)
+                     wrong[:10], len(wrong), reference_side(litert.path, inputs) if inputs else None)
 
 
 def reference_side(path: Path, differing: list[tuple[np.ndarray, int]]) -> int | None:
@@ -300,7 +301,7 @@ def warnings(exports: list[dict]) -> list[str]:
         elif t["status"] == "ok" and t["agreement_with_litert"] is not None and t["agreement_with_litert"] < AGREEMENT_GOAL:
             line = (f"{e['path']}: TensorFlow Lite Micro agrees with LiteRT on only {t['agreement_with_litert']:.1%} "
                     f"of {t['samples']} test files (differs on {', '.join(t['disagreements'][:3])})")
-            n, k = round(t["samples"] * (1 - t["agreement_with_litert"])), t.get("reference_kernels_side_with_tflm")
+            n, k = t["differing"], t.get("reference_kernels_side_with_tflm")
             if k is not None:
                 line += (f"; LiteRT's reference kernels answer as TFLM on {k} of those {n}" + (
                     f": near-tie inputs that the int8 rounding of the kernels decides (probabilities differ by at "
