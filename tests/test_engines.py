@@ -71,3 +71,26 @@ def test_local_engine_verdicts_match_validate(image_folder, tmp_path):
     assert via_engine.samples == default.samples and via_engine.skipped == default.skipped
     reasons = dict((p.name, r) for p, r in default.skipped)
     assert reasons["empty.png"] == "empty file (0 bytes)" and "broken.png" in reasons
+
+
+def test_an_address_nothing_answers_at_is_one_line_at_once(image_folder, tmp_path):
+    """ray.init would retry an unreachable cluster for minutes; the run says so before it starts."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    pytest.importorskip("ray.data", reason="the ray extra is not installed")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgemaker", "train", str(image_folder), "--out", str(tmp_path / "out"),
+                           "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, env={**os.environ}, timeout=120)
+    assert time.perf_counter() - t < 60
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert lines == [f"error: --ray-address 127.0.0.1:{port}: nothing answers there (Connection refused); check "
+                     "the address and that the cluster runs (`ray start --head` prints it)"], proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -169,6 +169,7 @@ class RayEngine:
                       **self.init_kwargs}
             try:
                 if self.options.address:
+                    check_reachable(self.options.address)
                     ray.init(address=self.options.address, **kwargs)
                 else:
                     if not os.environ.get("RAY_ADDRESS"):  # else ray.init joins that cluster: no system config
@@ -315,6 +316,22 @@ class RayEngine:
             if isinstance(cause, EdgemakerError):
                 raise type(cause)(str(cause)) from None
             raise EdgemakerError(f"ray engine failed: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}") from None
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A `host:port` (or `ray://host:port`) address that accepts no connection is one error line now:
+    ray.init retries an unreachable cluster 20 times, each try waiting for its own timeout (measured
+    here: still waiting after 4 minutes). Other forms ("auto") are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EdgemakerError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); check the "
+                             "address and that the cluster runs (`ray start --head` prints it)") from None
 
 
 def local_worker_limit(init_kwargs: dict) -> int:
