@@ -3,9 +3,10 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO := demo-data
+EXAMPLES := examples
+EDGEMAKER := $(BIN)/edgemaker
 
-.PHONY: install demo test bench clean browser constraints upgrade
+.PHONY: install demo test bench clean browser constraints upgrade docs
 
 install: $(STAMP)
 
@@ -42,15 +43,15 @@ upgrade: install
 	touch $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Real photos and sounds shipped in examples/ (licences: examples/README.md); offline.
 demo: install
-	$(BIN)/python -m edgemaker.demo $(DEMO)
-	$(BIN)/edgemaker train $(DEMO)/shapes --out demo-run
-	$(BIN)/edgemaker predict demo-run/model_int8.onnx $(DEMO)/holdout/circle/circle_000.jpg $(DEMO)/holdout/triangle/triangle_000.jpg
-	$(BIN)/edgemaker evaluate demo-run/model_int8.onnx $(DEMO)/holdout
-	$(BIN)/edgemaker train $(DEMO)/sounds --out demo-run-audio
-	$(BIN)/edgemaker predict demo-run-audio/model_int8.onnx $(DEMO)/sounds-holdout/knock/knock_000.wav --windows
-	$(BIN)/edgemaker evaluate demo-run-audio/model_int8.onnx $(DEMO)/sounds-holdout
-	@echo "Open demo-run/report.html and demo-run-audio/report.html to see the reports."
+	$(EDGEMAKER) train $(EXAMPLES)/photos --out demo-run
+	$(EDGEMAKER) predict demo-run/model_int8.onnx $(EXAMPLES)/photos-holdout/*/*.jpg
+	$(EDGEMAKER) evaluate demo-run/model_int8.onnx $(EXAMPLES)/photos-holdout
+	$(EDGEMAKER) train $(EXAMPLES)/sounds --out demo-run-audio
+	$(EDGEMAKER) predict demo-run-audio/model_int8.onnx $(EXAMPLES)/sounds/test/rooster/5-194930-A-1.ogg --windows
+	$(EDGEMAKER) evaluate demo-run-audio/model_int8.onnx $(EXAMPLES)/sounds
+	$(BIN)/python -m edgemaker.demo demo-run demo-run-audio
 
 test: install browser
 	$(BIN)/python -m pytest -q
@@ -70,4 +71,8 @@ bench: install
 	$(BIN)/python bench/probe.py --json bench-probe.json
 
 clean:
-	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json bench-probe.json .pytest_cache
+	rm -rf demo-run demo-run-audio site bench-results.json bench-probe.json .pytest_cache
+
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on any warning, as tests/test_docs.py does.
+docs: install
+	$(BIN)/mkdocs build --strict

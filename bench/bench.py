@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+import machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -43,7 +45,7 @@ def dataset(tmp: Path) -> Path:
     real = ROOT.parent / "shared" / "data" / "caltech-dev10"
     if real.is_dir():
         return real
-    from edgemaker.demo import make_dataset
+    from edgemaker.synthetic import make_dataset
 
     make_dataset(tmp / "generated", per_class=120, seed=0)
     return tmp / "generated"
@@ -192,7 +194,7 @@ def audio(tmp: Path) -> dict:
     if real.is_dir():
         data = real / "train"
     else:
-        from edgemaker.demo import make_sound_dataset
+        from edgemaker.synthetic import make_sound_dataset
 
         make_sound_dataset(tmp / "sounds", per_class=40, seed=0)
         data = tmp / "sounds"
@@ -281,7 +283,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         os.environ.setdefault("EDGEMAKER_CACHE_DIR", str(tmp / "cache"))
         data = dataset(tmp)
-        result = {"data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **finetune_epoch(data),
+        result = {"measured": machine.describe(), "data": str(data), "cpu_count": os.cpu_count(), **extraction(data), **finetune_epoch(data),
                   **runs(data, tmp), **audio(tmp), **hard_cold_run(tmp), **compare_rerun(data, tmp),
                   **all_depths(data), **serve_load()}
     goals = [("extract_ratio", ">=", 0.8), ("warm_retrain_ratio", "<=", 0.10), ("int8_size_ratio", "<=", 0.30),

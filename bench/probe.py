@@ -135,7 +135,9 @@ def main() -> None:
             extra = {k: v[k] for k in v if k not in ("val", "test", "seconds")}
             print(f"  {name:<14} val {v['val']:.3f}  test {v['test']:.3f}  {v['seconds']:6.2f} s  {extra or ''}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        from machine import describe
+
+        args.json.write_text(json.dumps({"measured": describe(), "sets": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def photos(tmp: Path) -> dict[str, list[Path]]:
     real = ROOT.parent / "shared" / "data" / "caltech-dev10"
     if real.is_dir():
         return {c: sorted((real / c).iterdir())[:PER_CLASS] for c in ("sunflower", "starfish")}
-    from edgemaker.demo import make_dataset
+    from edgemaker.synthetic import make_dataset
 
     make_dataset(tmp / "shapes", per_class=PER_CLASS, seed=0)
     return {c: sorted((tmp / "shapes" / c).iterdir())[:PER_CLASS] for c in ("circle", "square")}

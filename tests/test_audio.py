@@ -21,7 +21,7 @@ from edgemaker.backbones.weights import resolve_weights
 from edgemaker.cli import cli
 from edgemaker.data.audio import (AudioAugmentation, SilenceOptions, check_audio, clip_windows,
                                   cut_windows, probe_audio, stream_mono)
-from edgemaker.demo import make_dataset, make_sound_dataset
+from edgemaker.synthetic import make_dataset, make_sound_dataset
 from edgemaker.errors import DataError
 
 SPEC = AudioInput(sample_rate=16000, window_samples=16000, hop_samples=8000, frontend="test")

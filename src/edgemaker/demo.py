@@ -1,97 +1,48 @@
-"""Generate small labelled image and sound sets offline for `make demo` (and for tests)."""
+"""The end of `make demo`: what each demo run got right and wrong, and where its report is.
+
+    python -m edgemaker.demo demo-run demo-run-audio
+
+Reads each run folder's metrics.json (written by `edgemaker train`), so it shows the same numbers
+as the report: test accuracy of the float model and of every exported file, and every test sample
+the float model got wrong, most confident mistake first.
+"""
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
+import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-
-SHAPES = ("circle", "square", "triangle")
+# The generated shapes and tones moved to edgemaker.synthetic; importable here too for older callers.
+from .synthetic import make_dataset, make_sound_dataset  # noqa: F401
 
 
-def draw_shape(shape: str, rng: np.random.Generator, size: int = 160) -> Image.Image:
-    """One picture of `shape`: random colours, position, scale, rotation, noisy background."""
-    base = rng.integers(0, 256, 3)
-    noise = rng.normal(0, 25, (size, size, 3)) + base
-    im = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
-    draw = ImageDraw.Draw(im)
-    color = tuple(int(c) for c in (255 - base + rng.integers(-40, 40, 3)) % 256)
-    r = rng.uniform(0.22, 0.38) * size
-    cx, cy = rng.uniform(r, size - r, 2)
-    angle = rng.uniform(0, 2 * math.pi)
-    if shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-    else:
-        corners = 4 if shape == "square" else 3
-        pts = [(cx + r * math.cos(angle + 2 * math.pi * i / corners), cy + r * math.sin(angle + 2 * math.pi * i / corners))
-               for i in range(corners)]
-        draw.polygon(pts, fill=color)
-    return im
+def summary_lines(run: Path) -> list[str]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    noun = "images" if metrics["task"].startswith("image") else "clips"
+    lines = [f"{run}: {', '.join(metrics['classes'])} ({metrics['backbone']['name']})",
+             f"  test split: {test['samples']} {noun}, float model accuracy {test['accuracy']:.3f}"]
+    for export in metrics.get("exports", []):
+        if export.get("test_accuracy") is not None:
+            lines.append(f"  {Path(export['path']).name:<24} accuracy {export['test_accuracy']:.3f}, "
+                         f"{export['size_bytes'] / 1e6:.2f} MB")
+    wrong = metrics.get("misclassified", [])
+    lines.append(f"  wrong on the test split: {len(wrong)}" + (":" if wrong else ""))
+    lines += [f"    {w['path']}: is {w['label']}, predicted {w['predicted']} ({w['confidence']:.3f})" for w in wrong]
+    lines.append(f"  report: {run / 'report.html'}")
+    return lines
 
 
-def _write_classes(root: Path, classes, per_class: int, seed: int, write) -> None:
-    """write(kind, rng, path_without_suffix) for `per_class` files of each class, seeded."""
-    rng = np.random.default_rng(seed)
-    for kind in classes:
-        folder = root / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            write(kind, rng, folder / f"{kind}_{i:03d}")
-
-
-def make_dataset(root: Path, per_class: int, seed: int) -> None:
-    _write_classes(root, SHAPES, per_class, seed,
-                   lambda kind, rng, stem: draw_shape(kind, rng).save(stem.with_suffix(".jpg"), quality=90))
-
-
-SOUNDS = ("whistle", "knock", "hum")
-SOUND_RATE = 16000
-
-
-def synth_sound(kind: str, rng: np.random.Generator, seconds: float = 2.0, rate: int = SOUND_RATE) -> np.ndarray:
-    """One clip of `kind` over quiet room noise: random pitch, timing and loudness."""
-    t = np.arange(int(seconds * rate)) / rate
-    out = rng.normal(0, 0.003, len(t))
-    if kind == "whistle":  # a gliding tone
-        f0, f1 = rng.uniform(900, 1600), rng.uniform(1400, 2600)
-        start, length = rng.uniform(0, 0.6), rng.uniform(0.7, 1.2)
-        on = (t >= start) & (t < start + length)
-        phase = 2 * np.pi * np.cumsum(np.where(on, f0 + (f1 - f0) * (t - start) / length, 0)) / rate
-        out += on * np.sin(phase) * rng.uniform(0.2, 0.5)
-    elif kind == "knock":  # decaying broadband clicks
-        for onset in np.sort(rng.uniform(0, seconds - 0.2, rng.integers(2, 5))):
-            i = int(onset * rate)
-            n = int(0.12 * rate)
-            burst = rng.normal(0, 1, n) * np.exp(-np.arange(n) / (0.015 * rate))
-            out[i : i + n] += np.convolve(burst, np.ones(6) / 6, "same")[: len(out) - i] * rng.uniform(0.3, 0.7)
-    else:  # hum: a low harmonic buzz
-        f = rng.uniform(90, 180)
-        out += sum(np.sin(2 * np.pi * f * k * t + rng.uniform(0, 6)) / k for k in range(1, 6)) * rng.uniform(0.05, 0.2)
-    return np.clip(out, -1, 1).astype(np.float32)
-
-
-def make_sound_dataset(root: Path, per_class: int, seed: int) -> None:
-    import soundfile as sf
-
-    _write_classes(root, SOUNDS, per_class, seed, lambda kind, rng, stem: sf.write(
-        stem.with_suffix(".wav"), synth_sound(kind, rng), SOUND_RATE, subtype="PCM_16"))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--per-class", type=int, default=100)
-    parser.add_argument("--holdout", type=int, default=15, help="files per class in a separate holdout folder")
-    args = parser.parse_args()
-    make_dataset(args.out / "shapes", args.per_class, seed=1)
-    make_dataset(args.out / "holdout", args.holdout, seed=2)
-    make_sound_dataset(args.out / "sounds", args.per_class // 2, seed=3)
-    make_sound_dataset(args.out / "sounds-holdout", args.holdout, seed=4)
-    print(f"wrote {args.out}/shapes, holdout ({args.per_class}, {args.holdout} images per class) and "
-          f"{args.out}/sounds, sounds-holdout ({args.per_class // 2}, {args.holdout} clips per class)")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by `edgemaker train`")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        if not (run / "metrics.json").is_file():
+            sys.exit(f"error: {run}/metrics.json not found; run `edgemaker train ... --out {run}` first")
+        print("\n".join(summary_lines(run)))
 
 
 if __name__ == "__main__":
