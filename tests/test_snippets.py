@@ -1,4 +1,4 @@
-"""The code users copy (web app's Export page, README) is generated from the model file's metadata;
+"""The code users copy (web app's Export page, the docs pages) is generated from the model file's metadata;
 each Python snippet, run as written in a folder holding only the model file and an input, gives the
 same top-1 and probabilities (within 1e-4) as `edgemaker predict`."""
 
@@ -21,7 +21,8 @@ from edgemaker.export.runtime import load_exported
 from edgemaker.pipeline import train_run
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams, ModelOptions
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SNIPPET_PAGES = {"python-onnxruntime": DOCS / "images.md", "http-api": DOCS / "web.md"}  # where each is shown
 FAST = dict(hparams=HParams(epochs=15), augmentation=AugmentationOptions(enabled=False))
 
 
@@ -297,10 +298,10 @@ def test_tflite_micro_sound_snippet_compiles(audio_run, image_run, tmp_path):
     compile_tflm(code, image_run / "model_data.h", tmp_path)
 
 
-# -- README -----------------------------------------------------------------------------------------
+# -- the documentation ------------------------------------------------------------------------------
 
-def readme_examples() -> dict[str, str]:
-    """The snippets README.md shows, generated for a representative model (Lite0, 224 px, int8)."""
+def docs_examples() -> dict[str, str]:
+    """The snippets the docs pages show, generated for a representative model (Lite0, 224 px, int8)."""
     from edgemaker.backbones import get_spec
     from edgemaker.export.onnx_model import model_metadata
 
@@ -309,12 +310,12 @@ def readme_examples() -> dict[str, str]:
     return {"python-onnxruntime": got["python-onnxruntime"], "http-api": got["http-api"]}
 
 
-def test_readme_shows_the_generated_snippets():
-    text = README.read_text("utf-8")
-    for key, code in readme_examples().items():
-        block = re.search(rf"<!-- snippet:{key} -->\n```\w*\n(.*?)```\n", text, re.S)
-        assert block, f"README.md has no <!-- snippet:{key} --> block"
-        assert block.group(1) == code, f"README's {key} snippet is stale: regenerate it (see the test)"
+def test_docs_show_the_generated_snippets():
+    for key, code in docs_examples().items():
+        page = SNIPPET_PAGES[key]
+        block = re.search(rf"<!-- snippet:{key} -->\n```\w*\n(.*?)```\n", page.read_text("utf-8"), re.S)
+        assert block, f"{page.name} has no <!-- snippet:{key} --> block"
+        assert block.group(1) == code, f"{page.name}'s {key} snippet is stale: regenerate it (see the test)"
 
 
 # -- the web app's route --------------------------------------------------------------------------
@@ -346,15 +347,15 @@ def test_web_route_serves_the_snippets_of_a_run_file(image_run, tmp_path):
     assert_error(api.get(f"{url}/..%2Fmodel_int8.onnx"), 404)
 
 
-def update_readme() -> None:
-    """Rewrite README.md's snippet blocks from the generator: `python tests/test_snippets.py`."""
-    text = README.read_text("utf-8")
-    for key, code in readme_examples().items():
+def update_docs() -> None:
+    """Rewrite the docs pages' snippet blocks from the generator: `python tests/test_snippets.py`."""
+    for key, code in docs_examples().items():
+        page = SNIPPET_PAGES[key]
         text, n = re.subn(rf"(<!-- snippet:{key} -->\n```\w*\n)(.*?)(```\n)", lambda m: m.group(1) + code + m.group(3),
-                          text, flags=re.S)
-        assert n == 1, f"README.md needs one <!-- snippet:{key} --> block"
-    README.write_text(text, "utf-8")
+                          page.read_text("utf-8"), flags=re.S)
+        assert n == 1, f"{page.name} needs one <!-- snippet:{key} --> block"
+        page.write_text(text, "utf-8")
 
 
 if __name__ == "__main__":
-    update_readme()
+    update_docs()
