@@ -1,4 +1,4 @@
-"""Both audio embeddings together vs each alone, measured on cached features (README, closing notes).
+"""Both audio embeddings together vs each alone, measured on cached features (docs/benchmarks.md).
 
 For each audio backbone: a head on its window embeddings (what `edgemaker train` does) and one on
 clip-pooled embeddings; then both backbones concatenated, pooled per clip and aligned per window

@@ -1,5 +1,5 @@
 """A speech-like comparison set: spoken command words from Debian's espeak-ng in several voices,
-speeds and pitches. Used to compare the audio backbones (README, closing notes); needs `espeak-ng`.
+speeds and pitches. Used to compare the audio backbones (docs/benchmarks.md); needs `espeak-ng`.
 
     python bench/speech_set.py OUT_DIR && edgemaker train OUT_DIR --out runs/speech
 """

@@ -37,7 +37,7 @@ def test_sound_candidates_are_predicted_for_every_family_and_depth():
             "aisfx_k1", "aisfx_k3", "aisfx"} <= names
     by = {c.name: c.predicted for c in cands}
     assert by["aisfx_k1"]["flash_bytes"] < by["aisfx_k2"]["flash_bytes"] < by["aisfx"]["flash_bytes"]
-    # the whole aisfx at 100 x 96 log-mel: TFLM measured 1,248,500 B (README); a wide early map for any cut
+    # the whole aisfx at 100 x 96 log-mel: TFLM measured 1,248,500 B (docs/benchmarks.md); a wide early map for any cut
     assert abs(by["aisfx"]["ram_bytes"] - 1_248_500) < 0.02 * 1_248_500 and by["aisfx_k1"]["ram_bytes"] > 1_000_000
     assert by["efficientnet_lite0_mel_64x64_k8"]["ram_bytes"] < by["efficientnet_lite0_mel_96x64_k8"]["ram_bytes"]
     small = [c for c in cands if c.backbone == "small_cnn_mel"]  # trained from scratch: a width each

@@ -80,7 +80,7 @@ def model_schema():
 
 @pytest.fixture(scope="module", autouse=True)
 def _count_cases():
-    """Prints (pytest -s) how many operations and cases each server got: the figure the README quotes."""
+    """Prints (pytest -s) how many operations and cases each server got: the figure docs/benchmarks.md quotes."""
     yield
     for kind, ops in CASES.items():
         probes = ops.pop("(undeclared-method probes)", 0)

@@ -132,7 +132,7 @@ def _float_nodes(model_path: Path, keep_float: Sequence[str] = ()) -> list[str]:
     return names
 
 
-# How int8 ONNX files are quantized, chosen by measurement (README, "Int8 that holds on every CPU").
+# How int8 ONNX files are quantized, chosen by measurement (docs/benchmarks.md, "Int8").
 # ONNX Runtime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2 only) multiply pairs into int16 with
 # saturation (VPMADDUBSW): full 8-bit weights overflow there and the file answers differently on such
 # a machine than on the one that built it. 7-bit weights (reduce_range) keep every pair sum inside
@@ -142,7 +142,7 @@ ONNX_INT8_ROUTE = {"format": "QOperator", "activations": "uint8", "weights": "in
 
 # Variants of that route the int8 flow chooses among on validation (export/int8.py): all int8, or the
 # backbone's first convolution kept in float. The first layer sees the raw input (log-mel for sounds)
-# whose fine differences a 7-bit weight grid blurs; measured on ESC-10 (README, "ONNX int8 on sounds"),
+# whose fine differences a 7-bit weight grid blurs; measured on ESC-10 (docs/benchmarks.md, "Int8"),
 # keeping it float brought the one test clip the int8 file lost back, at the same size.
 ONNX_ROUTE_VARIANTS = (("all int8", {}), ("first conv in float", {"keep_float": ("first_conv",)}))
 
