@@ -83,6 +83,24 @@ def test_every_command_shown_in_the_docs_is_real():
     assert not problems, "\n".join(problems)
 
 
+NOT_EDGEMAKER_OPTIONS = {"--no-deps": "pip", "--strict": "mkdocs", "--limit": "bench/int8_routes.py"}
+
+
+def test_every_option_named_in_the_prose_exists():
+    """`--flag` in running text too (not only in command lines) is an option of some subcommand."""
+    from edgemaker.cli import cli
+
+    options, stack = set(), [cli]
+    while stack:
+        command = stack.pop()
+        stack += list(getattr(command, "commands", {}).values())
+        options |= {o for p in command.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+    unknown = [f"{page.relative_to(ROOT)}: {flag}" for page in PAGES
+               for flag in sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", page.read_text("utf-8"))))
+               if flag not in options and flag not in NOT_EDGEMAKER_OPTIONS]
+    assert not unknown, "options no subcommand has: " + ", ".join(unknown)
+
+
 def test_the_command_check_catches_a_wrong_subcommand_or_option():
     assert check_command("edgemaker train photos/ --out runs/x --formats onnx-int8") is None
     assert check_command("edgemaker data split photos/ --out s/ --val 0.1") is None
