@@ -26,7 +26,7 @@ def summary_lines(run: Path) -> list[str]:
              f"  test split: {test['samples']} {noun}, float model accuracy {test['accuracy']:.3f}"]
     for export in metrics.get("exports", []):
         if export.get("test_accuracy") is not None:
-            lines.append(f"  {Path(export['path']).name:<24} accuracy {export['test_accuracy']:.3f}, "
+            lines.append(f"  {Path(export['path']).name:<30} accuracy {export['test_accuracy']:.3f}, "
                          f"{export['size_bytes'] / 1e6:.2f} MB")
     wrong = metrics.get("misclassified", [])
     lines.append(f"  wrong on the test split: {len(wrong)}" + (":" if wrong else ""))
