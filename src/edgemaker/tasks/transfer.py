@@ -1,4 +1,4 @@
-"""--base-model FILE --retrain-last N: the user's earlier model as the starting point (seed 004 §6).
+"""--base-model FILE --retrain-last N: the user's earlier model as the starting point.
 
 The file (an edgemaker model_fp32.onnx, any image-classification ONNX, or TorchScript) becomes a
 torch graph; its weight layers (convolutions and dense layers, in graph order) before the last N are
