@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.audio import AudioAugmentation, SilenceOptions
 from ..data.images import Augmentation
+from ..serial import to_dict
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,7 @@ class ClassifierOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)  # where validation and extraction run
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
-        d["model"]["base_model"] = str(self.model.base_model) if self.model.base_model else None
-        return d
+        return to_dict(self)
 
 
 # The image task's name for the same options (MediaPipe Model Maker style).
