@@ -7,6 +7,7 @@ takes the library default, so the two front ends cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from .config import DEFAULT_FORMATS, RunConfig
 
@@ -26,6 +27,7 @@ def config_from_settings(data, out, **settings) -> RunConfig:
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}")
     s = {k: v for k, v in settings.items() if v is not None}
+    s.update({k: Path(s[k]) for k in ("cache_dir", "base_model") if k in s})
     config = _build(data, out, s)
     if s.get("backbone"):
         from .backbones import get_spec

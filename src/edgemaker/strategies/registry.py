@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import EdgemakerError
+from ..plugins import load_plugins
 
 
 @dataclass
@@ -65,20 +66,24 @@ def unregister(name: str) -> None:
 
 
 def get_strategy(name: str) -> Strategy:
+    load_plugins()  # EDGEMAKER_PLUGINS: other packages' strategies, at first use (they may import the pipeline)
     if name not in _STRATEGIES:
         raise EdgemakerError(f"unknown training strategy {name!r}: choose from {', '.join(sorted(_STRATEGIES))}")
     return _STRATEGIES[name]
 
 
 def get_refiner(name: str) -> Refiner:
+    load_plugins()
     if name not in _REFINERS:
         raise EdgemakerError(f"unknown refinement {name!r}: choose from {', '.join(sorted(_REFINERS))}")
     return _REFINERS[name]
 
 
 def strategy_names() -> list[str]:
+    load_plugins()
     return sorted(_STRATEGIES)
 
 
 def refiner_names() -> list[str]:
+    load_plugins()
     return sorted(_REFINERS)
