@@ -42,7 +42,7 @@ def main() -> None:
 
     from edgemaker.data.splits import SplitOptions, make_splits
     from edgemaker.data.validate import validate_folder
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
     from edgemaker.export.onnx_model import ONNX_ROUTE_VARIANTS, quantize
     from edgemaker.export.stage import quantization_for
     from edgemaker.tasks.classifier import classifier_for

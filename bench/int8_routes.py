@@ -58,7 +58,7 @@ def main() -> None:
 
     from edgemaker.data.splits import SplitOptions, make_splits
     from edgemaker.data.validate import validate_folder
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
     from edgemaker.export.onnx_model import quantize
     from edgemaker.export.stage import quantization_for
     from edgemaker.tasks.classifier import classifier_for

@@ -70,7 +70,10 @@ def _build(data, out, s: dict) -> RunConfig:
         max_flash, max_ram = limits(s["device"], max_flash, max_ram)
     if "budget" in s and not s.get("auto"):
         raise ValueError("--budget goes with --auto")
-    auto = AutoOptions(AutoOptions.parse_budget(s.get("budget", "10m"))) if s.get("auto") else None
+    budget = s.get("budget", "10m")  # seconds, or a duration such as 10m
+    seconds = budget if isinstance(budget, (int, float)) and not isinstance(budget, bool) else \
+        AutoOptions.parse_budget(budget)
+    auto = AutoOptions(seconds) if s.get("auto") else None
     from .export.stage import parse_formats
 
     formats = parse_formats(s.get("formats", DEFAULT_FORMATS))

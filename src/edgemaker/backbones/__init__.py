@@ -8,6 +8,8 @@ from . import audio_backbones  # noqa: E402,F401
 from . import small_cnn  # noqa: E402,F401
 from . import small_cnn_mel  # noqa: E402,F401
 from . import base_model  # noqa: E402,F401
+from . import truncated  # noqa: E402,F401  (cut EfficientNet-Lite trunks, registered by name on first use)
+from . import sound_trunks  # noqa: E402,F401  (cut sound trunks, likewise)
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
 # Audio: both are extracted and the head is fitted on each; validation accuracy picks one per dataset.

@@ -12,6 +12,7 @@ from pathlib import Path
 from .efficientnet_lite import _VARIANTS
 from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, SMALL_LOGMEL, LogMelSpec
 from .registry import register_backbone
+from .sound_names import base_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
 
@@ -173,8 +174,6 @@ class _Frontends(dict):
     efficientnet_lite0_mel_96x64_k8, aisfx_k2) has the front end of the backbone it was cut from."""
 
     def __missing__(self, name: str) -> LogMelSpec:
-        from .sound_trunks import base_backbone
-
         base = base_backbone(name)
         if base is None or not dict.__contains__(self, base):
             raise KeyError(name)

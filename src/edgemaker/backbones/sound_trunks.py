@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from pathlib import Path
 
-from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
+from .registry import get_spec, is_registered, register_backbone, register_resolver
+from .sound_names import AISFX_NAME, LITE0_MEL_NAME
 from .spec import BackboneSpec
 
 LITE0_MEL_SIZES = ((96, 64), (64, 64))  # (H = frames, W = bands); 96x64 is the patch itself
 AISFX_BLOCKS = 4
-_LITE = re.compile(r"^efficientnet_lite0_mel_(\d+)x(\d+)(?:_k(\d+))?$")
-_AISFX = re.compile(r"^aisfx_k([1-3])$")
 
 
 def lite0_mel_name(size: tuple[int, int], depth: int | None) -> str:
@@ -79,21 +77,20 @@ def _build(spec: BackboneSpec, weights: Path):
     from .audio_backbones import _with_frontend, aisfx_embedding
     from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
-    m = _LITE.match(spec.name)
+    m = LITE0_MEL_NAME.match(spec.name)
     if m:
         size, depth = (int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None
         return _with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
-    m = _AISFX.match(spec.name)
+    m = AISFX_NAME.match(spec.name)
     assert m is not None, spec.name
     return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
 
 
 def _register(name: str, base: str, feature_dim: int, parameters: int, description: str) -> BackboneSpec:
-    if name not in _REGISTRY:
+    if not is_registered(name):
         spec = dataclasses.replace(get_spec(base), name=name, feature_dim=feature_dim, parameters=parameters,
                                    description=description)
-        register_backbone(spec)(_build)
-        _UNLISTED.add(name)
+        register_backbone(spec, listed=False)(_build)
     return get_spec(name)
 
 
@@ -128,24 +125,20 @@ def _aisfx_parameters(depth: int) -> int:
     return total
 
 
-def base_backbone(name: str) -> str | None:
-    """The registered backbone a cut one comes from ('efficientnet_lite0_mel', 'aisfx'), else None."""
-    if _LITE.match(name):
-        return "efficientnet_lite0_mel"
-    return "aisfx" if _AISFX.match(name) else None
-
-
 def ensure_registered(name: str) -> bool:
     """Register a cut sound backbone named in saved options (a config.json); False if not one."""
-    m = _LITE.match(name)
+    m = LITE0_MEL_NAME.match(name)
     if m:
         lite0_mel_spec((int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None)
         return True
-    m = _AISFX.match(name)
+    m = AISFX_NAME.match(name)
     if m:
         aisfx_spec(int(m.group(1)))
         return True
     return False
+
+
+register_resolver(ensure_registered)
 
 
 # -- every depth in one pass, and each depth's footprint -------------------------------------------

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
+from .registry import get_spec, is_registered, register_backbone, register_resolver
 from .spec import BackboneSpec
 from .weights import load_state_dict
 
@@ -132,7 +132,7 @@ def truncated_spec(variant: str, depth: int, size: int | None = None) -> Backbon
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}")
     name = truncated_name(variant, depth)
-    if name not in _REGISTRY:
+    if not is_registered(name):
         dims = depth_dims(variant)
         if not 1 <= depth <= len(dims):
             raise ValueError(f"efficientnet_{variant} has {len(dims)} blocks; depth must be 1..{len(dims)}")
@@ -141,8 +141,7 @@ def truncated_spec(variant: str, depth: int, size: int | None = None) -> Backbon
                                    parameters=_parameters(variant, depth),
                                    description=f"EfficientNet-{variant.capitalize()} truncated after block {depth} "
                                                f"of {len(dims)} (ImageNet), pooled")
-        register_backbone(spec)(_build)
-        _UNLISTED.add(name)
+        register_backbone(spec, listed=False)(_build)
     spec = get_spec(name)
     return spec.with_image_size(size) if size else spec
 
@@ -154,3 +153,6 @@ def ensure_registered(name: str) -> bool:
         return False
     truncated_spec(*parsed)
     return True
+
+
+register_resolver(ensure_registered)

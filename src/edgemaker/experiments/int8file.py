@@ -65,7 +65,7 @@ def _build(clf, splits: Splits, modality: str, folder: Path, quantization, front
            threads: int | None) -> dict:
     import time
 
-    from ..export.base import exporter_for
+    from ..export.exporters import exporter_for
     from ..export.device import budget
     from ..export.runtime import load_exported
     from ..pipeline import evaluate_files

@@ -453,7 +453,7 @@ def read_model_metadata(path: Path) -> dict | None:
         return meta
     import onnx
 
-    from .onnx_model import METADATA_KEY
+    from .metadata import METADATA_KEY
 
     try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -155,7 +155,7 @@ def export_stage(session: ExportSession, formats: Sequence[str], splits, modalit
 def _write_all(session: ExportSession, formats: Sequence[str], splits, modality: str, progress: Progress):
     """([(format, path)] for every file written, [{format, reason}] for every int8 file refused);
     c-array is built from tflite-int8 afterwards."""
-    from .base import exporter_for
+    from .exporters import exporter_for
 
     wanted = [f for f in formats if f not in FROM_TFLITE_INT8]
     if any(f in formats for f in FROM_TFLITE_INT8) and "tflite-int8" not in wanted:

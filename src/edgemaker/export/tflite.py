@@ -25,7 +25,7 @@ from ..atomic import atomic_path, write_json
 from ..errors import EdgemakerError, MissingDependencyError
 from .base import Exporter, FloatModel, file_input
 from .quantization import Quantization
-from .runtime import ModelFile
+from .model_file import ModelFile
 
 METADATA_NAME = "edgemaker.json"
 LABELS_NAME = "labels.txt"
@@ -243,6 +243,9 @@ class TFLiteExporter(Exporter):
 
     runtime = "tflite"
     suffix = ".tflite"
+
+    def load(self, path: Path, threads: int | None = None):
+        return TFLiteModel(path, threads)
 
     def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
         """The converter takes seconds to tens of seconds; its output differs between runs of one

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgemakerError
-from .runtime import ModelFile
+from .model_file import ModelFile
 
 MAX_SAMPLES, MIN_SAMPLES = 25, 8  # test files run through TFLM per int8 file, one inference each ...
 # ... as many as 4 G multiply-accumulates allow: TFLM's reference kernels run ~1 G MAC/s here and hold

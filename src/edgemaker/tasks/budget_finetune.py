@@ -35,13 +35,16 @@ LAST_BLOCKS = 3  # blocks trained, counted back from the cut (the rest of the tr
 TEACHER = True  # the best finalist is tuned again on the full model's probabilities (distillation)
 
 
+def rank(c) -> tuple:
+    """A budget candidate's screening order: validation accuracy, then lower loss, then smaller flash."""
+    return (c.val_accuracy or 0.0, -(c.val_loss or 0.0), -c.predicted["flash_bytes"])
+
+
 def finalists(candidates, n: int) -> list:
     """The best `n` fitting truncated-trunk candidates by screening rank (small_cnn is trained already)."""
-    from .budget_search import _rank
-
     tunable = [c for c in candidates if c.fits and c.width is None and c.val_accuracy is not None
                and c.backbone != "efficientnet_lite0"]
-    return sorted(tunable, key=_rank, reverse=True)[:n]
+    return sorted(tunable, key=rank, reverse=True)[:n]
 
 
 def tune_options(options: ClassifierOptions, epochs: int) -> ClassifierOptions:

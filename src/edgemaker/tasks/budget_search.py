@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from ..data.validate import Sample
 from ..errors import EdgemakerError
 from ..progress import Progress
+from .budget_finetune import rank
 from .options import ClassifierOptions
 
 VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: not searched
@@ -249,7 +250,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             progress.log(f"budget: {c.name} val accuracy {c.val_accuracy:.3f} (predicted flash "
                          f"{_human(c.predicted['flash_bytes'])}, RAM {_human(c.predicted['ram_bytes'])}"
                          f"{'' if c.fits else ', over budget'})")
-            if c.fits and (best is None or _rank(c) > _rank(best[0])):
+            if c.fits and (best is None or rank(c) > rank(best[0])):
                 best = (c, None)
     small = [c for c in fitting if c.width is not None]
     if small:  # from scratch costs epochs: only the largest fitting width
@@ -259,12 +260,12 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         clf = cls.create(train, validation, opts, progress, cache)
         _score(c, clf, validation, time.perf_counter() - t1)
         progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
-        if best is None or _rank(c) > _rank(best[0]):
+        if best is None or rank(c) > rank(best[0]):
             best = (c, clf)
     assert best is not None
     winner = best[0]
     record.winner = winner.name
-    scored = sorted((c for c in fitting if c.val_accuracy is not None), key=_rank, reverse=True)
+    scored = sorted((c for c in fitting if c.val_accuracy is not None), key=rank, reverse=True)
     runner = scored[1] if len(scored) > 1 else None
     record.why = (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
                   + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
@@ -330,10 +331,6 @@ def _screen(spec, train, validation, options: ClassifierOptions, cache, progress
 def _score(c: Candidate, clf, validation, seconds: float) -> None:
     ev = clf.evaluate(validation)
     c.val_accuracy, c.val_loss, c.seconds = ev.accuracy, ev.loss, seconds
-
-
-def _rank(c: Candidate) -> tuple:
-    return (c.val_accuracy or 0.0, -(c.val_loss or 0.0), -c.predicted["flash_bytes"])
 
 
 def _acc(a: float | None) -> str:

@@ -30,7 +30,7 @@ from ..features.extract import Embeddings, extract_embeddings
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .options import ClassifierOptions
+from .options import ClassifierOptions, augmentation_for
 
 
 def _head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
@@ -312,12 +312,6 @@ def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], op
     x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
     return _head(options).fit(x_train.vectors, _labels(train, x_train),
                               validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
-
-
-def augmentation_for(spec, options: ClassifierOptions):
-    """The augmentation of the training views: image or sound, from the same options."""
-    aug = options.augmentation
-    return aug.augmentation() if spec.image else aug.audio_augmentation()
 
 
 def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:

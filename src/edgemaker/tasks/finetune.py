@@ -29,7 +29,7 @@ from ..features.activations import ActivationStore, PrefixRunner, extract_activa
 from ..features.extract import Embeddings, cache_tag, default_silence, silence_tag
 from ..paths import cache_dir
 from ..progress import Progress
-from .classifier import augmentation_for
+from .options import augmentation_for
 
 # Backbones whose builder holds an EfficientNet trunk (_blocks, _conv_head, _bn1): the image ones
 # (`.net`) and the sound one that feeds it log-mel patches (`.network.lite.net`, after its front end).

@@ -184,6 +184,12 @@ class ClassifierOptions:
         return to_dict(self)
 
 
+def augmentation_for(spec, options: ClassifierOptions):
+    """The augmentation of the training views: image or sound, from the same options."""
+    aug = options.augmentation
+    return aug.augmentation() if spec.image else aug.audio_augmentation()
+
+
 # The image task's name for the same options (MediaPipe Model Maker style).
 ImageClassifierOptions = ClassifierOptions
 AudioClassifierOptions = ClassifierOptions

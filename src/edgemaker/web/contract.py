@@ -196,7 +196,7 @@ class Prediction(BaseModel):
 
 def check_fields(form, field: str) -> None:
     """The upload's form holds only `field` (the schema's additionalProperties: false)."""
-    from .projects import WebError
+    from .errors import WebError
 
     other = sorted(set(form.keys()) - {field})
     if other:

@@ -57,7 +57,7 @@ def settings_from_request(request: dict) -> dict:
     settings["fine_tune"] = fine_tune
     auto = auto_from_request(request)
     if auto is not None:
-        settings.update(auto=True, budget=str(auto.budget_s))
+        settings.update(auto=True, budget=auto.budget_s)
     settings["max_flash"], settings["max_ram"] = device_from_request(request)
     engine = server_engine()
     settings.update(engine=engine.kind, ray_address=engine.address)
