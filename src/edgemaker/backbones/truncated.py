@@ -34,7 +34,7 @@ def parse_name(name: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def _trunk(variant: str, size: int, weights: Path | None = None):
+def trunk(variant: str, size: int, weights: Path | None = None):
     """The EfficientNet for `size` (static 'same' padding depends on it), weights loaded if given."""
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -45,7 +45,7 @@ def _trunk(variant: str, size: int, weights: Path | None = None):
 
 
 def block_count(variant: str) -> int:
-    return len(_trunk(variant, 224)._blocks)
+    return len(trunk(variant, 224)._blocks)
 
 
 def make_truncated(net, depth: int):
@@ -112,11 +112,11 @@ def all_depths_module(net):
 
 def depth_dims(variant: str) -> list[int]:
     """Feature width after each block (index k-1 for depth k)."""
-    return [int(b._block_args.output_filters) for b in _trunk(variant, 224)._blocks]
+    return [int(b._block_args.output_filters) for b in trunk(variant, 224)._blocks]
 
 
 def _parameters(variant: str, depth: int) -> int:
-    net = make_truncated(_trunk(variant, 224), depth)
+    net = make_truncated(trunk(variant, 224), depth)
     return sum(p.numel() for p in net.parameters())
 
 
@@ -124,7 +124,7 @@ def _build(spec: BackboneSpec, weights: Path):
     parsed = parse_name(spec.name)
     assert parsed is not None and spec.image is not None
     variant, depth = parsed
-    return make_truncated(_trunk(variant, spec.image.size, weights), depth)
+    return make_truncated(trunk(variant, spec.image.size, weights), depth)
 
 
 def truncated_spec(variant: str, depth: int, size: int | None = None) -> BackboneSpec:

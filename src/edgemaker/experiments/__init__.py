@@ -1,6 +1,5 @@
-"""Experiments over many training runs: `edgemaker compare` (backbones side by side, seed 002's
-"Models Comparison") and `edgemaker curve` (accuracy by examples per class with and without transfer
-learning, seed 004's Table 1). Both reuse the pipeline's pieces and caches and write results.json
+"""Experiments over many training runs: `edgemaker compare` (backbones side by side) and `edgemaker curve` (accuracy by examples per class with and without transfer
+learning). Both reuse the pipeline's pieces and caches and write results.json
 (with a top-level "kind"), table.txt, table.md, plot.svg and an offline index.html into --out."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`edgemaker compare DATA --backbones a,b,c`: every backbone trained on one split, side by side
-(seed 002's "Models Comparison": parameters, depth, size, time per epoch, best epoch, accuracy), with
+(parameters, depth, size, time per epoch, best epoch, accuracy), with
 the int8 file each would ship, and a recommendation chosen on validation accuracy, never on test.
 
 Repeats vary the training seed (the head's; a from-scratch network's too), never the split. A

@@ -1,7 +1,7 @@
 """`edgemaker curve DATA --per-class 10,30,100,300,all`: test accuracy by examples per class, with
 transfer learning (the default backbone's cached embeddings + a head) and without (small_cnn, or
 small_cnn_mel for sounds, trained from scratch), on balanced seeded subsets of one fixed training
-part; seed 004's Table 1, a plot, and where the transfer curve flattens, which answers "how many more samples do I need?".
+part; a table, a plot, and where the transfer curve flattens, which answers "how many more samples do I need?".
 
 The test and validation splits are fixed for every size (validation drives early stopping and head
 settings); only the training part is subsampled. A size above the smallest class cannot be
@@ -52,7 +52,7 @@ def parse_sizes(text: str) -> list[int | None]:
 
 
 def balanced_subset(by_class: dict[str, list], n: int, seed: int) -> list:
-    """`n` samples of every class, drawn with `seed` (seed 004's get_x_jpgs)."""
+    """`n` samples of every class, drawn with `seed` (a repeatable subset)."""
     rng = random.Random(seed)
     out = []
     for label in sorted(by_class):

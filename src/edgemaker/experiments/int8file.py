@@ -98,7 +98,7 @@ def _build(clf, splits: Splits, modality: str, folder: Path, quantization, front
 
 def depth(onnx_path: Path) -> int:
     """Weight layers (convolutions and dense layers) in the backbone's graph, plus the head: the
-    'depth' column of seed 002's table, counted the same way for every backbone."""
+    'depth' column of `edgemaker compare`, counted the same way for every backbone."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)

@@ -117,13 +117,13 @@ def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tup
     """Every candidate with its predicted footprint (no weights loaded, no training), cheapest flash first."""
     from ..backbones import get_spec, small_cnn
     from ..backbones.footprint import predict, predict_depths
-    from ..backbones.truncated import _trunk, depth_dims, truncated_name
+    from ..backbones.truncated import trunk, depth_dims, truncated_name
 
     dims = depth_dims(variant)
     full = get_spec(f"efficientnet_{variant}")
     out = []
     for size in sizes:
-        net = _trunk(variant, size)
+        net = trunk(variant, size)
         for k, fp in enumerate(predict_depths(net, size, n_classes, dims), 1):
             out.append(Candidate(f"{truncated_name(variant, k)}@{size}", truncated_name(variant, k), size, None,
                                  fp.to_dict(), group=f"{variant}@{size}"))

@@ -48,7 +48,7 @@ INPUT_SCALINGS = {
 
 @dataclass(frozen=True)
 class AugmentationOptions:
-    """Training-time augmentation. Images: flip, rotation, zoom (the seed's). Sounds: gain,
+    """Training-time augmentation. Images: flip, rotation, zoom (what keeps a small photo set from being memorised). Sounds: gain,
     background noise at a random SNR, time shift. Off for evaluation."""
 
     # True: train on the augmented views; False: clean embeddings only; None: the views are embedded
