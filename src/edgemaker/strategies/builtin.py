@@ -66,7 +66,8 @@ class BudgetStrategy:
 
 def _confirm(record, exports: list[dict], out_dir) -> None:
     from ..atomic import write_text
-    from ..tasks.budget_search import confirm, frontier_svg
+    from ..evaluate.budget_report import frontier_svg
+    from ..tasks.budget_search import confirm
 
     confirm(record, exports)
     write_text(out_dir / "frontier.svg", frontier_svg(record.to_dict()))
