@@ -1,6 +1,6 @@
 """Backbone registry: frozen specs, one `embed(batch) -> (N, dim)` contract, ONNX Runtime execution."""
 
-from .registry import get_builder, get_spec, list_backbones, register_backbone, unregister_backbone
+from .registry import create_spec, get_builder, get_spec, list_backbones, register_backbone, unregister_backbone
 from .spec import AudioInput, BackboneSpec, ImageInput, WeightsSource
 
 from . import efficientnet_lite  # noqa: E402,F401  (registers the built-in backbones)
@@ -22,6 +22,7 @@ __all__ = [
     "BackboneSpec",
     "ImageInput",
     "WeightsSource",
+    "create_spec",
     "get_builder",
     "get_spec",
     "list_backbones",

@@ -32,6 +32,7 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 _UNLISTED: set[str] = set()  # registered on demand (truncated backbones): usable by name, not listed
 _RESOLVERS: list[Callable[[str], bool]] = []
+_CUTTERS: dict[str, Callable[[int], BackboneSpec]] = {}  # backbone name -> depth -> the cut variant's spec
 
 
 def register_backbone(spec: BackboneSpec, listed: bool = True) -> Callable[[Builder], Builder]:
@@ -55,8 +56,29 @@ def register_resolver(resolve: Callable[[str], bool]) -> None:
         _RESOLVERS.append(resolve)
 
 
+def register_cutter(name: str, cut: Callable[[int], BackboneSpec]) -> None:
+    """`cut(depth)`: the spec of backbone `name` cut after block `depth` (registered by its family)."""
+    _CUTTERS[name] = cut
+
+
 def is_registered(name: str) -> bool:
     return name in _REGISTRY
+
+
+def create_spec(name: str, depth: int | None = None, input_size: int | None = None) -> BackboneSpec:
+    """A backbone with its variant as parameters, as timm's create_model: `create_spec("efficientnet_lite0",
+    depth=5, input_size=96)` is the spec named efficientnet_lite0_k5 at 96 px (the name stays valid)."""
+    spec = get_spec(name)
+    if depth is not None:
+        if name not in _CUTTERS:
+            raise EdgemakerError(f"backbone {name!r} cannot be cut by depth; cuttable: {', '.join(sorted(_CUTTERS))}")
+        try:
+            spec = _CUTTERS[name](depth)
+        except ValueError as exc:
+            raise EdgemakerError(f"backbone {name!r}: {exc}") from None
+    if input_size is not None:
+        spec = spec.with_image_size(input_size)
+    return spec
 
 
 def unregister_backbone(name: str) -> None:

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from .registry import get_spec, is_registered, register_backbone, register_resolver
+from .registry import get_spec, is_registered, register_backbone, register_cutter, register_resolver
 from .sound_names import AISFX_NAME, LITE0_MEL_NAME
 from .spec import BackboneSpec
 
@@ -139,6 +139,8 @@ def ensure_registered(name: str) -> bool:
 
 
 register_resolver(ensure_registered)
+register_cutter("aisfx", aisfx_spec)
+register_cutter("efficientnet_lite0_mel", lambda depth: lite0_mel_spec(LITE0_MEL_SIZES[0], depth))
 
 
 # -- every depth in one pass, and each depth's footprint -------------------------------------------

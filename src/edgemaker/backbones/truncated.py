@@ -13,10 +13,11 @@ extraction (features/depths.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
-from .registry import get_spec, is_registered, register_backbone, register_resolver
+from .registry import get_spec, is_registered, register_backbone, register_cutter, register_resolver
 from .spec import BackboneSpec
 from .weights import load_state_dict
 
@@ -156,3 +157,5 @@ def ensure_registered(name: str) -> bool:
 
 
 register_resolver(ensure_registered)
+for _variant in VARIANTS:
+    register_cutter(f"efficientnet_{_variant}", functools.partial(truncated_spec, _variant))
