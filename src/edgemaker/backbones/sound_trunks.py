@@ -74,16 +74,16 @@ def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | Non
 
 
 def _build(spec: BackboneSpec, weights: Path):
-    from .audio_backbones import _with_frontend, aisfx_embedding
+    from .audio_backbones import with_frontend, aisfx_embedding
     from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
     m = LITE0_MEL_NAME.match(spec.name)
     if m:
         size, depth = (int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None
-        return _with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
+        return with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
     m = AISFX_NAME.match(spec.name)
     assert m is not None, spec.name
-    return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
+    return with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
 
 
 def _register(name: str, base: str, feature_dim: int, parameters: int, description: str) -> BackboneSpec:
@@ -168,18 +168,18 @@ def families() -> list[Family]:
 
 def all_depths_module(family: Family, weights: Path):
     """The waveform -> every depth's pooled features concatenated, in one forward pass."""
-    from .audio_backbones import _with_frontend, aisfx_embedding
+    from .audio_backbones import with_frontend, aisfx_embedding
     from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
-        return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, AISFX_BLOCKS, every_depth=True))
+        return with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, AISFX_BLOCKS, every_depth=True))
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
-    return _with_frontend(LITE0_MEL_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
+    return with_frontend(LITE0_MEL_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
 
 
 def footprints(family: Family, n_classes: int) -> list:
     """Each depth's predicted full-int8 footprint (the file takes the log-mel patch)."""
-    from .footprint import _footprint, _trace
+    from .footprint import footprint_of, trace_ops
     from .frontends import LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
@@ -189,9 +189,9 @@ def footprints(family: Family, n_classes: int) -> list:
         shape = (1, AISFX_FRAMES, AISFX_LOGMEL.n_mels)
         out = []
         for depth, dim in enumerate(family.dims, 1):
-            ops, _ = _trace(aisfx_embedding(None, depth), shape)
+            ops, _ = trace_ops(aisfx_embedding(None, depth), shape)
             ops += [(ops[-1][1], ops[-1][1] // 4, 0, 0, 0, 0), (ops[-1][1] // 4, dim, 0, 0, 0, 0)]  # pool, mean/max
-            out.append(_footprint(ops, 0, n_classes, dim, input_elements=shape[1] * shape[2]))
+            out.append(footprint_of(ops, 0, n_classes, dim, input_elements=shape[1] * shape[2]))
         return out
     from .truncated import trunk, make_truncated, pooled_whole
 
@@ -201,9 +201,9 @@ def footprints(family: Family, n_classes: int) -> list:
     prefix = [(patch, h * w, 0, 0, 0, 0)] if (h, w) != (96, 64) else []
     prefix.append((h * w, 3 * h * w, 0, 0, 0, 0))
     net = trunk("lite0", (h, w))
-    ops, ends = _trace(make_truncated(net, len(net._blocks)), (1, 3, h, w))
-    out = [_footprint(prefix + ops[:end], 0, n_classes, dim, input_elements=patch)
+    ops, ends = trace_ops(make_truncated(net, len(net._blocks)), (1, 3, h, w))
+    out = [footprint_of(prefix + ops[:end], 0, n_classes, dim, input_elements=patch)
            for end, dim in zip(ends, family.dims[:-1])]
-    ops_full, _ = _trace(pooled_whole(net), (1, 3, h, w))  # the whole network, with the same prefix
-    out.append(_footprint(prefix + ops_full, 0, n_classes, family.dims[-1], input_elements=patch))
+    ops_full, _ = trace_ops(pooled_whole(net), (1, 3, h, w))  # the whole network, with the same prefix
+    out.append(footprint_of(prefix + ops_full, 0, n_classes, family.dims[-1], input_elements=patch))
     return out

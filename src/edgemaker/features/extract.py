@@ -73,7 +73,6 @@ def read_verified(sample: Sample) -> bytes:
     return data
 
 
-_read_verified = read_verified  # the name tasks/scratch.py imports
 
 
 def _prepare_image(sample: Sample, views: Sequence[int], backbone: Backbone, augmentation: Augmentation | None):

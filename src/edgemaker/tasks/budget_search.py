@@ -151,16 +151,16 @@ def small_cnn_mel_candidates(n_classes: int) -> list[Candidate]:
     """small_cnn_mel (trained from scratch) at each width; like every full-int8 sound file its
     tflite-int8 takes the log-mel window, so that is the graph input predicted."""
     from ..backbones import small_cnn_mel
-    from ..backbones.footprint import _footprint, _trace
+    from ..backbones.footprint import footprint_of, trace_ops
     from ..backbones.frontends import SMALL_LOGMEL
 
     shape = (1, small_cnn_mel.FRAMES, SMALL_LOGMEL.n_mels)
     out = []
     for width in SMALL_CNN_MEL:
-        ops, _ = _trace(small_cnn_mel.make_network(width).fuse(), shape)
+        ops, _ = trace_ops(small_cnn_mel.make_network(width).fuse(), shape)
         *convs, dense = ops
         convs.append((convs[-1][1], convs[-1][4] or dense[0], 0, 0, 0, 0))  # the global mean before the dense
-        fp = _footprint([*convs, dense], 0, n_classes, 4 * width, input_elements=shape[1] * shape[2])
+        fp = footprint_of([*convs, dense], 0, n_classes, 4 * width, input_elements=shape[1] * shape[2])
         out.append(Candidate(f"{small_cnn_mel.NAME}_w{width}", small_cnn_mel.NAME, None, width, fp.to_dict(),
                              group="sound:small_cnn_mel"))
     return out
@@ -318,12 +318,12 @@ class _Cached:
 def _screen(spec, train, validation, options: ClassifierOptions, cache, progress) -> tuple[float, float]:
     """(val accuracy, val loss) of one head fitted on cached embeddings: no graph built, no extraction."""
     from ..evaluate.metrics import evaluate_predictions
-    from .classifier import _embed, _select_head
+    from .classifier import embed_samples, choose_head
 
     holder = _Cached(spec)
-    x_train = _embed(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
-    x_val = _embed(holder, validation, 0, options, cache, progress, "cached val")
-    head, _ = _select_head(options, train, validation, x_train, x_val)
+    x_train = embed_samples(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
+    x_val = embed_samples(holder, validation, 0, options, cache, progress, "cached val")
+    head, _ = choose_head(options, train, validation, x_train, x_val)
     ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
                               x_val.aggregate(head.predict_proba(x_val.vectors)))
     return ev.accuracy, ev.loss
