@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 EXAMPLES := examples
 EDGEMAKER := $(BIN)/edgemaker
 
-.PHONY: install demo test bench clean browser constraints upgrade docs
+.PHONY: install demo test test-fast bench clean browser constraints upgrade docs
 
 install: $(STAMP)
 
@@ -55,6 +55,12 @@ demo: install
 
 test: install browser
 	$(BIN)/python -m pytest -q
+
+# The unit and contract tests (every registered backbone and strategy included), in under two minutes:
+# what trains, reads ../shared/data, drives a browser or starts Ray is left to `make test`
+# (markers set in tests/conftest.py by what each test uses).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not real_data and not browser and not ray"
 
 # The web app's browser tests drive Debian's chromium (Playwright's own browser download does not
 # work offline). Installed when missing and we may; otherwise those tests skip and say why.

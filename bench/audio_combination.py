@@ -22,7 +22,7 @@ from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
 from edgemaker.evaluate.metrics import evaluate_predictions
 from edgemaker.progress import SilentProgress
-from edgemaker.tasks.classifier import AudioClassifier, _embed, _head
+from edgemaker.tasks.classifier import AudioClassifier, embed_samples, make_head
 from edgemaker.tasks.options import ClassifierOptions
 
 NAMES = ("aisfx", "efficientnet_lite0_mel")
@@ -65,7 +65,7 @@ def aligned(ea, eb) -> tuple[np.ndarray, np.ndarray]:
 def score(options, splits, x: dict, owners: dict) -> tuple[float, float]:
     """Clip-level (val, test) accuracy of a head fitted on x['train']; rows averaged per clip."""
     labels = {s: np.array([getattr(splits, s)[i].label for i in owners[s]]) for s in SPLITS}
-    head = _head(options).fit(x["train"], labels["train"], validation=(x["val"], labels["val"]))
+    head = make_head(options).fit(x["train"], labels["train"], validation=(x["val"], labels["val"]))
     out = []
     for s in ("val", "test"):
         n = len(getattr(splits, s))
@@ -83,7 +83,7 @@ def main(data: Path) -> None:
     emb = {}
     for name in NAMES:
         backbone = Backbone(get_spec(name), None, None)
-        emb[name] = {s: _embed(backbone, getattr(splits, s), options.augmentation.active_views if s == "train" else 0,
+        emb[name] = {s: embed_samples(backbone, getattr(splits, s), options.augmentation.active_views if s == "train" else 0,
                                options, cache, SilentProgress(), s)
                      for s in SPLITS}
     results = {}

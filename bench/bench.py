@@ -54,7 +54,7 @@ def dataset(tmp: Path) -> Path:
 def extraction(data: Path, n: int = 480) -> dict:
     from edgemaker import validate_folder
     from edgemaker.backbones import DEFAULT_IMAGE_BACKBONE, get_builder, get_spec
-    from edgemaker.backbones.runtime import Backbone, _with_uint8_input
+    from edgemaker.backbones.runtime import Backbone, with_uint8_input
     from edgemaker.backbones.weights import resolve_weights
     from edgemaker.data.images import load_for_model
     from edgemaker.features.extract import extract_embeddings
@@ -81,7 +81,7 @@ def extraction(data: Path, n: int = 480) -> dict:
 
     import torch
 
-    module = _with_uint8_input(get_builder(spec.name)(spec, resolve_weights(spec.weights)), spec.image)
+    module = with_uint8_input(get_builder(spec.name)(spec, resolve_weights(spec.weights)), spec.image)
     x = torch.from_numpy(tensors[:64])
     with torch.no_grad():
         module(x[:batch])

@@ -58,9 +58,9 @@ def main() -> None:
 
     from edgemaker.data.splits import SplitOptions, make_splits
     from edgemaker.data.validate import validate_folder
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
     from edgemaker.export.onnx_model import quantize
-    from edgemaker.pipeline import _quantization
+    from edgemaker.export.stage import quantization_for
     from edgemaker.tasks.classifier import classifier_for
 
     report = validate_folder(args.data)
@@ -70,7 +70,7 @@ def main() -> None:
     session = clf.export_session(tmp)
     fp32 = session.float_file(exporter_for("onnx"))
     meta = clf.metadata("int8")
-    q = _quantization("onnx-int8", splits, report.modality)
+    q = quantization_for("onnx-int8", [s.path for s in splits.train], report.modality)
     calibration = session.inputs.calibration(q, clf.metadata())
     test = splits.test[: args.limit] if report.modality == "image" else splits.test
     windows = session.inputs.files([s.path for s in test], meta)

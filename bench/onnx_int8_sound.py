@@ -43,10 +43,10 @@ def main() -> None:
 
     from edgemaker.data.splits import SplitOptions, make_splits
     from edgemaker.data.validate import validate_folder
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
     from edgemaker.export.onnx_model import quantize
     from edgemaker.export.runtime import ExportedModel
-    from edgemaker.pipeline import _quantization
+    from edgemaker.export.stage import quantization_for
     from edgemaker.tasks.classifier import classifier_for
 
     report = validate_folder(args.data)
@@ -56,7 +56,7 @@ def main() -> None:
     session = clf.export_session(tmp)
     fp32 = session.float_file(exporter_for("onnx"))
     meta = clf.metadata("int8")
-    q = _quantization("onnx-int8", splits, report.modality)
+    q = quantization_for("onnx-int8", [s.path for s in splits.train], report.modality)
     parts = {"val": splits.val, "test": splits.test}
     windows = {k: session.inputs.files([s.path for s in v], meta) for k, v in parts.items()}
     labels = {k: np.array([clf.classes.index(s.label) for s in v]) for k, v in parts.items()}
@@ -77,7 +77,7 @@ def main() -> None:
     print("fp32", results["fp32"], flush=True)
     for name in args.routes.split(","):
         route = {**ONNX_INT8_ROUTE, **ROUTE_CANDIDATES[name]}
-        rq = _quantization("onnx-int8", splits, report.modality)
+        rq = quantization_for("onnx-int8", [s.path for s in splits.train], report.modality)
         if route.get("max_samples"):
             from edgemaker.export.quantization import Quantization
 

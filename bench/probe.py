@@ -31,7 +31,7 @@ from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
 from edgemaker.evaluate.metrics import evaluate_predictions
 from edgemaker.progress import SilentProgress
-from edgemaker.tasks.classifier import Classifier, _embed, _head, _labels, classifier_for
+from edgemaker.tasks.classifier import Classifier, embed_samples, make_head, label_indices, classifier_for
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -82,7 +82,7 @@ def measure(data: Path) -> dict:
         t = time.perf_counter()
         fixed = cls.create(splits.train, splits.val, fixed_opts, progress, cache)
         fixed_s = time.perf_counter() - t
-        embs = {"train": _embed(fixed.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
+        embs = {"train": embed_samples(fixed.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
                 "val": fixed.embed(splits.val), "test": fixed.embed(splits.test)}
         row("fixed", fixed, embs, fixed.timings["train_s"], extract_s=round(fixed.timings["extract_s"], 1),
             total_s=round(fixed_s, 1))
@@ -90,7 +90,7 @@ def measure(data: Path) -> dict:
         default = cls.create(splits.train, splits.val, options, progress, cache)
         total = time.perf_counter() - t
         if default.spec.cache_id != fixed.spec.cache_id:  # audio: another backbone won validation
-            embs = {"train": _embed(default.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
+            embs = {"train": embed_samples(default.backbone, splits.train, 2, fixed_opts, cache, progress, "train"),
                     "val": default.embed(splits.val), "test": default.embed(splits.test)}
         sel = default.head_selection
         row("default", default, embs, default.timings["train_s"], total_s=round(total, 1),
@@ -100,15 +100,15 @@ def measure(data: Path) -> dict:
         chosen, epochs = default.head_selection.chosen, default.head.best_epoch_
         fit_rows = embs["train"] if chosen["views"] == "augmented" else embs["train"].clean()
         t = time.perf_counter()
-        refit = _head(replace(options, hparams=replace(options.hparams, epochs=max(epochs, 1))), chosen).fit(
+        refit = make_head(replace(options, hparams=replace(options.hparams, epochs=max(epochs, 1))), chosen).fit(
             np.vstack([fit_rows.vectors, embs["val"].vectors]),
-            np.concatenate([_labels(splits.train, fit_rows), _labels(splits.val, embs["val"])]))
+            np.concatenate([label_indices(splits.train, fit_rows), label_indices(splits.val, embs["val"])]))
         row("default+refit", refit, embs, time.perf_counter() - t, epochs=epochs, val_not_held_out=True)
 
         clean = embs["train"].clean()
         for name, e in (("probe", clean), ("probe+aug", embs["train"])):
             t = time.perf_counter()
-            model, c = probe(e.vectors, _labels(splits.train, e), e.owner)
+            model, c = probe(e.vectors, label_indices(splits.train, e), e.owner)
             seconds = time.perf_counter() - t
             row(name, model, embs, seconds, C=c)
         return {"data": str(data), "modality": report.modality, "backbone": default.spec.name,

@@ -82,7 +82,7 @@ def _run_rate(data: Path, kind: str, tmp: Path, tag: str, one_job: bool = True) 
     from edgemaker.features.ray_job import embed_run
     from edgemaker.backbones.runtime import Backbone
     from edgemaker.backbones import get_spec
-    from edgemaker.tasks.classifier import _embed, classifier_for
+    from edgemaker.tasks.classifier import classifier_for, embed_samples
     from edgemaker.tasks.options import ClassifierOptions, EngineOptions
 
     engine_options = EngineOptions("ray", actors=1, cpus_per_actor=2) if kind == "ray" else EngineOptions()
@@ -97,7 +97,7 @@ def _run_rate(data: Path, kind: str, tmp: Path, tag: str, one_job: bool = True) 
         if engine is not None and one_job:
             embed_run(classifier, splits, options, cache)
         backbone = Backbone(get_spec(classifier.candidate_backbones(options)[0]), options.threads)
-        windows = sum(len(_embed(backbone, samples, views, options, cache, None, name).vectors) for name, samples, views in
+        windows = sum(len(embed_samples(backbone, samples, views, options, cache, None, name).vectors) for name, samples, views in
                       (("train", splits.train, options.augmentation.active_views), ("val", splits.val, 0),
                        ("test", splits.test, 0)))
         return windows / (time.perf_counter() - t), windows, validate_s

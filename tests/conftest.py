@@ -181,3 +181,45 @@ def make_tiny_digit_folder(root: Path, per_class: int = 60, seed: int = 0) -> Pa
             small = np.clip(small * rng.uniform(0.7, 1.0) + rng.normal(0, 12, small.shape), 0, 255)
             Image.fromarray(small.astype(np.uint8), "L").save(folder / f"{digit}_{i:03d}.png")
     return root
+
+
+# -- markers (registered in pyproject.toml): `make test-fast` runs what none of them marks --------------
+# A test is marked by what it uses, read from its own source and its fixtures' (in its module or here),
+# so a new test is marked without anyone remembering to.
+BROWSER_MODULES = {"test_web_e2e", "test_web_runs_e2e"}
+RAY_MODULES = {"test_ray_engine", "test_ray_job"}
+# Calls that train, extract embeddings or export a model: tens of seconds each on a laptop.
+HEAVY_CALLS = ("train_run(", ".create(", "wait_run(", "export_session(", "extract_embeddings(", "invoke(cli, [\"train\"",
+               "_train(", "search(", "fine_tune(", "distill(", "embed_run(", "subprocess.run(", "Popen(")
+
+
+def _sources(item) -> str:
+    import inspect
+
+    parts = []
+    fixtures = getattr(item, "_fixtureinfo", None)
+    names = set(fixtures.names_closure) if fixtures else set()
+    funcs = [getattr(item, "function", None)]
+    for name in names:
+        for fixdef in item.session._fixturemanager.getfixturedefs(name, item) or ():
+            funcs.append(fixdef.func)
+    for fn in funcs:
+        try:
+            parts.append(inspect.getsource(fn))
+        except (OSError, TypeError):
+            pass
+    return "\n".join(parts)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__ if getattr(item, "module", None) else ""
+        source = _sources(item)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        if module in RAY_MODULES:
+            item.add_marker(pytest.mark.ray)
+        if "shared_data(" in source:
+            item.add_marker(pytest.mark.real_data)
+        if any(call in source for call in HEAVY_CALLS):
+            item.add_marker(pytest.mark.slow)

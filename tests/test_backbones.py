@@ -11,7 +11,7 @@ import pytest
 
 from edgemaker.backbones import (BackboneSpec, ImageInput, WeightsSource, get_builder, get_spec, list_backbones,
                                  register_backbone, unregister_backbone)
-from edgemaker.backbones.runtime import Backbone, _with_uint8_input
+from edgemaker.backbones.runtime import Backbone, with_uint8_input
 from edgemaker.backbones.weights import load_state_dict, resolve_weights
 from edgemaker.errors import EdgemakerError
 
@@ -43,7 +43,7 @@ def test_every_registered_backbone_meets_the_embed_contract(name):
     module = get_builder(name)(spec, resolve_weights(spec.weights))
     network = module.network if spec.audio is not None else module
     if spec.image is not None:
-        module = _with_uint8_input(module, spec.image)
+        module = with_uint8_input(module, spec.image)
     with torch.no_grad():
         ref = module(torch.from_numpy(batch)).numpy()
     assert np.abs(ref - out).max() < 1e-3

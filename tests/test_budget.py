@@ -10,7 +10,7 @@ import pytest
 from conftest import make_image_folder
 
 from edgemaker.backbones.footprint import predict
-from edgemaker.backbones.truncated import _trunk, all_depths_module, depth_dims, make_truncated, truncated_spec
+from edgemaker.backbones.truncated import trunk, all_depths_module, depth_dims, make_truncated, truncated_spec
 from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
 from edgemaker.errors import EdgemakerError
@@ -35,7 +35,7 @@ def test_every_depth_in_one_pass_equals_each_truncated_forward():
     from edgemaker.backbones.weights import resolve_weights
 
     weights = resolve_weights(get_spec("efficientnet_lite0").weights)
-    net = _trunk("lite0", 64, weights)
+    net = trunk("lite0", 64, weights)
     x = torch.randn(2, 3, 64, 64)
     dims = depth_dims("lite0")
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_predicted_footprint_matches_the_real_int8_file(splits, tmp_path):
     from edgemaker.tasks.classifier import ImageClassifier
 
     spec = truncated_spec("lite0", 7, 64)
-    fp = predict(make_truncated(_trunk("lite0", 64), 7), 64, 3, spec.feature_dim)
+    fp = predict(make_truncated(trunk("lite0", 64), 7), 64, 3, spec.feature_dim)
     clf = ImageClassifier.create(splits.train, splits.val, ClassifierOptions(
         model=ModelOptions(backbone=spec.name, input_size=64), augmentation=AugmentationOptions(enabled=False)))
     path = clf.export(tmp_path, Quantization.for_int8([s.path for s in splits.train]), runtime="tflite")

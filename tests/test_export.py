@@ -125,7 +125,7 @@ def _int8_setup(trained, tmp_path, runtime):
     """(splits, classifier, its FloatModel, int8 quantization, the runtime's exporter, a fresh session)."""
     if runtime == "tflite":
         pytest.importorskip("ai_edge_litert", reason="the tflite extra is not installed")
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
     from edgemaker.export.session import ExportSession
 
     splits, clf = trained

@@ -8,7 +8,7 @@ import pytest
 from edgemaker.data.validate import Sample
 from edgemaker.features.extract import Embeddings
 from edgemaker.heads.selection import DEFAULTS, STAGES, select_head
-from edgemaker.tasks.classifier import _resolved, _select_head
+from edgemaker.tasks.classifier import resolved_options, choose_head
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
 
 
@@ -89,15 +89,15 @@ def test_selection_trains_on_clean_embeddings_when_the_augmentation_erases_the_c
     train, x_train = flipped_cue_set(100, seed=0)
     val, x_val = flipped_cue_set(30, seed=1, views=0)
     options = ClassifierOptions(hparams=HParams(epochs=40, patience=10))
-    head, sel = _select_head(options, train, val, x_train, x_val)
+    head, sel = choose_head(options, train, val, x_train, x_val)
     scores = {t.settings["views"]: t.val_accuracy for t in sel.trials if t.settings["weight_decay"] == 1e-4
               and t.settings["label_smoothing"] == 0.1}
     assert scores["clean"] > scores["augmented"] + 0.3  # the views really hurt on validation
     assert sel.chosen["views"] == "clean"
-    assert _resolved(options, sel.chosen).augmentation.active_views == 0  # the int8 head refit follows
+    assert resolved_options(options, sel.chosen).augmentation.active_views == 0  # the int8 head refit follows
     # Forced augmentation is honoured even though it loses.
     forced = ClassifierOptions(hparams=options.hparams, augmentation=AugmentationOptions(enabled=True))
-    _, sel_forced = _select_head(forced, train, val, x_train, x_val)
+    _, sel_forced = choose_head(forced, train, val, x_train, x_val)
     assert {t.settings["views"] for t in sel_forced.trials} == {"augmented"}
     assert "views" not in sel_forced.searched
 
@@ -106,14 +106,14 @@ def test_selection_is_reproducible_and_honours_explicit_hparams():
     train, x_train = flipped_cue_set(20, seed=2)
     val, x_val = flipped_cue_set(10, seed=3, views=0)
     options = ClassifierOptions(hparams=HParams(epochs=20, patience=5))
-    a, sel_a = _select_head(options, train, val, x_train, x_val)
-    b, sel_b = _select_head(options, train, val, x_train, x_val)
+    a, sel_a = choose_head(options, train, val, x_train, x_val)
+    b, sel_b = choose_head(options, train, val, x_train, x_val)
     assert np.array_equal(a.coef_, b.coef_) and sel_a.chosen == sel_b.chosen
     assert [t.val_accuracy for t in sel_a.trials] == [t.val_accuracy for t in sel_b.trials]
 
     explicit = ClassifierOptions(hparams=HParams(epochs=20, patience=5, weight_decay=0.03, label_smoothing=0.05),
                                  augmentation=AugmentationOptions(enabled=False))
-    head, sel = _select_head(explicit, train, val, x_train, x_val)
+    head, sel = choose_head(explicit, train, val, x_train, x_val)
     assert sel.searched == [] and len(sel.trials) == 1
     assert (head.weight_decay, head.label_smoothing) == (0.03, 0.05)
     assert len(head.history_) <= 20
@@ -122,7 +122,7 @@ def test_selection_is_reproducible_and_honours_explicit_hparams():
 def test_no_validation_split_uses_the_defaults():
     train, x_train = flipped_cue_set(10, seed=4)
     empty = Embeddings(np.zeros((0, 16), np.float32), np.zeros(0, int), np.zeros(0, int), 0)
-    head, sel = _select_head(ClassifierOptions(hparams=HParams(epochs=5)), train, [], x_train, empty)
+    head, sel = choose_head(ClassifierOptions(hparams=HParams(epochs=5)), train, [], x_train, empty)
     assert sel.searched == [] and sel.chosen == DEFAULTS and len(head.history_) == 5
 
 
@@ -163,18 +163,18 @@ def test_an_identical_search_is_remembered_and_any_change_searches_again(tmp_pat
     train, x_train = flipped_cue_set(30, seed=0)
     val, x_val = flipped_cue_set(10, seed=1, views=0)
     options = ClassifierOptions(hparams=HParams(epochs=10, patience=5), cache_dir=tmp_path)
-    head, first = _select_head(options, train, val, x_train, x_val)
+    head, first = choose_head(options, train, val, x_train, x_val)
     assert not first.reused and len(first.trials) == 4
-    again_head, again = _select_head(options, train, val, x_train, x_val)
+    again_head, again = choose_head(options, train, val, x_train, x_val)
     assert again.reused and again.chosen == first.chosen
     assert [t.to_dict() for t in again.trials] == [t.to_dict() for t in first.trials]
     assert "reused" in again.summary() and again.to_dict()["reused"] is True
     np.testing.assert_allclose(again_head.predict_proba(x_val.vectors), head.predict_proba(x_val.vectors), atol=1e-6)
     # Another seed, other embeddings or a corrupt memo file: a new search.
     other_seed = ClassifierOptions(hparams=HParams(epochs=10, patience=5, seed=1), cache_dir=tmp_path)
-    assert not _select_head(other_seed, train, val, x_train, x_val)[1].reused
+    assert not choose_head(other_seed, train, val, x_train, x_val)[1].reused
     x_shifted = Embeddings(x_train.vectors + 1e-3, x_train.owner, x_train.view, x_train.n_samples)
-    assert not _select_head(options, train, val, x_shifted, x_val)[1].reused
+    assert not choose_head(options, train, val, x_shifted, x_val)[1].reused
     for f in (tmp_path / "head-selection").glob("*.json"):
         f.write_text("{not json")
-    assert not _select_head(options, train, val, x_train, x_val)[1].reused
+    assert not choose_head(options, train, val, x_train, x_val)[1].reused

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgemaker.evaluate.metrics import evaluate_predictions, paired_loss
-from edgemaker.pipeline import _accuracy_warnings
+from edgemaker.export.stage import accuracy_warnings
 
 
 def _eval(right: list[bool]):
@@ -47,9 +47,9 @@ def test_warning_only_for_a_real_loss():
 
     fp32 = _eval([True] * 12)
     noise = paired_loss(fp32, _eval([False] + [True] * 11))
-    assert _accuracy_warnings([export("onnx-fp32", 1.0, paired_loss(fp32, fp32)), export("onnx-int8", 0.9167, noise)],
+    assert accuracy_warnings([export("onnx-fp32", 1.0, paired_loss(fp32, fp32)), export("onnx-int8", 0.9167, noise)],
                               fp32, "image") == []
     big_fp32 = _eval([True] * 300)
     real = paired_loss(big_fp32, _eval([False] * 9 + [True] * 291))
-    warnings = _accuracy_warnings([export("onnx-int8", 0.97, real)], big_fp32, "image")
+    warnings = accuracy_warnings([export("onnx-int8", 0.97, real)], big_fp32, "image")
     assert len(warnings) == 1 and "McNemar p = 0.004" in warnings[0] and "9 right only in fp32" in warnings[0]

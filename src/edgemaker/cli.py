@@ -39,12 +39,10 @@ def _engine_flags(fn):
 
 
 def _engine_options(engine: str, ray_address: str | None, ray_actors: int | None):
-    from .tasks.options import EngineOptions
+    from .run_settings import engine_options
 
     try:
-        if engine == "local" and ray_actors is not None:
-            raise ValueError("--ray-actors goes with --engine ray")
-        return EngineOptions(engine, ray_address if engine == "ray" else None, ray_actors)
+        return engine_options(engine, ray_address, ray_actors)
     except ValueError as exc:
         raise EdgemakerError(f"invalid option: {exc}") from None
 
@@ -59,8 +57,10 @@ def _engine(options):
 
 
 @cli.command()
-@click.argument("data")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.argument("data", required=False)
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="Run folder to write.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="A run's config.json: train that run again (same split, settings and formats).")
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None,
               help="Default: detected from the files (mixing images and sounds is an error).")
 @click.option("--backbone", default=None,
@@ -110,6 +110,9 @@ def _engine(options):
 @click.option("--distill", "distill", is_flag=True,
               help="Train a small student (the --max-flash/--max-ram winner, --backbone, or small_cnn) on the full "
                    "model's probabilities; reports it beside its from-scratch twin and the teacher.")
+@click.option("--strategy", default=None, metavar="NAME",
+              help="A registered training strategy (head, auto, budget, or a plugin's); default: auto with --auto, "
+                   "budget with --max-flash/--max-ram and no --backbone, else head.")
 @click.option("--budget", default=None, help="With --auto: time for the whole run, e.g. 5m, 300s, 1h (default 10m).")
 @click.option("--silence-db", type=float, default=-60.0, show_default=True,
               help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
@@ -119,57 +122,28 @@ def _engine(options):
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 @_engine_flags
-def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
-          class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
-          base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
-          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json, engine, ray_address, ray_actors) -> None:
+def train(**params) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
-    export to --out."""
-    from dataclasses import replace
+    export to --out. `--config RUN/config.json` trains that run again (DATA and --out may replace
+    its folders)."""
+    from .pipeline import train_run
+    from .run_settings import config_from_settings
 
-    from .data.audio import SilenceOptions
-    from .data.splits import SplitOptions
-    from .pipeline import parse_formats, train_run
-    from .tasks.options import AugmentationOptions, AutoOptions, ClassifierOptions, HParams, ModelOptions
-
-    try:
-        hp = HParams(seed=seed)
-        changes = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                   "dropout": dropout, "label_smoothing": label_smoothing}
-        hp = replace(hp, **{k: v for k, v in changes.items() if v is not None})
-        if class_weights is not None:
-            hp = replace(hp, class_weights=None if class_weights == "none" else class_weights)
-        aug = AugmentationOptions(enabled=augment, flip=flip)
-        if augment_views is not None:
-            aug = replace(aug, views=augment_views)
-        options = ClassifierOptions(
-            model=ModelOptions(backbone, input_size, **{k: v for k, v in (
-                ("width", width), ("grayscale", grayscale), ("base_model", base_model),
-                ("retrain_last", retrain_last), ("input_scaling", input_scaling)) if v is not None}), hparams=hp, augmentation=aug,
-            silence=SilenceOptions(enabled=not keep_silence, threshold_db=silence_db),
-            cache_dir=cache_dir, threads=threads, fine_tune=_fine_tune_options(fine_tune, fine_tune_epochs),
-            engine=_engine_options(engine, ray_address, ray_actors),
-        )
-        split = SplitOptions.parse(split_text, seed=seed)
-        from .export.device import parse_size
-
-        flash_limit = parse_size(max_flash) if max_flash else None
-        ram_limit = parse_size(max_ram) if max_ram else None
-        if device:
-            from .devices import limits
-
-            flash_limit, ram_limit = limits(device, flash_limit, ram_limit)
-        if budget is not None and not auto:
-            raise ValueError("--budget goes with --auto")
-        auto_options = AutoOptions(AutoOptions.parse_budget(budget or "10m")) if auto else None
-    except ValueError as exc:
-        raise EdgemakerError(f"invalid option: {exc}") from None
-    if backbone:
-        from .backbones import get_spec
-
-        get_spec(backbone)
-    metrics = train_run(data, out, options, split, parse_formats(formats), _progress(quiet, as_json), task,
-                        flash_limit, ram_limit, auto_options, distill)
+    settings = dict(params)
+    config_file, quiet, as_json = settings.pop("config_file"), settings.pop("quiet"), settings.pop("as_json")
+    data, out = settings.pop("data"), settings.pop("out")
+    settings["split"] = settings.pop("split_text")
+    if config_file is not None:
+        config = _config_from_file(config_file, data, out)
+    elif data is None or out is None:
+        raise EdgemakerError("give DATA and --out (or --config RUN/config.json to train a run again)")
+    else:
+        try:
+            config = config_from_settings(data, out, **settings)
+        except ValueError as exc:
+            raise EdgemakerError(f"invalid option: {exc}") from None
+    out = Path(config.out)
+    metrics = train_run(config, _progress(quiet, as_json))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -188,19 +162,24 @@ def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rat
         click.echo("\n".join(lines))
 
 
-def _fine_tune_options(text: str | None, epochs: int | None):
-    from .tasks.options import FineTuneOptions
+def _config_from_file(path: Path, data: str | None, out: Path | None):
+    """The RunConfig saved in a run folder, with DATA/--out replacing its folders when given; any
+    other training flag with --config is an error (the file is the whole request)."""
+    from dataclasses import replace
 
-    depth: int | str | None = None
-    if text is not None:
-        text = text.strip().lower()
-        if text != "auto":
-            if not text.isdigit():
-                raise ValueError(f"--fine-tune {text!r}: give a number of blocks (0, 1, 2, ...) or auto")
-            depth = int(text)
-        else:
-            depth = "auto"
-    return FineTuneOptions(depth=depth, **({"epochs": epochs} if epochs is not None else {}))
+    from .config import RunConfig
+
+    ctx = click.get_current_context()
+    fixed = {"data", "out", "config_file", "quiet", "as_json"}
+    extra = [p.name for p in ctx.command.params if p.name not in fixed and
+             ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if extra:
+        raise EdgemakerError(f"--{extra[0].replace('_', '-')} with --config: the config file is the whole request; "
+                             "edit a copy of it, or train without --config")
+    config = RunConfig.load(path)
+    if data is not None:
+        config = replace(config, data=replace(config.data, folder=str(data)))
+    return replace(config, out=str(out)) if out is not None else config
 
 
 @cli.command()

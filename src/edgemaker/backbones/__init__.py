@@ -1,6 +1,6 @@
 """Backbone registry: frozen specs, one `embed(batch) -> (N, dim)` contract, ONNX Runtime execution."""
 
-from .registry import get_builder, get_spec, list_backbones, register_backbone, unregister_backbone
+from .registry import create_spec, get_builder, get_spec, list_backbones, register_backbone, unregister_backbone
 from .spec import AudioInput, BackboneSpec, ImageInput, WeightsSource
 
 from . import efficientnet_lite  # noqa: E402,F401  (registers the built-in backbones)
@@ -8,6 +8,8 @@ from . import audio_backbones  # noqa: E402,F401
 from . import small_cnn  # noqa: E402,F401
 from . import small_cnn_mel  # noqa: E402,F401
 from . import base_model  # noqa: E402,F401
+from . import truncated  # noqa: E402,F401  (cut EfficientNet-Lite trunks, registered by name on first use)
+from . import sound_trunks  # noqa: E402,F401  (cut sound trunks, likewise)
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
 # Audio: both are extracted and the head is fitted on each; validation accuracy picks one per dataset.
@@ -20,6 +22,7 @@ __all__ = [
     "BackboneSpec",
     "ImageInput",
     "WeightsSource",
+    "create_spec",
     "get_builder",
     "get_spec",
     "list_backbones",

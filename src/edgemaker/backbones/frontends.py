@@ -184,7 +184,7 @@ def standardise_patch(mel):
     return centred / spread * 0.5
 
 
-# The seed paper's (YAMNet's) front end: 16 kHz, 25 ms / 10 ms STFT, 64 mels over 125-7500 Hz, log.
+# YAMNet's front end (the common one for small sound classifiers): 16 kHz, 25 ms / 10 ms STFT, 64 mels over 125-7500 Hz, log.
 YAMNET_LOGMEL = LogMelSpec(sample_rate=16000, win_length=400, hop_length=160, n_fft=512, n_mels=64,
                            fmin=125.0, fmax=7500.0)
 # aisfx's front end: 44.1 kHz, 2048 / 1024 STFT power, 96 HTK mels (L1-normalised), log10(1e4 x + 1) / max.

@@ -26,7 +26,7 @@ def default_threads() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _with_uint8_input(module, image):
+def with_uint8_input(module, image):
     """Prefix the builder's float NCHW network with uint8 NHWC -> (x - mean) / std -> NCHW."""
     import torch
 
@@ -51,7 +51,7 @@ def with_graph_input(module, spec: BackboneSpec):
 
     if spec.image is not None:
         size = spec.image.size
-        return _with_uint8_input(module, spec.image), torch.zeros(1, size, size, 3, dtype=torch.uint8)
+        return with_uint8_input(module, spec.image), torch.zeros(1, size, size, 3, dtype=torch.uint8)
     assert spec.audio is not None
     return module, torch.zeros(1, spec.audio.window_samples)
 

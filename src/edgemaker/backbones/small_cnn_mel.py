@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .audio_backbones import _windows, _with_frontend
+from .audio_backbones import audio_windows, with_frontend
 from .frontends import SMALL_LOGMEL
 from .registry import register_backbone
 from .small_cnn import DEFAULT_WIDTH, conv_blocks, widths
@@ -83,7 +83,7 @@ def _build(spec: BackboneSpec, weights: Path):
     state = load_state_dict(weights)
     net = make_network(width_of(state))
     net.load_state_dict(state, strict=True)
-    return _with_frontend(SMALL_LOGMEL, net.fuse())
+    return with_frontend(SMALL_LOGMEL, net.fuse())
 
 
 SPEC = BackboneSpec(
@@ -97,7 +97,7 @@ SPEC = BackboneSpec(
     ),
     licence="Apache-2.0 (edgemaker architecture; the weights come from your data)",
     parameters=parameter_count(DEFAULT_WIDTH),
-    audio=_windows(SMALL_LOGMEL, FRAMES, "log-mel 40 bands 50-8000 Hz, 512/256 STFT power at 16 kHz, "
+    audio=audio_windows(SMALL_LOGMEL, FRAMES, "log-mel 40 bands 50-8000 Hz, 512/256 STFT power at 16 kHz, "
                    "peak-normalised windows"),
     description="small CNN trained from scratch on log-mel (4 conv blocks + dense); for microcontrollers",
 )

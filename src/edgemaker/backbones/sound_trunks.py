@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from pathlib import Path
 
-from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
+from .registry import get_spec, is_registered, register_backbone, register_cutter, register_resolver
+from .sound_names import AISFX_NAME, LITE0_MEL_NAME
 from .spec import BackboneSpec
 
 LITE0_MEL_SIZES = ((96, 64), (64, 64))  # (H = frames, W = bands); 96x64 is the patch itself
 AISFX_BLOCKS = 4
-_LITE = re.compile(r"^efficientnet_lite0_mel_(\d+)x(\d+)(?:_k(\d+))?$")
-_AISFX = re.compile(r"^aisfx_k([1-3])$")
 
 
 def lite0_mel_name(size: tuple[int, int], depth: int | None) -> str:
@@ -40,9 +38,9 @@ def aisfx_name(depth: int) -> str:
 def _lite0_counts() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(feature width after each block, parameters up to each block and then of the whole network),
     from one network: building one per depth would cost a second each."""
-    from .truncated import _trunk
+    from .truncated import trunk
 
-    net = _trunk("lite0", 224)
+    net = trunk("lite0", 224)
     count = [sum(p.numel() for m in (net._conv_stem, net._bn0) for p in m.parameters())]
     for block in net._blocks:
         count.append(count[-1] + sum(p.numel() for p in block.parameters()))
@@ -59,9 +57,9 @@ def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | Non
     import torch
 
     from .audio_backbones import patch_to_image
-    from .truncated import _trunk, all_depths_module, make_truncated, pooled_whole
+    from .truncated import trunk, all_depths_module, make_truncated, pooled_whole
 
-    net = _trunk("lite0", size, weights)
+    net = trunk("lite0", size, weights)
     body = all_depths_module(net) if every_depth else (make_truncated(net, depth) if depth else pooled_whole(net))
 
     class PatchTrunk(torch.nn.Module):
@@ -76,24 +74,23 @@ def _patch_network(size: tuple[int, int], depth: int | None, weights: Path | Non
 
 
 def _build(spec: BackboneSpec, weights: Path):
-    from .audio_backbones import _with_frontend, aisfx_embedding
+    from .audio_backbones import with_frontend, aisfx_embedding
     from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
-    m = _LITE.match(spec.name)
+    m = LITE0_MEL_NAME.match(spec.name)
     if m:
         size, depth = (int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None
-        return _with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
-    m = _AISFX.match(spec.name)
+        return with_frontend(LITE0_MEL_LOGMEL, _patch_network(size, depth, weights))
+    m = AISFX_NAME.match(spec.name)
     assert m is not None, spec.name
-    return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
+    return with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, int(m.group(1))))
 
 
 def _register(name: str, base: str, feature_dim: int, parameters: int, description: str) -> BackboneSpec:
-    if name not in _REGISTRY:
+    if not is_registered(name):
         spec = dataclasses.replace(get_spec(base), name=name, feature_dim=feature_dim, parameters=parameters,
                                    description=description)
-        register_backbone(spec)(_build)
-        _UNLISTED.add(name)
+        register_backbone(spec, listed=False)(_build)
     return get_spec(name)
 
 
@@ -128,24 +125,22 @@ def _aisfx_parameters(depth: int) -> int:
     return total
 
 
-def base_backbone(name: str) -> str | None:
-    """The registered backbone a cut one comes from ('efficientnet_lite0_mel', 'aisfx'), else None."""
-    if _LITE.match(name):
-        return "efficientnet_lite0_mel"
-    return "aisfx" if _AISFX.match(name) else None
-
-
 def ensure_registered(name: str) -> bool:
     """Register a cut sound backbone named in saved options (a config.json); False if not one."""
-    m = _LITE.match(name)
+    m = LITE0_MEL_NAME.match(name)
     if m:
         lite0_mel_spec((int(m.group(1)), int(m.group(2))), int(m.group(3)) if m.group(3) else None)
         return True
-    m = _AISFX.match(name)
+    m = AISFX_NAME.match(name)
     if m:
         aisfx_spec(int(m.group(1)))
         return True
     return False
+
+
+register_resolver(ensure_registered)
+register_cutter("aisfx", aisfx_spec)
+register_cutter("efficientnet_lite0_mel", lambda depth: lite0_mel_spec(LITE0_MEL_SIZES[0], depth))
 
 
 # -- every depth in one pass, and each depth's footprint -------------------------------------------
@@ -173,18 +168,18 @@ def families() -> list[Family]:
 
 def all_depths_module(family: Family, weights: Path):
     """The waveform -> every depth's pooled features concatenated, in one forward pass."""
-    from .audio_backbones import _with_frontend, aisfx_embedding
+    from .audio_backbones import with_frontend, aisfx_embedding
     from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
-        return _with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, AISFX_BLOCKS, every_depth=True))
+        return with_frontend(AISFX_LOGMEL, aisfx_embedding(weights, AISFX_BLOCKS, every_depth=True))
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
-    return _with_frontend(LITE0_MEL_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
+    return with_frontend(LITE0_MEL_LOGMEL, _patch_network((h, w), None, weights, every_depth=True))
 
 
 def footprints(family: Family, n_classes: int) -> list:
     """Each depth's predicted full-int8 footprint (the file takes the log-mel patch)."""
-    from .footprint import _footprint, _trace
+    from .footprint import footprint_of, trace_ops
     from .frontends import LITE0_MEL_LOGMEL
 
     if family.key == "aisfx":
@@ -194,21 +189,21 @@ def footprints(family: Family, n_classes: int) -> list:
         shape = (1, AISFX_FRAMES, AISFX_LOGMEL.n_mels)
         out = []
         for depth, dim in enumerate(family.dims, 1):
-            ops, _ = _trace(aisfx_embedding(None, depth), shape)
+            ops, _ = trace_ops(aisfx_embedding(None, depth), shape)
             ops += [(ops[-1][1], ops[-1][1] // 4, 0, 0, 0, 0), (ops[-1][1] // 4, dim, 0, 0, 0, 0)]  # pool, mean/max
-            out.append(_footprint(ops, 0, n_classes, dim, input_elements=shape[1] * shape[2]))
+            out.append(footprint_of(ops, 0, n_classes, dim, input_elements=shape[1] * shape[2]))
         return out
-    from .truncated import _trunk, make_truncated, pooled_whole
+    from .truncated import trunk, make_truncated, pooled_whole
 
     h, w = (int(v) for v in family.key.split("@")[1].split("x"))
     patch = 96 * LITE0_MEL_LOGMEL.n_mels  # the standardised patch (the front end standardises it)
     # a resize if any, and the 3 identical channels (CONCATENATION)
     prefix = [(patch, h * w, 0, 0, 0, 0)] if (h, w) != (96, 64) else []
     prefix.append((h * w, 3 * h * w, 0, 0, 0, 0))
-    net = _trunk("lite0", (h, w))
-    ops, ends = _trace(make_truncated(net, len(net._blocks)), (1, 3, h, w))
-    out = [_footprint(prefix + ops[:end], 0, n_classes, dim, input_elements=patch)
+    net = trunk("lite0", (h, w))
+    ops, ends = trace_ops(make_truncated(net, len(net._blocks)), (1, 3, h, w))
+    out = [footprint_of(prefix + ops[:end], 0, n_classes, dim, input_elements=patch)
            for end, dim in zip(ends, family.dims[:-1])]
-    ops_full, _ = _trace(pooled_whole(net), (1, 3, h, w))  # the whole network, with the same prefix
-    out.append(_footprint(prefix + ops_full, 0, n_classes, family.dims[-1], input_elements=patch))
+    ops_full, _ = trace_ops(pooled_whole(net), (1, 3, h, w))  # the whole network, with the same prefix
+    out.append(footprint_of(prefix + ops_full, 0, n_classes, family.dims[-1], input_elements=patch))
     return out

@@ -13,10 +13,11 @@ extraction (features/depths.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
-from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
+from .registry import get_spec, is_registered, register_backbone, register_cutter, register_resolver
 from .spec import BackboneSpec
 from .weights import load_state_dict
 
@@ -34,7 +35,7 @@ def parse_name(name: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def _trunk(variant: str, size: int, weights: Path | None = None):
+def trunk(variant: str, size: int, weights: Path | None = None):
     """The EfficientNet for `size` (static 'same' padding depends on it), weights loaded if given."""
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -45,7 +46,7 @@ def _trunk(variant: str, size: int, weights: Path | None = None):
 
 
 def block_count(variant: str) -> int:
-    return len(_trunk(variant, 224)._blocks)
+    return len(trunk(variant, 224)._blocks)
 
 
 def make_truncated(net, depth: int):
@@ -112,11 +113,11 @@ def all_depths_module(net):
 
 def depth_dims(variant: str) -> list[int]:
     """Feature width after each block (index k-1 for depth k)."""
-    return [int(b._block_args.output_filters) for b in _trunk(variant, 224)._blocks]
+    return [int(b._block_args.output_filters) for b in trunk(variant, 224)._blocks]
 
 
 def _parameters(variant: str, depth: int) -> int:
-    net = make_truncated(_trunk(variant, 224), depth)
+    net = make_truncated(trunk(variant, 224), depth)
     return sum(p.numel() for p in net.parameters())
 
 
@@ -124,7 +125,7 @@ def _build(spec: BackboneSpec, weights: Path):
     parsed = parse_name(spec.name)
     assert parsed is not None and spec.image is not None
     variant, depth = parsed
-    return make_truncated(_trunk(variant, spec.image.size, weights), depth)
+    return make_truncated(trunk(variant, spec.image.size, weights), depth)
 
 
 def truncated_spec(variant: str, depth: int, size: int | None = None) -> BackboneSpec:
@@ -132,7 +133,7 @@ def truncated_spec(variant: str, depth: int, size: int | None = None) -> Backbon
     if variant not in VARIANTS:
         raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}")
     name = truncated_name(variant, depth)
-    if name not in _REGISTRY:
+    if not is_registered(name):
         dims = depth_dims(variant)
         if not 1 <= depth <= len(dims):
             raise ValueError(f"efficientnet_{variant} has {len(dims)} blocks; depth must be 1..{len(dims)}")
@@ -141,8 +142,7 @@ def truncated_spec(variant: str, depth: int, size: int | None = None) -> Backbon
                                    parameters=_parameters(variant, depth),
                                    description=f"EfficientNet-{variant.capitalize()} truncated after block {depth} "
                                                f"of {len(dims)} (ImageNet), pooled")
-        register_backbone(spec)(_build)
-        _UNLISTED.add(name)
+        register_backbone(spec, listed=False)(_build)
     spec = get_spec(name)
     return spec.with_image_size(size) if size else spec
 
@@ -154,3 +154,8 @@ def ensure_registered(name: str) -> bool:
         return False
     truncated_spec(*parsed)
     return True
+
+
+register_resolver(ensure_registered)
+for _variant in VARIANTS:
+    register_cutter(f"efficientnet_{_variant}", functools.partial(truncated_spec, _variant))

@@ -31,7 +31,8 @@ class AudioDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class SilenceOptions:
-    """Frames (10 ms) quieter than `threshold_db` dBFS are removed.
+    """Frames (10 ms) quieter than `threshold_db` dBFS are removed: silence carries no class
+    and would dilute a clip's mean over its windows.
 
     A clip that is silent throughout is kept whole (and reported), never dropped silently.
     """

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 
 from ..errors import DataError
+from .urls import fsspec_filesystem, read_url_bytes
 
 
 class RemotePath:
@@ -91,14 +92,10 @@ class RemotePath:
         return self
 
     def read_bytes(self) -> bytes:
-        from .sources import read_bytes
-
-        return read_bytes(str(self))
+        return read_url_bytes(str(self))
 
     def info(self) -> dict | None:
         """fsspec's info for this path, None when it does not exist."""
-        from .sources import fsspec_filesystem
-
         fs, inner = fsspec_filesystem(str(self))
         try:
             return fs.info(inner)
@@ -135,8 +132,6 @@ class RemoteTree:
     the sorted subfolders and files of a folder, and every file below one in os.walk's order."""
 
     def __init__(self, root: RemotePath) -> None:
-        from .sources import fsspec_filesystem
-
         fs, inner = fsspec_filesystem(str(root))
         info = root.info()
         if info is None:

@@ -10,19 +10,19 @@ import os
 from pathlib import Path
 
 from ..errors import DataError
+from .remote import RemotePath
+from .urls import fsspec_filesystem, read_url_bytes
+
+__all__ = ["as_path", "data_root", "fsspec_filesystem", "is_url", "local_path", "read_bytes"]
 
 
 def is_url(data) -> bool:
-    from .remote import RemotePath
-
     return isinstance(data, RemotePath) or (isinstance(data, str) and "://" in data)
 
 
 def data_root(data: str | os.PathLike[str]):
     """Where a DATA argument lives: a local Path (plain path or file:// URL), or a RemotePath for
     any other fsspec URL (the filesystem's package must be installed: else a one-line error)."""
-    from .remote import RemotePath
-
     if isinstance(data, RemotePath):
         return data
     if not is_url(data) or str(data).startswith("file://"):
@@ -33,8 +33,6 @@ def data_root(data: str | os.PathLike[str]):
 
 def as_path(path):
     """A sample path as the pipeline keeps it: a RemotePath stays one (a URL), anything else is a Path."""
-    from .remote import RemotePath
-
     return path if isinstance(path, RemotePath) else Path(path)
 
 
@@ -50,34 +48,12 @@ def local_path(data: str | os.PathLike[str]) -> Path:
     return Path(unquote(parsed.path))
 
 
-def fsspec_filesystem(url: str):
-    """(filesystem, path inside it) for an fsspec URL; a one-line error naming the package to install."""
-    try:
-        import fsspec
-    except ImportError:
-        raise DataError(f"{url}: reading URLs needs fsspec; install it with `pip install fsspec`") from None
-    protocol = url.split("://", 1)[0]
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as exc:
-        hint = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(protocol)
-        fix = f"install it with `pip install {hint}`" if hint else f"install the fsspec package for {protocol}://"
-        raise DataError(f"{url}: no filesystem for {protocol}:// ({str(exc).splitlines()[0]}); {fix}") from None
-    return fs, path
-
-
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """The bytes of one file, local path or URL; OSError when it cannot be read."""
     if is_url(path):
         path = str(path)
         if path.startswith("file://"):
             return local_path(path).read_bytes()
-        fs, inner = fsspec_filesystem(path)
-        try:
-            return fs.cat_file(inner)
-        except OSError:
-            raise
-        except Exception as exc:  # a store's own errors (permissions, network) read as unreadable
-            raise OSError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        return read_url_bytes(path)
     with open(path, "rb") as fh:
         return fh.read()

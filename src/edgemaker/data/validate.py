@@ -12,12 +12,13 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..faults import point
+from ..parallel import ordered_map
 from ..features.cache import FeatureCache
 from ..progress import Progress, SilentProgress
 from .folders import SPLITS, FoundFile, modality_of, scan_folder
 from .images import ImageDecodeError, decode_image
 
-_MEDIA_KIND = {"image": "image-v2", "audio": "audio-v2"}  # v2: the hostile-file guards (faults branch)
+MEDIA_KIND = {"image": "image-v2", "audio": "audio-v2"}  # v2: the hostile-file guards (faults branch)
 SILENT_DB = -60.0
 
 @dataclass(frozen=True)
@@ -148,9 +149,7 @@ def local_verdicts(files: list[FoundFile], modality: str, cache: FeatureCache | 
                    workers: int | None = None) -> list[Verdict]:
     """One verdict per file, in threads: hash everything, decode-check only contents the cache has no
     verdict for. At most a few files are read at a time (flat memory however many files)."""
-    from ..features.extract import ordered_map
-
-    kind = _MEDIA_KIND[modality]
+    kind = MEDIA_KIND[modality]
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
         verdicts = []

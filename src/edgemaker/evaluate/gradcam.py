@@ -130,10 +130,10 @@ def quadrant_mass(heat: np.ndarray) -> dict[str, float]:
 def torch_module(spec):
     """The float torch module of an image backbone, normalising uint8 NHWC input like its ONNX graph."""
     from ..backbones.registry import get_builder
-    from ..backbones.runtime import _with_uint8_input
+    from ..backbones.runtime import with_uint8_input
     from ..backbones.weights import resolve_weights
 
-    return _with_uint8_input(get_builder(spec.name)(spec, resolve_weights(spec.weights)), spec.image)
+    return with_uint8_input(get_builder(spec.name)(spec, resolve_weights(spec.weights)), spec.image)
 
 
 def explain_misclassified(clf, samples, evaluation, limit: int = DEFAULT_LIMIT, batch_size: int = 8) -> Explanations:

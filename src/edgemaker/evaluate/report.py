@@ -279,7 +279,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         if auto["skipped"]:
             out.append(_table(["skipped", "why"], [[c["name"], c["reason"]] for c in auto["skipped"]]))
     if metrics.get("budget_search"):
-        from ..tasks.budget_search import report_section
+        from .budget_report import report_section
 
         out += report_section(metrics["budget_search"])
     if metrics.get("distill"):

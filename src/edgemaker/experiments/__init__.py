@@ -1,5 +1,4 @@
-"""Experiments over many training runs: `edgemaker compare` (backbones side by side:
-size, speed and accuracy) and `edgemaker curve` (accuracy by examples per class with and without transfer
+"""Experiments over many training runs: `edgemaker compare` (backbones side by side) and `edgemaker curve` (accuracy by examples per class with and without transfer
 learning). Both reuse the pipeline's pieces and caches and write results.json
 (with a top-level "kind"), table.txt, table.md, plot.svg and an offline index.html into --out."""
 

@@ -52,7 +52,7 @@ def parse_sizes(text: str) -> list[int | None]:
 
 
 def balanced_subset(by_class: dict[str, list], n: int, seed: int) -> list:
-    """`n` samples of every class, drawn with `seed`."""
+    """`n` samples of every class, drawn with `seed` (a repeatable subset)."""
     rng = random.Random(seed)
     out = []
     for label in sorted(by_class):

@@ -39,9 +39,9 @@ def int8_file(clf, splits: Splits, modality: str, folder: Path, progress: Progre
               threads: int | None = None) -> dict:
     """Write folder/model_int8.tflite (reused from the cache when the same model was built before);
     returns its record: sizes, test accuracy, peak RAM, MACs, the int8 choice, or why it was refused."""
-    from ..pipeline import _frontend, _quantization
+    from ..export.stage import frontend_in_graph, quantization_for
 
-    quantization = _quantization("tflite-int8", splits, modality)
+    quantization = quantization_for("tflite-int8", [s.path for s in splits.train], modality)
     stored = (clf.options.cache_dir or default_cache_dir()) / "experiments" / "int8" / _key(clf, splits, quantization)
     folder.mkdir(parents=True, exist_ok=True)
     if (stored / "record.json").is_file():
@@ -52,7 +52,7 @@ def int8_file(clf, splits: Splits, modality: str, folder: Path, progress: Progre
                     with atomic_path(folder / name) as tmp:
                         shutil.copyfile(stored / name, tmp)
             return {**record, "reused": True}
-    record = _build(clf, splits, modality, folder, quantization, _frontend("tflite-int8", modality), progress, threads)
+    record = _build(clf, splits, modality, folder, quantization, frontend_in_graph("tflite-int8", modality), progress, threads)
     for name in (FILE, FILE + ".json"):
         if (folder / name).is_file():
             with atomic_path(stored / name) as tmp:
@@ -65,7 +65,7 @@ def _build(clf, splits: Splits, modality: str, folder: Path, quantization, front
            threads: int | None) -> dict:
     import time
 
-    from ..export.base import exporter_for
+    from ..export.exporters import exporter_for
     from ..export.device import budget
     from ..export.runtime import load_exported
     from ..pipeline import evaluate_files
@@ -98,7 +98,7 @@ def _build(clf, splits: Splits, modality: str, folder: Path, quantization, front
 
 def depth(onnx_path: Path) -> int:
     """Weight layers (convolutions and dense layers) in the backbone's graph, plus the head: the
-    'depth' column of the compare table, counted the same way for every backbone."""
+    'depth' column of `edgemaker compare`, counted the same way for every backbone."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..atomic import atomic_path, write_text
 from .device import write_c_array
-from .snippets import _tflm_add
+from .snippets import tflm_add
 
 ARENA_HEADROOM = 1.25  # optimized kernels (CMSIS-NN, ESP-NN) ask for scratch buffers the reference ones do not
 
@@ -98,7 +98,7 @@ static int Fail(const char* message) {{
 static int Setup() {{
   const tflite::Model* model = tflite::GetModel(g_{name});
   static tflite::MicroMutableOpResolver<{len(uniq)}> resolver;  // the operators the model uses
-{chr(10).join(f'  resolver.{_tflm_add(op)}();' for op in uniq)}
+{chr(10).join(f'  resolver.{tflm_add(op)}();' for op in uniq)}
   static tflite::MicroInterpreter interpreter(model, resolver, g_arena, kArenaSize);
   if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors() failed: raise kArenaSize");
   g_interpreter = &interpreter;

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from ..backbones.spec import BackboneSpec
+from .metadata import model_metadata
 from .quantization import Quantization
 
 FILE_STEMS = {"none": "model_fp32", "int8": "model_int8", "dynamic": "model_dynamic", "float16": "model_fp16"}
@@ -46,8 +47,6 @@ class FloatModel:
                                    intercept=np.asarray(head.intercept_, np.float32))
 
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
-        from .onnx_model import model_metadata
-
         return model_metadata(self.spec, self.classes, quantization, self.silence_threshold_db, frontend)
 
 
@@ -102,10 +101,9 @@ class Exporter(ABC):
                        quantization: Quantization, calibration: Sequence[np.ndarray], metadata: dict) -> Path:
         """The int8 file again with `model`'s head (same int8 backbone) at `target`."""
 
+    @abstractmethod
     def load(self, path: Path, threads: int | None = None):
-        from .runtime import load_exported
-
-        return load_exported(path, threads)
+        """The file as a model to run (the same interface for every runtime: export/model_file.py)."""
 
     def replace(self, source: Path, target: Path) -> None:
         """Move a finished file over another (atomic rename)."""
@@ -114,16 +112,3 @@ class Exporter(ABC):
     def remove(self, path: Path) -> None:
         """Delete a file this exporter wrote (and whatever it writes beside it)."""
         path.unlink(missing_ok=True)
-
-
-def exporter_for(runtime: str) -> Exporter:
-    if runtime == "onnx":
-        from .onnx_model import OnnxExporter
-
-        return OnnxExporter()
-    if runtime == "tflite":
-        from .tflite import TFLiteExporter, require_tflite
-
-        require_tflite()
-        return TFLiteExporter()
-    raise ValueError(f"unknown runtime {runtime!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .quantization import Quantization
-from .runtime import prepare_windows
+from .model_file import prepare_windows
 
 # Fields a runtime adds to the input recipe that do not change what the input is.
 _RUNTIME_FIELDS = ("tflite_dtype", "scale", "zero_point", "tflite_values")

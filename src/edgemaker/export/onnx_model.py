@@ -17,51 +17,8 @@ from ..atomic import atomic_path
 from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME, export_backbone_onnx
 from ..backbones.spec import BackboneSpec
 from .base import Exporter, FloatModel, file_input
+from .metadata import METADATA_KEY, PROBABILITIES, model_metadata
 from .quantization import Quantization
-
-PROBABILITIES = "probabilities"
-METADATA_KEY = "edgemaker"
-
-
-def model_metadata(spec: BackboneSpec, classes: Sequence[str], quantization: str,
-                   silence_threshold_db: float | None = None, frontend: bool = True) -> dict:
-    """What a runtime needs besides the graph: labels and how to prepare the input."""
-    meta = {
-        "edgemaker_version": __version__,
-        "task": f"{spec.modality}_classification",
-        "labels": list(classes),
-        "backbone": spec.name,
-        "backbone_licence": spec.licence,
-        "quantization": quantization,
-        "output": {"name": PROBABILITIES, "meaning": "softmax probabilities in label order"},
-    }
-    if spec.image is not None:
-        image = spec.image
-        meta["input"] = {
-            "name": INPUT_NAME, "kind": "image", "dtype": "uint8", "layout": "NHWC", "color": "RGB",
-            "size": image.size, "mean": list(image.mean), "std": list(image.std),
-            "crop_padding": image.crop_padding, "resize": "bicubic",
-            "normalisation": "inside the graph: (pixel - mean) / std",
-            "crop": "centre crop of size/(size+crop_padding)*min(h,w), then resize to size x size",
-        }
-        return meta
-    audio = spec.audio
-    assert audio is not None
-    meta["input"] = {
-        "name": "waveform" if frontend else "logmel",
-        "kind": "waveform" if frontend else "logmel",
-        "dtype": "float32",
-        "sample_rate": audio.sample_rate,
-        "window_samples": audio.window_samples,
-        "hop_samples": audio.hop_samples,
-        "mono": True,
-        "range": "[-1, 1]",
-        "frontend": audio.frontend + (" (inside the graph)" if frontend else " (computed by the caller)"),
-        "silence_threshold_db": silence_threshold_db,
-        "clip_result": "mean of the window probabilities",
-    }
-    return meta
-
 
 def set_metadata(model, metadata: dict) -> None:
     import onnx
@@ -270,6 +227,11 @@ class OnnxExporter(Exporter):
     suffix = ".onnx"
     route_id = repr(sorted(ONNX_INT8_ROUTE.items()))
     int8_routes = ONNX_ROUTE_VARIANTS
+
+    def load(self, path: Path, threads: int | None = None):
+        from .runtime import ExportedModel
+
+        return ExportedModel(path, threads)
 
     def __init__(self) -> None:
         self._ranges: tempfile.TemporaryDirectory | None = None  # calibration ranges, shared by the variants

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .base import Exporter, FloatModel, exporter_for
+from .base import Exporter, FloatModel
+from .exporters import exporter_for
 from .inputs import PreparedInputs
 from .int8 import HeadFitter, Validation, build_int8
 from .quantization import Quantization

@@ -323,7 +323,7 @@ _TFLM_NAMES = {"BATCH_MATMUL": "BatchMatMul", "HARD_SWISH": "HardSwish", "LOG_SO
                "L2_NORMALIZATION": "L2Normalization", "RELU_N1_TO_1": "ReluN1To1"}
 
 
-def _tflm_add(op: str) -> str:
+def tflm_add(op: str) -> str:
     name = _TFLM_NAMES.get(op) or "".join(p if p[:1].isdigit() else p.capitalize() for p in op.lower().split("_"))
     return f"Add{name.replace('2d', '2D').replace('1d', '1D')}"
 
@@ -338,7 +338,7 @@ def tflite_micro(metadata: dict, filename: str, ops: Sequence[str] | None = None
     uniq = sorted(dict.fromkeys(ops or []))
     if uniq:
         resolver = [f"  static tflite::MicroMutableOpResolver<{len(uniq)}> resolver;  // the operators {filename} uses"]
-        resolver += [f"  resolver.{_tflm_add(op)}();" for op in uniq]
+        resolver += [f"  resolver.{tflm_add(op)}();" for op in uniq]
     else:
         resolver = ["  static tflite::MicroMutableOpResolver<16> resolver;  // add every operator the model uses:",
                     "  resolver.AddConv2D(); resolver.AddDepthwiseConv2D(); resolver.AddFullyConnected(); resolver.AddSoftmax();"]
@@ -453,7 +453,7 @@ def read_model_metadata(path: Path) -> dict | None:
         return meta
     import onnx
 
-    from .onnx_model import METADATA_KEY
+    from .metadata import METADATA_KEY
 
     try:
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -25,14 +25,14 @@ from ..atomic import atomic_path, write_json
 from ..errors import EdgemakerError, MissingDependencyError
 from .base import Exporter, FloatModel, file_input
 from .quantization import Quantization
-from .runtime import ModelFile
+from .model_file import ModelFile
 
 METADATA_NAME = "edgemaker.json"
 LABELS_NAME = "labels.txt"
 
 
 @contextlib.contextmanager
-def _quiet(show_on_error: bool = True) -> Iterator[None]:
+def quiet_native_logs(show_on_error: bool = True) -> Iterator[None]:
     """The converter, quantizer and interpreter print progress, and their C++ code logs straight to
     file descriptors 1 and 2; keep the console for our own lines. What they said is shown if they
     fail (unless the caller turns the failure into its own one-line error)."""
@@ -71,7 +71,7 @@ def require_tflite() -> None:
     for module, package in (("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer"),
                             ("ai_edge_litert", "ai-edge-litert")):
         try:
-            with _quiet(show_on_error=False):  # importing them prints native warnings
+            with quiet_native_logs(show_on_error=False):  # importing them prints native warnings
                 __import__(module)
         except ImportError:
             raise MissingDependencyError(package, "tflite", "TFLite export") from None
@@ -131,7 +131,7 @@ def convert(module, example, target: Path) -> Path:
     require_tflite()
     import torch
 
-    with _quiet(), torch.no_grad(), atomic_path(target, suffix=".tflite") as tmp:
+    with quiet_native_logs(), torch.no_grad(), atomic_path(target, suffix=".tflite") as tmp:
         import litert_torch  # its import prints native warnings too
 
         litert_torch.convert(module, (example,)).export(str(tmp))
@@ -152,7 +152,7 @@ def quantize(fp32: Path, target: Path, quantization: Quantization, calibration: 
     from ai_edge_quantizer import Quantizer, recipe
 
     recipes = {"int8": recipe.static_wi8_ai8, "dynamic": recipe.dynamic_wi8_afp32}
-    with _quiet(), atomic_path(target, suffix=".tflite") as tmp:
+    with quiet_native_logs(), atomic_path(target, suffix=".tflite") as tmp:
         if quantization.kind == "float16":
             _float16_weights(fp32, tmp)
             return target
@@ -243,6 +243,9 @@ class TFLiteExporter(Exporter):
 
     runtime = "tflite"
     suffix = ".tflite"
+
+    def load(self, path: Path, threads: int | None = None):
+        return TFLiteModel(path, threads)
 
     def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
         """The converter takes seconds to tens of seconds; its output differs between runs of one
@@ -337,7 +340,7 @@ class TFLiteInt8Backbone:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self._meta = metadata
-        with _quiet():  # without the default delegate, so that intermediate tensors are kept and readable
+        with quiet_native_logs():  # without the default delegate, so that intermediate tensors are kept and readable
             self._it = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1,
                                    experimental_preserve_all_tensors=True,
                                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -352,7 +355,7 @@ class TFLiteInt8Backbone:
         scale, zero = self._embedding["quantization"]
         rows = []
         for row in x:
-            _invoke(self._it, self._in, self._out, row[None])
+            invoke_model(self._it, self._in, self._out, row[None])
             e = self._it.get_tensor(self._embedding["index"]).reshape(-1).astype(np.float32)
             rows.append((e - zero) * scale if scale else e)
         return np.stack(rows)
@@ -393,7 +396,7 @@ class TFLiteModel(ModelFile):
         self.labels = self._labels_from(meta, self.path.with_name(LABELS_NAME))
         self.input = meta["input"]
         try:
-            with _quiet(show_on_error=False):
+            with quiet_native_logs(show_on_error=False):
                 self._it = Interpreter(model_path=str(self.path), num_threads=threads or os.cpu_count() or 1)
                 self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -403,13 +406,13 @@ class TFLiteModel(ModelFile):
         self._shape = tuple(int(d) for d in self._in["shape"])
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([_invoke(self._it, self._in, self._out, x.reshape(self._shape)) for x in batch]).astype(np.float64)
+        return np.stack([invoke_model(self._it, self._in, self._out, x.reshape(self._shape)) for x in batch]).astype(np.float64)
 
     def _example(self) -> np.ndarray:
         return np.zeros(self._shape, np.float32)
 
 
-def _invoke(it, inp: dict, out: dict, x: np.ndarray) -> np.ndarray:
+def invoke_model(it, inp: dict, out: dict, x: np.ndarray) -> np.ndarray:
     """One float input through an interpreter, quantizing the input and dequantizing the output
     as the file's own scale and zero point say (a no-op for float files)."""
     if np.issubdtype(inp["dtype"], np.floating):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgemakerError
-from .runtime import ModelFile
+from .model_file import ModelFile
 
 MAX_SAMPLES, MIN_SAMPLES = 25, 8  # test files run through TFLM per int8 file, one inference each ...
 # ... as many as 4 G multiply-accumulates allow: TFLM's reference kernels run ~1 G MAC/s here and hold
@@ -185,9 +185,9 @@ class TFLMModel(ModelFile):
         self._shape = tuple(int(d) for d in self._in["shape"])
 
     def predict_proba(self, batch: np.ndarray) -> np.ndarray:
-        from .tflite import _invoke
+        from .tflite import invoke_model
 
-        return np.stack([_invoke(self._it, self._in, self._out, x.reshape(self._shape)) for x in batch]).astype(np.float64)
+        return np.stack([invoke_model(self._it, self._in, self._out, x.reshape(self._shape)) for x in batch]).astype(np.float64)
 
     def _example(self) -> np.ndarray:
         return np.zeros(self._shape, np.float32)
@@ -276,15 +276,15 @@ def reference_side(path: Path, differing: list[tuple[np.ndarray, int]]) -> int |
     1x1 convolution whose output scale is 18x finer than its input's."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from .tflite import _invoke, _quiet
+    from .tflite import invoke_model, quiet_native_logs
 
     try:
-        with _quiet(show_on_error=False):
+        with quiet_native_logs(show_on_error=False):
             it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
             it.allocate_tensors()
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
         shape = tuple(int(d) for d in inp["shape"])
-        return sum(int(_invoke(it, inp, out, x.reshape(shape)).argmax()) == top for x, top in differing)
+        return sum(int(invoke_model(it, inp, out, x.reshape(shape)).argmax()) == top for x, top in differing)
     except (ValueError, RuntimeError):  # a kernel the reference resolver lacks: no diagnosis, the check stands
         return None
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..backbones import get_spec
-from ..backbones.runtime import GRAPH_VERSION, ONNX_OPSET, OUTPUT_NAME, INPUT_NAME, _with_uint8_input, make_session
+from ..backbones.runtime import GRAPH_VERSION, ONNX_OPSET, OUTPUT_NAME, INPUT_NAME, with_uint8_input, make_session
 from ..backbones.spec import BackboneSpec
-from ..backbones.truncated import _trunk, all_depths_module, depth_dims, truncated_spec
+from ..backbones.truncated import trunk, all_depths_module, depth_dims, truncated_spec
 from ..backbones.weights import resolve_weights
 from ..data.validate import Sample
 from ..paths import cache_dir
@@ -55,7 +55,7 @@ class AllDepthsBackbone:
         import torch
 
         assert self.full.image is not None
-        module = _with_uint8_input(all_depths_module(_trunk(self.variant, self.size, resolve_weights(self.full.weights))),
+        module = with_uint8_input(all_depths_module(trunk(self.variant, self.size, resolve_weights(self.full.weights))),
                                    self.full.image)
         dummy = torch.zeros(1, self.size, self.size, 3, dtype=torch.uint8)
         with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():

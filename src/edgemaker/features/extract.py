@@ -12,9 +12,8 @@ import hashlib
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..data.sources import read_bytes
 from ..data.images import Augmentation, ImageDecodeError, decode_image, needed_side, preprocess
 from ..data.validate import Sample
 from ..errors import DataError
+from ..parallel import ordered_map
 from ..progress import Progress, SilentProgress
 from .cache import FeatureCache, Key
 
@@ -73,7 +73,6 @@ def read_verified(sample: Sample) -> bytes:
     return data
 
 
-_read_verified = read_verified  # the name tasks/scratch.py imports
 
 
 def _prepare_image(sample: Sample, views: Sequence[int], backbone: Backbone, augmentation: Augmentation | None):
@@ -90,21 +89,6 @@ def prepare_image(data: bytes, sample: Sample, views: Sequence[int], backbone_sp
     except ImageDecodeError as exc:
         raise DataError(f"{sample.path}: {exc}") from None
     return [preprocess(im, spec, augmentation if v > 0 else None, view_seed(sample.content, v))[None] for v in views]
-
-
-def ordered_map(pool: ThreadPoolExecutor, jobs: list, fn, window: int) -> Iterator:
-    """Like pool.map, but keeps at most `window` jobs in flight (bounded memory)."""
-    pending: deque[Future] = deque()
-    it = iter(jobs)
-    for job in it:
-        pending.append(pool.submit(fn, *job))
-        if len(pending) >= window:
-            break
-    while pending:
-        yield pending.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(pool.submit(fn, *nxt))
 
 
 _DONE = object()

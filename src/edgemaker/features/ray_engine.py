@@ -220,7 +220,7 @@ class RayEngine:
     def verdicts(self, files: list[FoundFile], modality: str, cache: FeatureCache | None,
                  tick: Callable[[int], None] = lambda n: None) -> list[Verdict]:
         """Hash + decode check of every file in Ray tasks; verdicts land in the cache from here."""
-        from ..data.validate import _MEDIA_KIND
+        from ..data.validate import MEDIA_KIND
 
         if not files:
             return []
@@ -236,10 +236,10 @@ class RayEngine:
                     pending[content] = (problem, info)
             tick(len(batch["i"]))
             if cache and len(pending) >= 1000:
-                cache.put_media(pending, _MEDIA_KIND[modality])
+                cache.put_media(pending, MEDIA_KIND[modality])
                 pending = {}
         if cache and pending:
-            cache.put_media(pending, _MEDIA_KIND[modality])
+            cache.put_media(pending, MEDIA_KIND[modality])
         return out  # type: ignore[return-value]
 
     def compute(self, todo: list[tuple[Sample, list[int]]], backbone, augmentation, silence,

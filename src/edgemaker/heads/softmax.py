@@ -1,4 +1,4 @@
-"""Dropout + dense softmax on embeddings: the seed paper's head, trained in seconds on a CPU.
+"""Dropout + dense softmax on embeddings: a head that trains in seconds on a CPU.
 
 Follows scikit-learn's conventions: hyperparameters in __init__, `fit` returns self, fitted state
 ends in an underscore, `predict_proba` columns are in `classes_` order, `random_state` seeds it all.

@@ -38,7 +38,7 @@ AUDIO_CANDIDATES: tuple[tuple[str, int | None], ...] = (("aisfx", None), ("effic
 CONVERT_S_PER_MPARAM = {"onnx-int8": 6.5, "onnx-int8-nofrontend": 6.5, "tflite-fp32": 7.5, "tflite-int8": 15.0,
                         "tflite-dynamic": 9.0, "tflite-fp16": 9.0, "c-array": 0.0, "onnx-dynamic": 1.0,
                         "onnx-fp16": 1.0}
-CALIBRATION_SAMPLES = 200  # pipeline._quantization's image calibration set
+CALIBRATION_SAMPLES = 200  # export.stage.quantization_for's image calibration set
 # Peak int8 activation bytes per input pixel of an EfficientNet-Lite (the 112x112 stage: 32-channel
 # stem output + 16-channel projection + 96-channel expansion live together), used only to skip
 # candidates before training; the real file's arena is measured by export/device.py.

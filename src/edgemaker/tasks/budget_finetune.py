@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..backbones.stages import stages
 from ..progress import Progress
 from .options import ClassifierOptions
 
@@ -35,13 +36,16 @@ LAST_BLOCKS = 3  # blocks trained, counted back from the cut (the rest of the tr
 TEACHER = True  # the best finalist is tuned again on the full model's probabilities (distillation)
 
 
+def rank(c) -> tuple:
+    """A budget candidate's screening order: validation accuracy, then lower loss, then smaller flash."""
+    return (c.val_accuracy or 0.0, -(c.val_loss or 0.0), -c.predicted["flash_bytes"])
+
+
 def finalists(candidates, n: int) -> list:
     """The best `n` fitting truncated-trunk candidates by screening rank (small_cnn is trained already)."""
-    from .budget_search import _rank
-
     tunable = [c for c in candidates if c.fits and c.width is None and c.val_accuracy is not None
                and c.backbone != "efficientnet_lite0"]
-    return sorted(tunable, key=_rank, reverse=True)[:n]
+    return sorted(tunable, key=rank, reverse=True)[:n]
 
 
 def tune_options(options: ClassifierOptions, epochs: int) -> ClassifierOptions:
@@ -73,11 +77,11 @@ def _prefix(spec, cut: int):
     """The truncated backbone up to block `cut` (float NCHW -> the activation entering block `cut`)."""
     import torch
 
-    from ..backbones.truncated import _trunk, parse_name
+    from ..backbones.truncated import trunk, parse_name
     from ..backbones.weights import resolve_weights
 
     variant, _ = parse_name(spec.name)
-    net = _trunk(variant, spec.image.size, resolve_weights(spec.weights))
+    net = trunk(variant, spec.image.size, resolve_weights(spec.weights))
 
     class Prefix(torch.nn.Module):
         def __init__(self) -> None:
@@ -85,8 +89,8 @@ def _prefix(spec, cut: int):
             self.net = net
 
         def forward(self, x):
-            x = net._swish(net._bn0(net._conv_stem(x)))
-            for block in net._blocks[:cut]:
+            x = stages(net).stem(x)
+            for block in stages(net).blocks[:cut]:
                 x = block(x)
             return x
 
@@ -100,7 +104,7 @@ def _tail(net, start: int, depth: int, coef: np.ndarray, intercept: np.ndarray, 
     class Tail(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = torch.nn.ModuleList(net._blocks[start:depth])
+            self.blocks = torch.nn.ModuleList(stages(net).blocks[start:depth])
             self.drop = torch.nn.Dropout(dropout)
             self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
             with torch.no_grad():
@@ -131,7 +135,7 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
 
     from ..backbones.runtime import Backbone
     from ..backbones.spec import WeightsSource
-    from ..backbones.truncated import _trunk, parse_name
+    from ..backbones.truncated import trunk, parse_name
     from ..backbones.weights import resolve_weights
     from ..features.activations import (
         ActivationStore,
@@ -168,7 +172,7 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
     yv = np.array([index[s.label] for s in validation], np.int64)
     cw = base.head.class_weights_
     class_weights = None if not cw else np.array([cw[c] for c in base.head.classes_.tolist()], np.float32)
-    net = _trunk(variant, spec.image.size, resolve_weights(spec.weights))
+    net = trunk(variant, spec.image.size, resolve_weights(spec.weights))
     tail = _tail(net, start, depth, base.head.coef_, base.head.intercept_, opts.hparams.dropout)
     ft = replace(options.fine_tune, epochs=epochs, patience=PATIENCE, learning_rate=LEARNING_RATE)
     threads = torch.get_num_threads()

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from ..data.validate import Sample
 from ..errors import EdgemakerError
 from ..progress import Progress
+from ..evaluate.budget_report import human
+from .budget_finetune import rank
 from .options import ClassifierOptions
 
 VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: not searched
@@ -116,13 +118,13 @@ def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tup
     """Every candidate with its predicted footprint (no weights loaded, no training), cheapest flash first."""
     from ..backbones import get_spec, small_cnn
     from ..backbones.footprint import predict, predict_depths
-    from ..backbones.truncated import _trunk, depth_dims, truncated_name
+    from ..backbones.truncated import trunk, depth_dims, truncated_name
 
     dims = depth_dims(variant)
     full = get_spec(f"efficientnet_{variant}")
     out = []
     for size in sizes:
-        net = _trunk(variant, size)
+        net = trunk(variant, size)
         for k, fp in enumerate(predict_depths(net, size, n_classes, dims), 1):
             out.append(Candidate(f"{truncated_name(variant, k)}@{size}", truncated_name(variant, k), size, None,
                                  fp.to_dict(), group=f"{variant}@{size}"))
@@ -149,16 +151,16 @@ def small_cnn_mel_candidates(n_classes: int) -> list[Candidate]:
     """small_cnn_mel (trained from scratch) at each width; like every full-int8 sound file its
     tflite-int8 takes the log-mel window, so that is the graph input predicted."""
     from ..backbones import small_cnn_mel
-    from ..backbones.footprint import _footprint, _trace
+    from ..backbones.footprint import footprint_of, trace_ops
     from ..backbones.frontends import SMALL_LOGMEL
 
     shape = (1, small_cnn_mel.FRAMES, SMALL_LOGMEL.n_mels)
     out = []
     for width in SMALL_CNN_MEL:
-        ops, _ = _trace(small_cnn_mel.make_network(width).fuse(), shape)
+        ops, _ = trace_ops(small_cnn_mel.make_network(width).fuse(), shape)
         *convs, dense = ops
         convs.append((convs[-1][1], convs[-1][4] or dense[0], 0, 0, 0, 0))  # the global mean before the dense
-        fp = _footprint([*convs, dense], 0, n_classes, 4 * width, input_elements=shape[1] * shape[2])
+        fp = footprint_of([*convs, dense], 0, n_classes, 4 * width, input_elements=shape[1] * shape[2])
         out.append(Candidate(f"{small_cnn_mel.NAME}_w{width}", small_cnn_mel.NAME, None, width, fp.to_dict(),
                              group="sound:small_cnn_mel"))
     return out
@@ -216,8 +218,8 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     if not fitting:
         closest = min(record.candidates, key=lambda c: _excess(c.predicted, max_flash, max_ram))
         raise EdgemakerError(
-            f"no model fits --max-flash {_human(max_flash)} --max-ram {_human(max_ram)}: the closest is {closest.name} "
-            f"(predicted flash {_human(closest.predicted['flash_bytes'])}, RAM {_human(closest.predicted['ram_bytes'])}); "
+            f"no model fits --max-flash {human(max_flash)} --max-ram {human(max_ram)}: the closest is {closest.name} "
+            f"(predicted flash {human(closest.predicted['flash_bytes'])}, RAM {human(closest.predicted['ram_bytes'])}); "
             "raise the budget to at least that")
     progress.log(f"budget: {len(fitting)} of {len(record.candidates)} candidates fit (predicted)")
     screen = replace(options, hparams=replace(options.hparams, **{k: v for k, v in SCREEN.items()
@@ -247,9 +249,9 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
             c.seconds = time.perf_counter() - t1
             progress.log(f"budget: {c.name} val accuracy {c.val_accuracy:.3f} (predicted flash "
-                         f"{_human(c.predicted['flash_bytes'])}, RAM {_human(c.predicted['ram_bytes'])}"
+                         f"{human(c.predicted['flash_bytes'])}, RAM {human(c.predicted['ram_bytes'])}"
                          f"{'' if c.fits else ', over budget'})")
-            if c.fits and (best is None or _rank(c) > _rank(best[0])):
+            if c.fits and (best is None or rank(c) > rank(best[0])):
                 best = (c, None)
     small = [c for c in fitting if c.width is not None]
     if small:  # from scratch costs epochs: only the largest fitting width
@@ -259,12 +261,12 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         clf = cls.create(train, validation, opts, progress, cache)
         _score(c, clf, validation, time.perf_counter() - t1)
         progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
-        if best is None or _rank(c) > _rank(best[0]):
+        if best is None or rank(c) > rank(best[0]):
             best = (c, clf)
     assert best is not None
     winner = best[0]
     record.winner = winner.name
-    scored = sorted((c for c in fitting if c.val_accuracy is not None), key=_rank, reverse=True)
+    scored = sorted((c for c in fitting if c.val_accuracy is not None), key=rank, reverse=True)
     runner = scored[1] if len(scored) > 1 else None
     record.why = (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
                   + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
@@ -316,12 +318,12 @@ class _Cached:
 def _screen(spec, train, validation, options: ClassifierOptions, cache, progress) -> tuple[float, float]:
     """(val accuracy, val loss) of one head fitted on cached embeddings: no graph built, no extraction."""
     from ..evaluate.metrics import evaluate_predictions
-    from .classifier import _embed, _select_head
+    from .classifier import embed_samples, choose_head
 
     holder = _Cached(spec)
-    x_train = _embed(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
-    x_val = _embed(holder, validation, 0, options, cache, progress, "cached val")
-    head, _ = _select_head(options, train, validation, x_train, x_val)
+    x_train = embed_samples(holder, train, options.augmentation.active_views, options, cache, progress, "cached train")
+    x_val = embed_samples(holder, validation, 0, options, cache, progress, "cached val")
+    head, _ = choose_head(options, train, validation, x_train, x_val)
     ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
                               x_val.aggregate(head.predict_proba(x_val.vectors)))
     return ev.accuracy, ev.loss
@@ -330,20 +332,6 @@ def _screen(spec, train, validation, options: ClassifierOptions, cache, progress
 def _score(c: Candidate, clf, validation, seconds: float) -> None:
     ev = clf.evaluate(validation)
     c.val_accuracy, c.val_loss, c.seconds = ev.accuracy, ev.loss, seconds
-
-
-def _rank(c: Candidate) -> tuple:
-    return (c.val_accuracy or 0.0, -(c.val_loss or 0.0), -c.predicted["flash_bytes"])
-
-
-def _acc(a: float | None) -> str:
-    return "" if a is None else f"{a:.4f}"
-
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "unlimited"
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def confirm(record: BudgetRecord, exports: list[dict]) -> None:
@@ -358,105 +346,3 @@ def confirm(record: BudgetRecord, exports: list[dict]) -> None:
                         "macs": real["macs"], "predicted": winner.predicted,
                         "fits": _fits({"flash_bytes": real["size_bytes"], "ram_bytes": ram or 0},
                                       record.max_flash, record.max_ram)}
-
-
-def frontier_svg(record: dict, width: int = 640, height: int = 360) -> str:
-    """Validation accuracy against predicted flash (log scale) for every candidate trained (a
-    BudgetRecord's dict): fitting candidates filled, the Pareto frontier joined, the winner ringed,
-    the flash budget dashed. Hand-written SVG: no plotting dependency."""
-    import math
-
-    pts = [c for c in record["candidates"] if c["val_accuracy"] is not None]
-    if not pts:
-        return ""
-    left, right, top, bottom = 60, 20, 20, 50
-    fl = [c["predicted"]["flash_bytes"] for c in pts]
-    lo, hi = math.log10(min(fl)) - 0.05, math.log10(max(fl + [record["max_flash_bytes"] or 0])) + 0.05
-    amin = max(0.0, math.floor(min(c["val_accuracy"] for c in pts) * 10) / 10)
-
-    def x(v: float) -> float:
-        return left + (math.log10(v) - lo) / (hi - lo) * (width - left - right)
-
-    def y(a: float) -> float:
-        return top + (1 - (a - amin) / max(1e-9, 1 - amin)) * (height - top - bottom)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             'aria-label="validation accuracy against predicted flash" font-family="sans-serif" font-size="11">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="none" stroke="#999"/>']
-    for e in range(math.floor(lo), math.ceil(hi) + 1):
-        for m in (1, 2, 5):
-            v = m * 10 ** e
-            if lo <= math.log10(v) <= hi:
-                parts.append(f'<text x="{x(v):.1f}" y="{height - bottom + 15}" text-anchor="middle">{_human(v)}</text>')
-    for i in range(6):
-        a = amin + (1 - amin) * i / 5
-        parts.append(f'<text x="{left - 5}" y="{y(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
-    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">'
-                 'predicted int8 flash (log scale); filled: fits the budget; squares: small_cnn</text>')
-    parts.append(f'<text x="14" y="{(top + height - bottom) / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {(top + height - bottom) / 2})">validation accuracy</text>')
-    if record["max_flash_bytes"]:
-        bx = x(record["max_flash_bytes"])
-        parts.append(f'<line x1="{bx:.1f}" y1="{top}" x2="{bx:.1f}" y2="{height - bottom}" stroke="#c00" '
-                     'stroke-dasharray="4 3"/>')
-    frontier, best = [], -1.0
-    for c in sorted(pts, key=lambda c: c["predicted"]["flash_bytes"]):
-        if c["val_accuracy"] > best:
-            frontier.append(c)
-            best = c["val_accuracy"]
-    parts.append('<polyline fill="none" stroke="#36c" points="' + " ".join(
-        f"{x(c['predicted']['flash_bytes']):.1f},{y(c['val_accuracy']):.1f}" for c in frontier) + '"/>')
-    for c in pts:
-        fill = "#36c" if c["fits"] else "#fff"
-        cx, cy = x(c["predicted"]["flash_bytes"]), y(c["val_accuracy"])
-        title = (f"<title>{c['name']}: val {c['val_accuracy']:.3f}, flash {_human(c['predicted']['flash_bytes'])}, "
-                 f"RAM {_human(c['predicted']['ram_bytes'])}</title>")
-        if c["width"] is None:
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{fill}" stroke="#36c">{title}</circle>')
-        else:
-            parts.append(f'<rect x="{cx - 3.5:.1f}" y="{cy - 3.5:.1f}" width="7" height="7" fill="{fill}" '
-                         f'stroke="#393">{title}</rect>')
-        if c["name"] == record["winner"]:
-            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="8" fill="none" stroke="#c00" stroke-width="2"/>')
-            parts.append(f'<text x="{cx + 10:.1f}" y="{cy - 8:.1f}">{c["name"]}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def report_section(record: dict) -> list[str]:
-    """HTML for the report: the winner, the real file beside the prediction, the frontier, the table."""
-    from html import escape
-
-    def row(c: dict) -> str:
-        p = c["predicted"]
-        acc = _acc(c["val_accuracy"])
-        return (f"<tr><td>{escape(c['name'])}{' (winner)' if c['name'] == record['winner'] else ''}</td>"
-                f"<td>{_human(p['flash_bytes'])}</td><td>{_human(p['ram_bytes'])}</td><td>{p['macs'] / 1e6:.1f} M</td>"
-                f"<td>{'yes' if c['fits'] else 'no'}</td><td>{acc}</td></tr>")
-
-    out = [f"<h2>Device budget search</h2><p>Budget: flash {_human(record['max_flash_bytes'])}, RAM "
-           f"{_human(record['max_ram_bytes'])}. Chosen: <b>{escape(record['winner'] or '')}</b>, "
-           f"{escape(record['why'])} (search {record['seconds']:.1f} s).</p>"]
-    conf = record.get("confirmed")
-    if conf:
-        out.append(f"<p>Measured on the real int8 file {escape(conf['file'])}: flash {_human(conf['flash_bytes'])} "
-                   f"(predicted {_human(conf['predicted']['flash_bytes'])}), RAM {_human(conf['ram_bytes'] or 0)} "
-                   f"(predicted {_human(conf['predicted']['ram_bytes'])}), {(conf['macs'] or 0) / 1e6:.1f} M MACs; "
-                   f"{'fits' if conf['fits'] else 'does NOT fit'} the budget.</p>")
-    ft = record.get("fine_tune")
-    if ft and ft["finalists"]:
-        out.append("<p>Finalists fine-tuned (kept only if validation improves): " + "; ".join(
-            f"{escape(e['name'])} last {e['blocks']} blocks on the {e['targets']}: val {e['head_only_val_accuracy']:.3f}"
-            f" -> {e['val_accuracy']:.3f}{' (kept)' if e['kept'] else ''}" for e in ft["finalists"])
-            + f" ({ft['seconds']:.1f} s).</p>")
-    out.append(frontier_svg(record))
-    out.append("<table><tr><th>budget (flash / RAM)</th><th>best candidate trained here</th><th>val accuracy</th></tr>"
-               + "".join(f"<tr><td>{_human(r['max_flash_bytes'])} / {_human(r['max_ram_bytes'])}</td>"
-                         f"<td>{escape(r['best'] or 'none trained fits')}</td>"
-                         f"<td>{_acc(r['val_accuracy'])}</td></tr>"
-                         for r in record["ladder"]) + "</table>")
-    out.append("<details><summary>Every candidate (predicted before training)</summary><table><tr><th>candidate</th>"
-               "<th>flash</th><th>RAM</th><th>MACs</th><th>fits</th><th>val accuracy</th></tr>"
-               + "".join(row(c) for c in record["candidates"]) + "</table></details>")
-    return out

@@ -30,10 +30,10 @@ from ..features.extract import Embeddings, extract_embeddings
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .options import ClassifierOptions
+from .options import ClassifierOptions, augmentation_for
 
 
-def _head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
+def make_head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
     """The head for `options`; `settings` (from head selection) fill what the options leave open."""
     hp = options.hparams
     chosen = {**DEFAULTS, **hp.given(), **(settings or {})}
@@ -44,17 +44,17 @@ def _head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHe
     )
 
 
-def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
+def choose_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
                  x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection]:
     """Head settings chosen on the validation split (heads/selection.py); what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
     if not len(validation):  # nothing to choose on: the defaults
         given = {**DEFAULTS, **given}
-    y_val = _labels(validation, x_val) if len(validation) else None
+    y_val = label_indices(validation, x_val) if len(validation) else None
 
     def fit(settings: dict) -> SoftmaxHead:
         rows = x_train if settings["views"] == "augmented" else x_train.clean()
-        return _head(options, settings).fit(rows.vectors, _labels(train, rows),
+        return make_head(options, settings).fit(rows.vectors, label_indices(train, rows),
                                             validation=(x_val.vectors, y_val) if len(validation) else None)
 
     def score(head: SoftmaxHead) -> tuple[float, float]:
@@ -65,7 +65,7 @@ def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation
         return ev.accuracy, ev.loss
 
     return select_head(fit, score, given, memo=(_selection_memo(options), _selection_key(
-        options, given, (x_train, _labels(train, x_train)), (x_val, y_val))))
+        options, given, (x_train, label_indices(train, x_train)), (x_val, y_val))))
 
 
 def _selection_memo(options: ClassifierOptions) -> SelectionMemo:
@@ -84,14 +84,14 @@ def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embedd
     return h.hexdigest()
 
 
-def _resolved(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
+def resolved_options(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
     """`options` with the selected head settings written in, so later fits (the int8 head) reuse them."""
     hp = replace(options.hparams, weight_decay=chosen["weight_decay"], label_smoothing=chosen["label_smoothing"])
     aug = replace(options.augmentation, enabled=chosen["views"] == "augmented" and options.augmentation.views > 0)
     return replace(options, hparams=hp, augmentation=aug)
 
 
-def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
+def label_indices(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
     return np.array([samples[i].label for i in emb.owner])
 
 
@@ -142,7 +142,7 @@ class Classifier:
         return [DEFAULT_IMAGE_BACKBONE] if cls.modality == "image" else list(DEFAULT_AUDIO_BACKBONES)
 
     def _embed(self, samples: Sequence[Sample], views: int, desc: str) -> Embeddings:
-        return _embed(self.backbone, samples, views, self.options, self.cache, self.progress, desc)
+        return embed_samples(self.backbone, samples, views, self.options, self.cache, self.progress, desc)
 
     @classmethod
     def create(
@@ -183,14 +183,14 @@ class Classifier:
             elif options.model.input_size and spec.image is not None:
                 spec = spec.with_image_size(options.model.input_size)
             backbone = Backbone(spec, options.threads, options.cache_dir)
-            x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress,
+            x_train = embed_samples(backbone, train, options.augmentation.active_views, options, cache, progress,
                              f"extract train ({name})")
-            x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
+            x_val = embed_samples(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
             t1 = time.perf_counter()
-            head, head_selection = _select_head(options, train, validation, x_train, x_val)
+            head, head_selection = choose_head(options, train, validation, x_train, x_val)
             for record in head.history_:  # the winner's epochs, for live charts
                 progress.epoch(name, record)
-            model = cls(backbone, head, _resolved(options, head_selection.chosen), cache, progress)
+            model = cls(backbone, head, resolved_options(options, head_selection.chosen), cache, progress)
             model.head_selection = head_selection
             model.network = network
             t2 = time.perf_counter()
@@ -308,19 +308,13 @@ def scratch_network(name: str, modality: str) -> str:
 def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
              cache, progress, tag: str) -> SoftmaxHead:
     """A head fitted on `backbone`'s embeddings (any object with `spec` and `embed`), as in create()."""
-    x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress, f"extract train ({tag})")
-    x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
-    return _head(options).fit(x_train.vectors, _labels(train, x_train),
-                              validation=(x_val.vectors, _labels(validation, x_val)) if len(validation) else None)
+    x_train = embed_samples(backbone, train, options.augmentation.active_views, options, cache, progress, f"extract train ({tag})")
+    x_val = embed_samples(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
+    return make_head(options).fit(x_train.vectors, label_indices(train, x_train),
+                              validation=(x_val.vectors, label_indices(validation, x_val)) if len(validation) else None)
 
 
-def augmentation_for(spec, options: ClassifierOptions):
-    """The augmentation of the training views: image or sound, from the same options."""
-    aug = options.augmentation
-    return aug.augmentation() if spec.image else aug.audio_augmentation()
-
-
-def _embed(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
+def embed_samples(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:
     augmentation = augmentation_for(backbone.spec, options)
     engine = None
     if options.engine.kind != "local" and isinstance(backbone, Backbone):  # a graph that can be shipped

@@ -59,11 +59,11 @@ def soft_targets(teacher, student_options: ClassifierOptions, samples, views: in
                  progress: Progress, alpha: float = ALPHA) -> np.ndarray:
     """(N, 1 + views, classes): alpha * teacher probabilities (a sound's: the mean over its windows)
     + (1 - alpha) * smoothed one-hot labels."""
-    from .classifier import _embed
+    from .classifier import embed_samples
 
     if list(teacher.classes) != list(classes):
         raise EdgemakerError("--distill: the teacher and the student were trained on different classes")
-    emb = _embed(teacher.backbone, samples, views, student_options, teacher.cache, progress, "teacher views")
+    emb = embed_samples(teacher.backbone, samples, views, student_options, teacher.cache, progress, "teacher views")
     k = len(classes)
     out = np.zeros((len(samples), 1 + views, k), np.float64)
     count = np.zeros((len(samples), 1 + views, 1))
@@ -79,7 +79,7 @@ def soft_targets(teacher, student_options: ClassifierOptions, samples, views: in
 
 def distill(cls, twin, splits, options: ClassifierOptions, progress: Progress, cache):
     """(the classifier kept, DistillRecord). `twin`: the student as trained on the labels alone."""
-    from .classifier import _embed, _head, _labels
+    from .classifier import embed_samples, make_head, label_indices
 
     start = time.perf_counter()
     train, val, test = splits.train, splits.val, splits.test
@@ -102,17 +102,17 @@ def distill(cls, twin, splits, options: ClassifierOptions, progress: Progress, c
             backbone = distill_small_cnn_mel(twin, train, val, soft, student_opts, progress)
         else:
             backbone = _distill_small_cnn(twin, train, val, soft, student_opts, progress)
-    x_train = _embed(backbone, train, views, student_opts, cache, progress, "extract train (student)")
-    x_val = _embed(backbone, val, 0, student_opts, cache, progress, "extract val (student)")
-    validation = (x_val.vectors, _labels(val, x_val))
+    x_train = embed_samples(backbone, train, views, student_opts, cache, progress, "extract train (student)")
+    x_val = embed_samples(backbone, val, 0, student_opts, cache, progress, "extract val (student)")
+    validation = (x_val.vectors, label_indices(val, x_val))
     if backbone.spec.audio is not None:  # a clip has many windows: one row each, with its clip and view's targets
-        head = _head(twin.options).fit(x_train.vectors, _labels(train, x_train), validation=validation,
+        head = make_head(twin.options).fit(x_train.vectors, label_indices(train, x_train), validation=validation,
                                        soft_targets=soft[x_train.owner, x_train.view][:, None])
     else:
         dim = x_train.vectors.shape[1]
         X = np.zeros((len(train), 1 + views, dim), np.float32)
         X[x_train.owner, x_train.view] = x_train.vectors
-        head = _head(twin.options).fit(X, np.array([s.label for s in train]), validation=validation,
+        head = make_head(twin.options).fit(X, np.array([s.label for s in train]), validation=validation,
                                        soft_targets=soft)
     student = copy.copy(twin)
     student.backbone, student.head, student._sessions = backbone, head, {}

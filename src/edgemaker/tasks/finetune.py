@@ -1,6 +1,6 @@
 """`--fine-tune K|auto`: after the head converges, train the last K backbone blocks with it.
 
-Fast on a CPU the way seed 001 is: the activation entering the first unfrozen block is computed
+Fast on a CPU because the activation entering the first unfrozen block is computed
 once per window (an image is one window, a sound clip several) and view and cached
 (features/activations.py), so an epoch runs only the last K blocks; validation scores samples (the
 mean of their windows' probabilities), as evaluation does. BatchNorm statistics stay frozen (eval mode), the learning rate is small, and early
@@ -23,13 +23,14 @@ from ..atomic import write_bytes
 from ..backbones import get_builder
 from ..backbones.runtime import Backbone
 from ..backbones.spec import BackboneSpec, WeightsSource
+from ..backbones.stages import stages
 from ..backbones.weights import load_state_dict, resolve_weights
 from ..errors import EdgemakerError
 from ..features.activations import ActivationStore, PrefixRunner, extract_activations, prefix_onnx
 from ..features.extract import Embeddings, cache_tag, default_silence, silence_tag
 from ..paths import cache_dir
 from ..progress import Progress
-from .classifier import augmentation_for
+from .options import augmentation_for
 
 # Backbones whose builder holds an EfficientNet trunk (_blocks, _conv_head, _bn1): the image ones
 # (`.net`) and the sound one that feeds it log-mel patches (`.network.lite.net`, after its front end).
@@ -62,7 +63,7 @@ def block_count(spec: BackboneSpec) -> int:
         from ..backbones.audio_backbones import MEL_IMAGE_SIZE
 
         variant, size = "lite0", MEL_IMAGE_SIZE
-    return len(EfficientNet.from_name(f"efficientnet-{variant}", image_size=size)._blocks)
+    return len(stages(EfficientNet.from_name(f"efficientnet-{variant}", image_size=size)).blocks)
 
 
 def _built(spec: BackboneSpec):
@@ -93,8 +94,8 @@ def _prefix_module(spec: BackboneSpec, cut: int):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if spec.audio is not None:
                 x = module.network.to_image(module.frontend(x))
-            x = net._swish(net._bn0(net._conv_stem(x)))
-            for block in net._blocks[:cut]:
+            x = stages(net).stem(x)
+            for block in stages(net).blocks[:cut]:
                 x = block(x)
             return x
 
@@ -109,8 +110,8 @@ def _tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropo
 
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = torch.nn.ModuleList(net._blocks[start:])
-            self.conv_head, self.bn1, self.act = net._conv_head, net._bn1, net._swish
+            self.blocks = torch.nn.ModuleList(stages(net).blocks[start:])
+            self.conv_head, self.bn1, self.act = stages(net).head_layers
             self.drop = torch.nn.Dropout(dropout)
             self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
             with torch.no_grad():
@@ -140,7 +141,7 @@ def _advance(net, acts: Embeddings, start: int, stop: int, batch: int = 64) -> E
     with torch.no_grad():
         for i in range(0, len(acts.vectors), batch):
             x = torch.from_numpy(acts.vectors[i : i + batch].astype(np.float32))
-            for block in net._blocks[start:stop]:
+            for block in stages(net).blocks[start:stop]:
                 x = block(x)
             out.append(x.numpy().astype(np.float16))
     return dataclasses.replace(acts, vectors=np.concatenate(out))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.audio import AudioAugmentation, SilenceOptions
 from ..data.images import Augmentation
+from ..serial import to_dict
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ INPUT_SCALINGS = {
 
 @dataclass(frozen=True)
 class AugmentationOptions:
-    """Training-time augmentation. Images: flip, rotation, zoom (the seed's). Sounds: gain,
+    """Training-time augmentation. Images: flip, rotation, zoom (what keeps a small photo set from being memorised). Sounds: gain,
     background noise at a random SNR, time shift. Off for evaluation."""
 
     # True: train on the augmented views; False: clean embeddings only; None: the views are embedded
@@ -180,10 +181,13 @@ class ClassifierOptions:
     engine: EngineOptions = field(default_factory=EngineOptions)  # where validation and extraction run
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
-        d["model"]["base_model"] = str(self.model.base_model) if self.model.base_model else None
-        return d
+        return to_dict(self)
+
+
+def augmentation_for(spec, options: ClassifierOptions):
+    """The augmentation of the training views: image or sound, from the same options."""
+    aug = options.augmentation
+    return aug.augmentation() if spec.image else aug.audio_augmentation()
 
 
 # The image task's name for the same options (MediaPipe Model Maker style).

@@ -23,7 +23,7 @@ from ..backbones.spec import BackboneSpec, ImageInput, WeightsSource
 from ..data.images import Augmentation, ImageDecodeError, decode_image, needed_side, preprocess
 from ..data.validate import Sample
 from ..errors import DataError, EdgemakerError
-from ..features.extract import _read_verified, view_seed
+from ..features.extract import read_verified, view_seed
 from ..heads.softmax import EpochRecord, SoftmaxHead
 from ..paths import cache_dir
 from ..progress import Progress
@@ -45,7 +45,7 @@ class ImageSet:
 
         def load(sample: Sample):
             try:
-                im = decode_image(_read_verified(sample), side)
+                im = decode_image(read_verified(sample), side)
             except ImageDecodeError as exc:
                 raise DataError(f"{sample.path}: {exc}") from None
             factor = min(im.size) // side

@@ -1,4 +1,5 @@
-"""--base-model FILE --retrain-last N: the user's earlier model as the starting point.
+"""--base-model FILE --retrain-last N: the user's earlier model as the starting point,
+so a model made elsewhere is adapted to new classes instead of trained again.
 
 The file (an edgemaker model_fp32.onnx, any image-classification ONNX, or TorchScript) becomes a
 torch graph; its weight layers (convolutions and dense layers, in graph order) before the last N are

@@ -289,8 +289,10 @@ def create_app(config: WebConfig) -> FastAPI:
     from ..backbones import list_backbones
     from ..pipeline import FORMATS
 
+    from ..strategies import strategy_names
+
     TrainRequest = contract.train_request_model([s.name for s in list_backbones() if s.name != "base_model"],
-                                                list(FORMATS))
+                                                list(FORMATS), strategy_names())
 
     def train(name: str, body: dict) -> dict:
         from ..backbones import get_spec

@@ -111,7 +111,7 @@ def allowed_methods(app, scope) -> list[str]:
     return sorted(methods)
 
 
-def train_request_model(backbones: list[str], formats: list[str]):
+def train_request_model(backbones: list[str], formats: list[str], strategies: list[str] = ()):
     """The train request as a strict pydantic model, so the schema lists every option with its
     bounds and the server refuses (422) exactly what the schema refuses."""
     from typing import Annotated, Literal
@@ -145,6 +145,9 @@ def train_request_model(backbones: list[str], formats: list[str]):
                    Field(None, description="last backbone blocks to train (0: head only); auto: chosen on validation")),
         device=(Literal[tuple(DEVICES)] | None,  # type: ignore[valid-type]
                 Field(None, description="a device preset: its flash and RAM become the run's budgets (GET /options)")),
+        **({"strategy": (Literal[tuple(strategies)] | None,  # type: ignore[valid-type]
+                         Field(None, description="a registered training strategy; default: chosen from the options"))}
+           if strategies else {}),
     )
     return create_model(
         "TrainRequest", __config__=strict,
@@ -193,7 +196,7 @@ class Prediction(BaseModel):
 
 def check_fields(form, field: str) -> None:
     """The upload's form holds only `field` (the schema's additionalProperties: false)."""
-    from .projects import WebError
+    from .errors import WebError
 
     other = sorted(set(form.keys()) - {field})
     if other:

@@ -24,17 +24,10 @@ from pathlib import Path
 from ..atomic import write_json
 from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
 from .contract import CLASS_RE, FILE_RE, MAX_FILE, MAX_NAME, NAME_RE
+from .errors import WebError
 
 TASKS = ("image", "audio")
 _FILE_CHARS = re.compile(r"[^\w.\-]+")
-
-
-class WebError(Exception):
-    """An error the API reports with its status and code in the one error shape."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def safe_name(name: object, what: str) -> str:

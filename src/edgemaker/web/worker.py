@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import write_json
@@ -23,43 +22,61 @@ WEB_FORMATS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "c-array"
 _HPARAM_FIELDS = ("epochs", "batch_size", "learning_rate", "dropout")
 
 
-def options_from_request(request: dict):
-    """(ClassifierOptions, formats) from a train request; ValueError/EdgemakerError on bad values."""
+def settings_from_request(request: dict) -> dict:
+    """The request's options as `edgemaker train` settings (run_settings.py); ValueError on bad values."""
     from ..backbones import get_spec
-    from ..pipeline import parse_formats
-    from ..tasks.options import AugmentationOptions, ClassifierOptions, FineTuneOptions, HParams, ModelOptions
 
     opts = request.get("options") or {}
     if not isinstance(opts, dict):
         raise ValueError("options must be an object")
-    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes", "fine_tune", "device"}
+    unknown = set(opts) - {*_HPARAM_FIELDS, "backbone", "augment", "seed", "auto_minutes", "fine_tune", "device",
+                           "strategy"}
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
-    hp = HParams(seed=int(opts.get("seed", 0)))
-    changes = {k: opts[k] for k in _HPARAM_FIELDS if opts.get(k) is not None}
+    settings = {k: opts[k] for k in _HPARAM_FIELDS if opts.get(k) is not None}
     for k in ("epochs", "batch_size"):
-        if k in changes:
-            changes[k] = int(changes[k])
+        if k in settings:
+            settings[k] = int(settings[k])
     for k in ("learning_rate", "dropout"):
-        if k in changes:
-            changes[k] = float(changes[k])
-    hp = replace(hp, **changes)
+        if k in settings:
+            settings[k] = float(settings[k])
+    settings["seed"] = int(opts.get("seed", 0))
     backbone = opts.get("backbone") or None
     if backbone is not None:
         get_spec(str(backbone))
+        settings["backbone"] = str(backbone)
     # augment: true/false forces the views on/off; absent or null lets head selection choose on validation.
     augment = opts.get("augment")
     if augment not in (None, True, False):
         raise ValueError("augment must be true, false or null (chosen on validation)")
+    settings["augment"] = augment
     # fine_tune: 0 (head only, the default), a number of last blocks, or "auto" (chosen on validation).
     fine_tune = opts.get("fine_tune")
     if not (fine_tune in (None, "auto") or (isinstance(fine_tune, int) and not isinstance(fine_tune, bool))):
         raise ValueError("fine_tune must be a number of blocks (0, 1, 2, 3) or \"auto\"")
-    options = ClassifierOptions(model=ModelOptions(backbone), hparams=hp,
-                                augmentation=AugmentationOptions(enabled=augment),
-                                fine_tune=FineTuneOptions(depth=fine_tune), engine=server_engine())
-    formats = parse_formats(request.get("formats") or list(web_formats()))
-    return options, formats
+    settings["fine_tune"] = fine_tune
+    auto = auto_from_request(request)
+    if auto is not None:
+        settings.update(auto=True, budget=auto.budget_s)
+    settings["max_flash"], settings["max_ram"] = device_from_request(request)
+    engine = server_engine()
+    settings.update(engine=engine.kind, ray_address=engine.address)
+    settings["formats"] = list(request.get("formats") or list(web_formats()))
+    settings["strategy"] = opts.get("strategy") or None
+    return settings
+
+
+def config_from_request(request: dict, data="", out="", task: str | None = None):
+    """The RunConfig of a train request, through the same translator as the CLI's flags."""
+    from ..run_settings import config_from_settings
+
+    return config_from_settings(data, out, task=task, **settings_from_request(request))
+
+
+def options_from_request(request: dict):
+    """(ClassifierOptions, formats) from a train request; ValueError/EdgemakerError on bad values."""
+    config = config_from_request(request)
+    return config.options, config.export.formats
 
 
 def server_engine():
@@ -149,11 +166,8 @@ def main(run_dir: Path) -> int:
     signal.signal(signal.SIGTERM, on_term)
     emit({"type": "state", "state": "running"})
     try:
-        options, formats = options_from_request(request)
         task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
-        max_flash, max_ram = device_from_request(request)
-        train_run(project_root / "data", run_dir, options, formats=formats, progress=EventProgress(emit), task=task,
-                  auto=auto_from_request(request), max_flash=max_flash, max_ram=max_ram)
+        train_run(config_from_request(request, project_root / "data", run_dir, task), EventProgress(emit))
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
         code = 1

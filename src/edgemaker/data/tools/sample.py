@@ -1,5 +1,5 @@
-"""`edgemaker data sample`: a balanced, seeded subset with N files per class,
-refused with the short classes named when a class has fewer than N."""
+"""`edgemaker data sample`: a balanced, seeded subset with N files per class (for learning
+curves and quick trials), refused with the short classes named when a class has fewer than N."""
 
 from __future__ import annotations
 
