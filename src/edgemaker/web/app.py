@@ -17,7 +17,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -26,6 +26,7 @@ from ..errors import EdgemakerError
 from . import contract, jobs
 from .contract import errors
 from .history import add_history_routes
+from .memory import RELEASE_AFTER_BYTES, release_memory
 from .projects import Project, ProjectStore, WebError
 from .security import BodyRefused, Guard, SecurityConfig, error_body
 
@@ -43,11 +44,13 @@ class WebConfig:
 
 
 class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused (422), as on train
     name: str = Field(description="Folder name of the project", json_schema_extra=contract.NAME_SCHEMA)
     task: str = Field(description="image or audio", json_schema_extra={"enum": ["image", "audio"]})
 
 
 class ClassName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(json_schema_extra=contract.CLASS_SCHEMA)
 
 
@@ -98,11 +101,8 @@ class ModelCache:
             return model._web_batcher
 
 
-def _model_of_run(run: Path) -> Path:
-    for name in ("model_int8.onnx", "model_fp32.onnx"):
-        if (run / name).is_file():
-            return run / name
-    raise WebError(404, "no_model", f"run {run.name} has no ONNX model to run")
+def _model_of_run(run: Path) -> Path | None:
+    return next((run / name for name in ("model_int8.onnx", "model_fp32.onnx") if (run / name).is_file()), None)
 
 
 def create_app(config: WebConfig) -> FastAPI:
@@ -124,6 +124,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
         for folder, label in hidden:  # error messages never show the server's folders
             message = message.replace(folder, label)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate, escaped
         return JSONResponse(json.loads(error_body(status, code, message)), status_code=status, headers=headers)
 
     @app.exception_handler(WebError)
@@ -168,7 +169,7 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/api/v1/info")
     def info() -> dict:
         out = {"version": __version__, "mode": "model" if config.model else "projects",
-               "limits": vars(limits), "home": str(config.home) if config.home else None}
+               "limits": vars(limits), "home": config.home.resolve().name if config.home else None}  # its name, not the server's path
         if config.model:
             m = models.get(config.model)
             out["model"] = {"file": config.model.name, "labels": m.labels, "modality": m.modality}
@@ -237,6 +238,7 @@ def create_app(config: WebConfig) -> FastAPI:
         """multipart/form-data, one or many `files`; each is checked and written on its own."""
         p = project(name)
         p.class_dir(label)
+        contract.require_multipart(request, "files")
         try:
             form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 10)
         except Exception as exc:  # noqa: BLE001 - the multipart parser's errors, too many files included
@@ -252,7 +254,7 @@ def create_app(config: WebConfig) -> FastAPI:
                 data = await item.read(limits.max_file_bytes + 1)
                 try:
                     if len(data) > limits.max_file_bytes:
-                        raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB "
+                        raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 2**20:.0f} MiB "
                                                          "per-file limit")
                     await asyncio.to_thread(_check_and_add, p, label, fname, data, added)
                 except WebError as exc:
@@ -312,8 +314,7 @@ def create_app(config: WebConfig) -> FastAPI:
         if options.model.backbone and get_spec(options.model.backbone).modality != p.task:
             raise WebError(409, "wrong_task", f"invalid option: backbone {options.model.backbone!r} is not for "
                                               f"{p.task} projects")
-        if sum(1 for c in p.classes() if c["count"]) < 2:
-            raise WebError(409, "not_enough_data", "add samples to at least two classes before training")
+        p.check_trainable()
         run_id = jobs.start_run(p, request)
         return {"run": run_id}
 
@@ -330,7 +331,7 @@ def create_app(config: WebConfig) -> FastAPI:
         status = jobs.read_status(path)
         out = {"status": status, "request": json.loads((path / "request.json").read_text("utf-8"))}
         if status["state"] == "done":
-            out["metrics"] = json.loads((path / "metrics.json").read_text("utf-8"))
+            out["metrics"] = jobs.read_metrics(path)
             out["files"] = [{"name": f.name, "size_bytes": f.stat().st_size} for f in sorted(path.iterdir())
                             if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
                             and f.name not in INTERNAL_FILES]
@@ -394,7 +395,7 @@ def create_app(config: WebConfig) -> FastAPI:
         meta = snippets.read_model_metadata(target)
         if meta is None:
             raise WebError(404, "no_metadata", f"{filename}: no edgemaker metadata in the file; re-export it")
-        exports = json.loads((path / "metrics.json").read_text("utf-8")).get("exports", [])
+        exports = (jobs.read_metrics(path) or {}).get("exports", [])
         arena = next((e.get("arena_bytes") or e.get("peak_ram_bytes") for e in exports if e.get("path") == filename), None)
         c_array = (path / "model_data.h").is_file() and target.suffix.lower() == ".tflite"
         ops = snippets.tflite_ops(target) if c_array else None
@@ -413,12 +414,13 @@ def create_app(config: WebConfig) -> FastAPI:
         if config.model:
             model_path = config.model
         elif project_name:
-            run = jobs.latest_done(project(project_name))
-            if run is None:
-                raise WebError(409, "not_trained", f"project {project_name!r} has no finished run yet; train it first")
-            model_path = _model_of_run(run)
+            model_path = next((m for m in map(_model_of_run, jobs.done_runs(project(project_name))) if m), None)
+            if model_path is None:  # the newest complete run with a model serves; one without is passed over
+                raise WebError(409, "not_trained", f"project {project_name!r} has no finished run with an ONNX model "
+                                                   "yet; train it first")
         else:
             raise WebError(400, "no_model", "give ?project_name=<project> (or start the server with --model)")
+        contract.require_multipart(request, "file")
         try:
             form = await request.form(max_files=1, max_fields=5)
         except Exception as exc:  # noqa: BLE001
@@ -433,8 +435,13 @@ def create_app(config: WebConfig) -> FastAPI:
         finally:
             await form.close()
         if len(data) > limits.max_file_bytes:
-            raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB limit")
-        return await asyncio.to_thread(_predict, model_path, fname, data, top_k)
+            raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 2**20:.0f} MiB limit")
+        try:
+            return await asyncio.to_thread(_predict, model_path, fname, data, top_k)
+        finally:
+            if len(data) >= RELEASE_AFTER_BYTES:  # a large upload's decode leaves freed heap the OS never gets back
+                del data
+                release_memory()
 
     def _predict(model_path: Path, fname: str, data: bytes, top_k: int) -> dict:
         model = models.get(model_path)
