@@ -276,6 +276,36 @@ def test_runs_record_only_paths_inside_the_project(tmp_path):
     assert api.get(f"{P}/pets").json()["latest_run"] == run
 
 
+def test_a_done_run_without_metrics_is_no_500_and_predict_passes_it_over(tmp_path):
+    api = Api(create_app(WebConfig(home=tmp_path)))
+    _project(api, "pets", ("stripes", "checks"))
+    ghost = tmp_path / "pets" / "runs" / "29991231-235959-abcd"
+    ghost.mkdir()
+    (ghost / "request.json").write_text("{}")
+    (ghost / "status.json").write_text('{"state": "done"}')
+    r = api.get(f"{P}/pets/runs/{ghost.name}")
+    assert r.status_code == 200 and r.json()["status"]["state"] == "failed", r.text
+    assert "metrics.json" in r.json()["status"]["error"]
+    assert api.get(f"{P}/pets").json()["latest_run"] is None
+    png = png_bytes(pattern_image("blobs", np.random.default_rng(0)))
+    assert_error(api.post("/api/v1/predict?project_name=pets", files={"file": ("q.png", png, "image/png")}), 409,
+                 "not_trained")
+
+
+def test_a_finished_worker_is_reaped(tmp_path):
+    api = Api(create_app(WebConfig(home=tmp_path)))
+    _project(api, "pets", ("stripes", "checks"), per_class=2)
+    (tmp_path / "pets" / "data" / "circle").mkdir()
+    (tmp_path / "pets" / "data" / "circle" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    run = api.post(f"{P}/pets/train", json={"formats": ["onnx-fp32"]}).json()["run"]
+    assert api.wait_run("pets", run, timeout=300)["status"]["state"] == "failed"
+    pid = int(json.loads((tmp_path / "pets" / "runs" / run / "status.json").read_text())["pid"])
+    deadline = time.time() + 15
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:  # a <defunct> child keeps its /proc entry
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "the finished worker is still <defunct>"
+
+
 # -- 5. another loopback address ------------------------------------------------------------------------------
 def test_the_host_check_follows_the_bound_loopback_address(tmp_path):
     api = Api(create_app(WebConfig(home=tmp_path, security=SecurityConfig.for_bind("127.0.0.2", True))),
