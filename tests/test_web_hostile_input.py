@@ -412,3 +412,21 @@ def test_contract_gaps(tmp_path):
     spec = api.get("/api/v1/openapi.json").json()["paths"]
     assert "415" in spec["/api/v1/projects/{name}/classes/{label}/samples"]["post"]["responses"]
     assert "415" in spec["/api/v1/predict"]["post"]["responses"]
+
+
+def test_a_file_name_longer_than_the_file_system_takes_is_404_not_500(tmp_path):
+    """Found by schemathesis against a trained project: 256 bytes in {filename} reached the file system."""
+    api = Api(create_app(WebConfig(home=tmp_path)))
+    _project(api, "pets", ("stripes", "checks"), per_class=1)
+    run = tmp_path / "pets" / "runs" / "20260101-000000-abcd"
+    run.mkdir()
+    (run / "request.json").write_text("{}")
+    (run / "status.json").write_text('{"state": "done"}')
+    (run / "metrics.json").write_text("{}")
+    (tmp_path / "pets" / "experiments" / "cmp").mkdir(parents=True)
+    (tmp_path / "pets" / "experiments" / "cmp" / "results.json").write_text('{"kind": "compare"}')
+    for long in ("0" * 256, "\u00e9" * 200 + ".png"):
+        for url in (f"{P}/pets/runs/{run.name}/files/{long}", f"{P}/pets/runs/{run.name}/snippets/{long}",
+                    f"{P}/pets/samples/stripes/{long}", f"{P}/pets/experiments/cmp/files/{long}.html"):
+            r = api.get(url)
+            assert r.status_code in (400, 404), (url[:80], r.status_code, r.text[:200])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -343,7 +342,7 @@ def create_app(config: WebConfig) -> FastAPI:
         return {"run": run_id, "cancelling": True}
 
     @app.get("/api/v1/projects/{name}/runs/{run_id}/events", response_class=StreamingResponse,
-             responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+             responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": contract.SSE_EVENT}}}})
     async def events(name: str, run_id: str, request: Request):
         """Server-sent events: every progress event of the run, then `end` once it is over."""
         path = jobs.run_dir(project(name), run_id)
@@ -372,7 +371,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def download(name: str, run_id: str, filename: str):
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name or filename in INTERNAL_FILES
+        if (not contract.is_file_name(filename) or filename in INTERNAL_FILES
                 or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no such file in run {run_id}")
@@ -388,7 +387,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name
+        if (not contract.is_file_name(filename)
                 or target.suffix.lower() not in (".onnx", ".tflite") or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no .onnx or .tflite model of that name in run {run_id}")
@@ -411,6 +410,7 @@ def create_app(config: WebConfig) -> FastAPI:
     async def predict(request: Request, project_name: str | None = None, top_k: int = Query(5, ge=1, le=100)) -> dict:
         """Classify one uploaded file (form field `file`) with the served model, or with the latest
         finished run of `?project_name=`. Returns top-k and every class's probability."""
+        contract.require_multipart(request, "file")
         if config.model:
             model_path = config.model
         elif project_name:
@@ -420,7 +420,6 @@ def create_app(config: WebConfig) -> FastAPI:
                                                    "yet; train it first")
         else:
             raise WebError(400, "no_model", "give ?project_name=<project> (or start the server with --model)")
-        contract.require_multipart(request, "file")
         try:
             form = await request.form(max_files=1, max_fields=5)
         except Exception as exc:  # noqa: BLE001

@@ -8,6 +8,8 @@ Schemathesis (tests/test_web_schema.py) holds the server to this.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict
 
 # Spaces a name may carry at its ends (trimmed; all are ones str.strip() removes): the Zs category.
@@ -35,6 +37,15 @@ CLASS_RE = rf"^(?![{_WS}]*(?:{_RESERVED})[{_WS}]*$)" + NAME_RE[1:]
 FILE_RE = r"^[^./\x00][^/\x00]*$"
 MAX_FILE = 255
 RUN_ID_RE = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$"
+
+
+def is_file_name(filename: str) -> bool:
+    """One file directly in a folder, as FILE_RE says, and short enough for the file system
+    (255 bytes; a longer one would fail as an OSError, not as "no such file")."""
+    from pathlib import PurePath
+
+    return (bool(re.match(FILE_RE, filename)) and filename == PurePath(filename).name
+            and len(filename.encode("utf-8", "surrogatepass")) <= MAX_FILE)
 
 NAME_SCHEMA = {"pattern": NAME_RE, "minLength": 1, "maxLength": MAX_NAME}
 CLASS_SCHEMA = {"pattern": CLASS_RE, "minLength": 1, "maxLength": MAX_NAME}
@@ -176,6 +187,10 @@ def train_request_model(backbones: list[str], formats: list[str]):
     )
 
 
+# One server-sent event as a client parses it (its `data` is a JSON text: a progress event, or the
+# final status after `event: end`).
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                                              "id": {"type": "string"}, "retry": {"type": "integer"}}}
 FILE_RESPONSE = {200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from . import jobs
-from .contract import MAX_NAME, NAME_RE, RUN_ID_RE
+from .contract import MAX_NAME, NAME_RE, RUN_ID_RE, is_file_name
 from .projects import Project, WebError, safe_name
 
 Value = str | int | float | bool | None
@@ -264,7 +264,7 @@ def experiment_file(project: Project, name: str, filename: str) -> Path:
     if _experiment(project, folder) is None:
         raise missing
     target = folder / filename
-    if (not filename or filename != Path(filename).name or filename.startswith(".")
+    if (not is_file_name(filename) or filename.startswith(".")
             or Path(filename).suffix.lower() not in SERVED or target.is_symlink() or not target.is_file()
             or target.resolve().parent != folder.resolve()):
         raise missing

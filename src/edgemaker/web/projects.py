@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import write_json
 from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
-from .contract import CLASS_RE, FILE_RE, MAX_FILE, MAX_NAME, NAME_RE, WINDOWS_RESERVED_RE
+from .contract import CLASS_RE, MAX_NAME, NAME_RE, WINDOWS_RESERVED_RE, is_file_name
 
 TASKS = ("image", "audio")
 _FILE_CHARS = re.compile(r"[^\w.\-]+")
@@ -123,7 +123,7 @@ class Project:
 
     def sample_path(self, label: str, filename: str) -> Path:
         folder = self.class_dir(label)
-        if not re.match(FILE_RE, filename) or filename != Path(filename).name or len(filename) > MAX_FILE:
+        if not is_file_name(filename):
             raise WebError(400, "invalid_name", f"{filename!r}: not a sample file name")
         path = self._inside(folder / filename, folder)
         if path.is_symlink() or not path.is_file():
