@@ -168,7 +168,8 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/api/v1/info")
     def info() -> dict:
         out = {"version": __version__, "mode": "model" if config.model else "projects",
-               "limits": vars(limits), "home": config.home.resolve().name if config.home else None}  # its name, not the server's path
+               "limits": vars(limits),
+               "home": config.home.resolve().name if config.home else None}  # its name: the server's path stays private
         if config.model:
             m = models.get(config.model)
             out["model"] = {"file": config.model.name, "labels": m.labels, "modality": m.modality}

@@ -79,8 +79,9 @@ def safe_filename(original: str, task: str) -> str:
     ext = ("." + ext.lower()) if dot else ""
     if ext not in extensions(task):
         kinds = ", ".join(sorted(extensions(task)))
-        raise WebError(415, "unsupported_type", f"{shown(base) if base else '(no name)'}: not a{'n image' if task == 'image' else ' sound'} "
-                                                f"file name; use one of {kinds}")
+        what = "an image" if task == "image" else "a sound"
+        raise WebError(415, "unsupported_type", f"{shown(base) if base else '(no name)'}: not {what} file name; "
+                                                f"use one of {kinds}")
     stem = _FILE_CHARS.sub("_", stem).strip("._-")[:60] or "sample"
     if re.match(rf"^{WINDOWS_RESERVED_RE}$", stem):
         raise WebError(400, "invalid_name", f"{stem + ext}: a name reserved on Windows (CON, PRN, AUX, NUL, COM1-9, "

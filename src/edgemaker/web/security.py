@@ -166,7 +166,8 @@ class Guard:
                 return 400, "bad_request", "invalid Content-Length"
             limit = self.config.limits.body_limit(scope["path"])
             if int(length) > limit:
-                return 413, "too_large", (f"request body {int(length) / 2**20:.1f} MiB is over the {limit / 2**20:.0f} MiB limit"
+                return 413, "too_large", (f"request body {int(length) / 2**20:.1f} MiB is over the "
+                                          f"{limit / 2**20:.0f} MiB limit"
                                           + (" for one file" if scope["path"] == PREDICT_PATH else
                                              "; send fewer files at once"))
         return None

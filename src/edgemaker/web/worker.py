@@ -164,8 +164,8 @@ def main(run_dir: Path) -> int:
         options, formats = options_from_request(request)
         task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
         max_flash, max_ram = device_from_request(request)
-        train_run(Path("data"), Path("runs") / run_dir.name, options, formats=formats, progress=EventProgress(emit), task=task,
-                  auto=auto_from_request(request), max_flash=max_flash, max_ram=max_ram)
+        train_run(Path("data"), Path("runs") / run_dir.name, options, formats=formats, progress=EventProgress(emit),
+                  task=task, auto=auto_from_request(request), max_flash=max_flash, max_ram=max_ram)
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
         code = 1
