@@ -29,6 +29,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 
 import edgemaker  # noqa: E402
 from conftest import make_image_folder  # noqa: E402
+from hostile_names import hostile_name  # noqa: E402
+from web_helpers import png_bomb  # noqa: E402
 from edgemaker.backbones import get_spec  # noqa: E402
 from edgemaker.data.audio import AudioDecodeError, clip_windows  # noqa: E402
 from edgemaker.data.images import load_for_model  # noqa: E402
@@ -98,7 +100,7 @@ def _offsets(size: int):
 
 @st.composite
 def hostile_image(draw) -> tuple[str, bytes]:
-    kind = draw(st.sampled_from(["truncated", "magic+random", "png-dims", "jpeg-dims", "extreme", "float"]))
+    kind = draw(st.sampled_from(["truncated", "magic+random", "png-dims", "jpeg-dims", "extreme", "float", "bomb"]))
     ext = draw(st.sampled_from(sorted(GOOD_IMAGES)))
     if kind == "truncated":
         good = GOOD_IMAGES[ext]
@@ -113,6 +115,9 @@ def hostile_image(draw) -> tuple[str, bytes]:
             zlib.compress(b"\x00" * min((3 * w + 1) * h, 8 << 20), 9)
         depth, colour = draw(st.sampled_from([(8, 2), (8, 0), (16, 2), (1, 0), (8, 6), (8, 3), (7, 9)]))
         return "png", png_declaring(w, h, body, depth, colour)
+    if kind == "bomb":  # valid, all-zero 16-bit RGBA: under 1 MB, hundreds of MB decoded (issue 26)
+        w, h = draw(st.sampled_from([(11000, 11000), (6000, 6000), (20000, 2000), (65535, 600)]))
+        return "png", png_bomb(w, h)
     if kind == "jpeg-dims":
         return "jpg", _jpeg_declaring(draw(st.integers(0, 65535)), draw(st.integers(0, 65535)))
     if kind == "extreme":  # real pixels, extreme shapes
@@ -172,6 +177,8 @@ def test_a_hostile_image_is_used_or_skipped_with_a_reason(tmp_path_factory, case
     try:
         problem, info = _check_file(path, "image")
         _one_reason(problem, info)
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:26] == b"\x10\x06" and len(data) > 100_000:  # a bomb
+            assert "MiB once decoded" in problem, problem  # refused from its header: decoded bytes, not pixels
         if problem is None:  # usable: it must really become model input
             x = load_for_model(data, get_spec("efficientnet_lite0").image)
             assert x.shape == (224, 224, 3) and x.dtype == np.uint8
@@ -203,10 +210,44 @@ def test_a_hostile_sound_is_used_or_skipped_with_a_reason(tmp_path_factory, case
     COUNTS["sound"]["used" if problem is None else "skipped"] += 1
 
 
+NAME_CASES: dict[str, int] = {}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(hostile_name())
+def test_every_endpoint_refuses_a_hostile_name(tmp_path_factory, case):
+    """Surrogates, bidi controls, zero-width-only names, BOM and separators, control characters and
+    Windows device names: 400 invalid_name on project creation, class creation and rename (never a
+    5xx, nothing created), and the published pattern refuses them too."""
+    pytest.importorskip("fastapi")
+    import re
+
+    from web_helpers import Api
+
+    from edgemaker.web.app import WebConfig, create_app
+    from edgemaker.web.contract import CLASS_RE, NAME_RE
+
+    kind, name = case
+    NAME_CASES[kind] = NAME_CASES.get(kind, 0) + 1
+    home = tmp_path_factory.mktemp("names", numbered=True)
+    api = Api(create_app(WebConfig(home=home)))
+    assert api.post("/api/v1/projects", json={"name": "p", "task": "image"}).status_code == 201
+    assert api.post("/api/v1/projects/p/classes", json={"name": "c"}).status_code == 201
+    for method, url, body in (("POST", "/api/v1/projects", {"name": name, "task": "image"}),
+                              ("POST", "/api/v1/projects/p/classes", {"name": name}),
+                              ("PATCH", "/api/v1/projects/p/classes/c", {"name": name})):
+        r = api.request(method, url, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_name", (kind, ascii(name), r.text)
+    assert sorted(p.name for p in home.iterdir()) == ["p"] and [p.name for p in (home / "p" / "data").iterdir()] == ["c"]
+    if not any("\ud800" <= c <= "\udfff" for c in name):  # no pattern engine takes lone surrogates
+        assert not re.match(NAME_RE, name) and not re.match(CLASS_RE, name), ascii(name)
+
+
 def test_report_the_case_counts(capsys):
     """Not a check: prints how many generated files the two properties above saw (run with -s)."""
     with capsys.disabled():
-        print(f"\nhostile cases: {COUNTS}")
+        print(f"\nhostile cases: {COUNTS}; hostile names: {NAME_CASES}")
 
 
 def named_sound_cases() -> dict[str, tuple[bytes, str | None]]:

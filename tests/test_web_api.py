@@ -107,7 +107,9 @@ def test_projects_classes_and_samples(api, home):
     # nothing but rejects: the error shape, with the first reason
     assert_error(api.post(f"{base}/classes/apple/samples", files=[("files", ("a.png", b"\x89PNG\r\n", "image/png"))]),
                  415, "bad_content")
-    assert_error(api.post(f"{base}/classes/apple/samples", data={"x": "1"}), 400, "bad_upload")  # only `files`
+    assert_error(api.post(f"{base}/classes/apple/samples", data={"x": "1"}, files=images("blobs", 1)), 400,
+                 "bad_upload")  # only `files`
+    assert_error(api.post(f"{base}/classes/apple/samples", data={"x": "1"}), 415, "unsupported_media_type")
     assert_error(api.post(f"{base}/classes/nope/samples", files=images("blobs", 1)), 404, "not_found")
 
     samples = api.get(f"{base}/classes/apple/samples").json()["samples"]
@@ -281,7 +283,9 @@ def test_train_follow_predict_download_and_restart(api, home):
     assert_error(api.post("/api/v1/predict?project_name=pats", files={"file": ("q.png", b"not an image")}), 415,
                  "bad_content")
     assert_error(api.post("/api/v1/predict", files={"file": ("q.png", b"x")}), 400, "no_model")
-    assert_error(api.post("/api/v1/predict?project_name=pats", data={"x": "1"}), 400, "bad_upload")
+    assert_error(api.post("/api/v1/predict?project_name=pats", data={"x": "1"}, files={"file": ("q.png", b"x")}), 400,
+                 "bad_upload")
+    assert_error(api.post("/api/v1/predict?project_name=pats", data={"x": "1"}), 415, "unsupported_media_type")
 
     # a restarted server shows the last completed run
     restarted = Api(create_app(WebConfig(home=home)))

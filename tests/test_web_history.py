@@ -161,5 +161,5 @@ def test_experiments_are_listed_and_served_from_their_folder_only(tmp_path):
     assert_error(api.get(f"{base}/empty/files/index.html"), 404, "not_found")
     assert_error(api.get(f"{base}/missing/files/index.html"), 404, "not_found")
     assert_error(api.get(f"{base}/..%2Fruns/files/request.json"), 404)
-    assert_error(api.get(f"{base}/.hidden/files/index.html"), 422, "invalid_request")  # the schema says which names
+    assert_error(api.get(f"{base}/.hidden/files/index.html"), 400, "invalid_name")  # the one name validator (safe_name)
     assert_error(api.get(f"{P}/nope/experiments/backbones/files/index.html"), 404, "not_found")

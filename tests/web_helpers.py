@@ -73,3 +73,26 @@ def wav_bytes(freq: float, seconds: float = 1.0, rate: int = 16000, seed: int = 
     buf = io.BytesIO()
     sf.write(buf, wave.astype(np.float32), rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def png_bomb(width: int = 11000, height: int = 11000) -> bytes:
+    """A valid PNG of all-zero 16-bit RGBA rows: under 1 MB on disk, width x height x 8 bytes decoded
+    (11000 x 11000: 121 MP, 968 MB)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # All-zero rows (filter byte 0 included): one deflate block of a zero chunk after a full flush
+    # repeats byte for byte, so the stream is built without compressing a gigabyte.
+    total, piece = height * (1 + width * 8), 1 << 22
+    packer = zlib.compressobj(9)
+    head = packer.compress(bytes(piece)) + packer.flush(zlib.Z_FULL_FLUSH)
+    block = packer.compress(bytes(piece)) + packer.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(total, piece)
+    tail = packer.compress(bytes(rest)) + packer.flush()
+    adler = struct.pack(">I", ((total % 65521) << 16) | 1)  # Adler-32 of `total` zero bytes
+    body = head + block * (count - 1) + tail[:-4] + adler
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..backbones.spec import ImageInput
+from .limits import over_limit
 
 MAX_PIXELS = 128_000_000  # decompression-bomb guard: larger images are skipped with a reason
 _BACKGROUND = (255, 255, 255)
@@ -47,6 +48,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im if mode == "RGB" else im.convert("RGB")
 
 
+def decoded_bytes(im: Image.Image) -> int:
+    """What decoding `im` (opened, not loaded) will hold: width x height x channels x bytes per
+    channel, from the header (a 16-bit PNG's raw mode says ;16 even where PIL keeps 8 bits)."""
+    mode = im.mode
+    per = 4 if mode in ("I", "F") else 2 if mode.startswith("I;16") else 1
+    for tile in im.tile or ():
+        args = tile[3] if len(tile) > 3 else ""
+        raw = str(args[0] if isinstance(args, tuple) and args else args)
+        per = max(per, 4 if ";32" in raw else 2 if ";16" in raw else 1)
+    return im.size[0] * im.size[1] * len(im.getbands()) * per
+
+
 def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     """Decode the first frame of `data` to an upright RGB image.
 
@@ -70,6 +83,9 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
             if min_side and im.format == "JPEG" and min(w, h) >= 2 * min_side:
                 scale = min(w, h) / min_side
                 im.draft("RGB", (math.ceil(w / scale), math.ceil(h / scale)))
+            too_big = over_limit(decoded_bytes(im), f"image {w}x{h}, {len(im.getbands())} channels")
+            if too_big:  # from the header, after any draft: nothing is decoded yet
+                raise ImageDecodeError(too_big)
             im.seek(0)
             im.load()
             im = ImageOps.exif_transpose(im) or im

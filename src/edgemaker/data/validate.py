@@ -244,11 +244,13 @@ def validate_folder(
     report.samples.sort(key=lambda s: (s.label, str(s.path)))
     report.declared = scanned.labels
     if check_usable:
-        _check_usable(report, scanned.labels, min_classes)
+        require_usable(report, scanned.labels, min_classes)
     return report
 
 
-def _check_usable(report: ValidationReport, declared: set[str], min_classes: int) -> None:
+def require_usable(report: ValidationReport, declared: set[str], min_classes: int) -> None:
+    """The rules a folder must meet to train (every class folder used, at least `min_classes`): the web
+    app asks the same before it starts a run."""
     root = report.root
     if not report.samples:
         example = root / "cats" / "001.jpg" if report.modality == "image" else root / "dog" / "bark1.wav"

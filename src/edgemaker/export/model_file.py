@@ -11,6 +11,7 @@ import numpy as np
 
 from ..backbones.spec import AudioInput, ImageInput
 from ..data.images import ImageDecodeError, load_for_model
+from ..data.limits import bounded
 from ..errors import EdgemakerError
 
 
@@ -43,7 +44,7 @@ def prepare_windows(path: Path, metadata: dict, silence: bool = True) -> np.ndar
         options = SilenceOptions(enabled=silence and threshold is not None,
                                  threshold_db=threshold if threshold is not None else -60.0)
         try:
-            windows = np.stack(list(clip_windows(path, _audio_input(spec), options)))
+            windows = np.stack(bounded(clip_windows(path, _audio_input(spec), options), AudioDecodeError))
         except AudioDecodeError as exc:
             raise EdgemakerError(f"{path}: {exc}") from None
         if spec["kind"] == "logmel":

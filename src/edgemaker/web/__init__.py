@@ -42,7 +42,7 @@ def bind(host: str, port: int | None) -> socket.socket:
             if port is not None:
                 raise EdgemakerError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
             continue
-        sock.listen(128)
+        sock.listen(2048)  # a burst of connections waits to be accepted rather than being refused
         return sock
     raise EdgemakerError(f"cannot listen on {host}; choose another --host")
 
@@ -81,8 +81,8 @@ def serve(home: Path | None, model: Path | None, host: str, port: int | None, to
         if home.exists() and not home.is_dir():
             raise EdgemakerError(f"{home}: is a file; pass a folder for the projects")
         home.mkdir(parents=True, exist_ok=True)
-    app = create_app(WebConfig(home=home, model=model, security=SecurityConfig(token=token, loopback_only=loopback),
-                               batch_window_ms=batch_window_ms()))
+    security = SecurityConfig.for_bind(host, loopback, token=token)
+    app = create_app(WebConfig(home=home, model=model, security=security, batch_window_ms=batch_window_ms()))
     sock = bind(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{sock.getsockname()[1]}/"
@@ -99,5 +99,9 @@ def serve(home: Path | None, model: Path | None, host: str, port: int | None, to
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=30))
+    from .server import protocol, raise_open_files_limit
+
+    raise_open_files_limit()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=30,
+                                           http=protocol(security.limits.header_timeout_s)))
     server.run(sockets=[sock])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -26,6 +25,7 @@ from ..errors import EdgemakerError
 from . import contract, jobs
 from .contract import errors
 from .history import add_history_routes
+from .memory import RELEASE_AFTER_BYTES, release_memory
 from .projects import Project, ProjectStore, WebError
 from .security import BodyRefused, Guard, SecurityConfig, error_body
 
@@ -43,11 +43,13 @@ class WebConfig:
 
 
 class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused (422), as on train
     name: str = Field(description="Folder name of the project", json_schema_extra=contract.NAME_SCHEMA)
     task: str = Field(description="image or audio", json_schema_extra={"enum": ["image", "audio"]})
 
 
 class ClassName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(json_schema_extra=contract.CLASS_SCHEMA)
 
 
@@ -98,11 +100,8 @@ class ModelCache:
             return model._web_batcher
 
 
-def _model_of_run(run: Path) -> Path:
-    for name in ("model_int8.onnx", "model_fp32.onnx"):
-        if (run / name).is_file():
-            return run / name
-    raise WebError(404, "no_model", f"run {run.name} has no ONNX model to run")
+def _model_of_run(run: Path) -> Path | None:
+    return next((run / name for name in ("model_int8.onnx", "model_fp32.onnx") if (run / name).is_file()), None)
 
 
 def create_app(config: WebConfig) -> FastAPI:
@@ -124,6 +123,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
         for folder, label in hidden:  # error messages never show the server's folders
             message = message.replace(folder, label)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate, escaped
         return JSONResponse(json.loads(error_body(status, code, message)), status_code=status, headers=headers)
 
     @app.exception_handler(WebError)
@@ -168,7 +168,8 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/api/v1/info")
     def info() -> dict:
         out = {"version": __version__, "mode": "model" if config.model else "projects",
-               "limits": vars(limits), "home": str(config.home) if config.home else None}
+               "limits": vars(limits),
+               "home": config.home.resolve().name if config.home else None}  # its name: the server's path stays private
         if config.model:
             m = models.get(config.model)
             out["model"] = {"file": config.model.name, "labels": m.labels, "modality": m.modality}
@@ -237,6 +238,7 @@ def create_app(config: WebConfig) -> FastAPI:
         """multipart/form-data, one or many `files`; each is checked and written on its own."""
         p = project(name)
         p.class_dir(label)
+        contract.require_multipart(request, "files")
         try:
             form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 10)
         except Exception as exc:  # noqa: BLE001 - the multipart parser's errors, too many files included
@@ -252,7 +254,7 @@ def create_app(config: WebConfig) -> FastAPI:
                 data = await item.read(limits.max_file_bytes + 1)
                 try:
                     if len(data) > limits.max_file_bytes:
-                        raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB "
+                        raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 2**20:.0f} MiB "
                                                          "per-file limit")
                     await asyncio.to_thread(_check_and_add, p, label, fname, data, added)
                 except WebError as exc:
@@ -314,8 +316,7 @@ def create_app(config: WebConfig) -> FastAPI:
         if options.model.backbone and get_spec(options.model.backbone).modality != p.task:
             raise WebError(409, "wrong_task", f"invalid option: backbone {options.model.backbone!r} is not for "
                                               f"{p.task} projects")
-        if sum(1 for c in p.classes() if c["count"]) < 2:
-            raise WebError(409, "not_enough_data", "add samples to at least two classes before training")
+        p.check_trainable()
         run_id = jobs.start_run(p, request)
         return {"run": run_id}
 
@@ -332,7 +333,7 @@ def create_app(config: WebConfig) -> FastAPI:
         status = jobs.read_status(path)
         out = {"status": status, "request": json.loads((path / "request.json").read_text("utf-8"))}
         if status["state"] == "done":
-            out["metrics"] = json.loads((path / "metrics.json").read_text("utf-8"))
+            out["metrics"] = jobs.read_metrics(path)
             out["files"] = [{"name": f.name, "size_bytes": f.stat().st_size} for f in sorted(path.iterdir())
                             if f.is_file() and not f.is_symlink() and not f.name.startswith(".")
                             and f.name not in INTERNAL_FILES]
@@ -344,7 +345,7 @@ def create_app(config: WebConfig) -> FastAPI:
         return {"run": run_id, "cancelling": True}
 
     @app.get("/api/v1/projects/{name}/runs/{run_id}/events", response_class=StreamingResponse,
-             responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+             responses={200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": contract.SSE_EVENT}}}})
     async def events(name: str, run_id: str, request: Request):
         """Server-sent events: every progress event of the run, then `end` once it is over."""
         path = jobs.run_dir(project(name), run_id)
@@ -373,7 +374,7 @@ def create_app(config: WebConfig) -> FastAPI:
     def download(name: str, run_id: str, filename: str):
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name or filename in INTERNAL_FILES
+        if (not contract.is_file_name(filename) or filename in INTERNAL_FILES
                 or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no such file in run {run_id}")
@@ -389,14 +390,14 @@ def create_app(config: WebConfig) -> FastAPI:
 
         path = jobs.run_dir(project(name), run_id)
         target = path / filename
-        if (not re.match(contract.FILE_RE, filename) or filename != Path(filename).name
+        if (not contract.is_file_name(filename)
                 or target.suffix.lower() not in (".onnx", ".tflite") or target.is_symlink()
                 or not target.is_file() or jobs.read_status(path)["state"] != "done"):
             raise WebError(404, "not_found", f"{filename}: no .onnx or .tflite model of that name in run {run_id}")
         meta = snippets.read_model_metadata(target)
         if meta is None:
             raise WebError(404, "no_metadata", f"{filename}: no edgemaker metadata in the file; re-export it")
-        exports = json.loads((path / "metrics.json").read_text("utf-8")).get("exports", [])
+        exports = (jobs.read_metrics(path) or {}).get("exports", [])
         arena = next((e.get("arena_bytes") or e.get("peak_ram_bytes") for e in exports if e.get("path") == filename), None)
         c_array = (path / "model_data.h").is_file() and target.suffix.lower() == ".tflite"
         ops = snippets.tflite_ops(target) if c_array else None
@@ -412,13 +413,14 @@ def create_app(config: WebConfig) -> FastAPI:
     async def predict(request: Request, project_name: str | None = None, top_k: int = Query(5, ge=1, le=100)) -> dict:
         """Classify one uploaded file (form field `file`) with the served model, or with the latest
         finished run of `?project_name=`. Returns top-k and every class's probability."""
+        contract.require_multipart(request, "file")
         if config.model:
             model_path = config.model
         elif project_name:
-            run = jobs.latest_done(project(project_name))
-            if run is None:
-                raise WebError(409, "not_trained", f"project {project_name!r} has no finished run yet; train it first")
-            model_path = _model_of_run(run)
+            model_path = next((m for m in map(_model_of_run, jobs.done_runs(project(project_name))) if m), None)
+            if model_path is None:  # the newest complete run with a model serves; one without is passed over
+                raise WebError(409, "not_trained", f"project {project_name!r} has no finished run with an ONNX model "
+                                                   "yet; train it first")
         else:
             raise WebError(400, "no_model", "give ?project_name=<project> (or start the server with --model)")
         try:
@@ -435,8 +437,13 @@ def create_app(config: WebConfig) -> FastAPI:
         finally:
             await form.close()
         if len(data) > limits.max_file_bytes:
-            raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 1e6:.0f} MB limit")
-        return await asyncio.to_thread(_predict, model_path, fname, data, top_k)
+            raise WebError(413, "too_large", f"{fname}: larger than the {limits.max_file_bytes / 2**20:.0f} MiB limit")
+        try:
+            return await asyncio.to_thread(_predict, model_path, fname, data, top_k)
+        finally:
+            if len(data) >= RELEASE_AFTER_BYTES:  # a large upload's decode leaves freed heap the OS never gets back
+                del data
+                await asyncio.to_thread(release_memory)  # ~0.1 s after a 100 MB decode: off the event loop
 
     def _predict(model_path: Path, fname: str, data: bytes, top_k: int) -> dict:
         model = models.get(model_path)

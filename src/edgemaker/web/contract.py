@@ -8,20 +8,44 @@ Schemathesis (tests/test_web_schema.py) holds the server to this.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel, ConfigDict
 
-# str.strip() removes exactly these (every character whose isspace() is true).
-_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_BAD = r"\x00-\x1f\x7f/\\:*?\"<>|"
-_EDGE = rf"[^{_BAD}.{_WS}]"  # first and last character once stripped: no dot, no space
+# Spaces a name may carry at its ends (trimmed; all are ones str.strip() removes): the Zs category.
+_WS = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+# Never anywhere in a name: control characters (C0, DEL, C1), what file systems forbid, bidi controls
+# (a right-to-left override makes "gpj.exe" read "exe.jpg"), line/paragraph separators and the BOM.
+# Lone surrogates are not text at all (no pattern engine takes them): safe_name refuses them first.
+_BAD = r"\x00-\x1f\x7f-\x9f/\\:*?\"<>|\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff"
+_ZERO_WIDTH = r"\u200b-\u200d\u2060"  # invisible: not at either end (so never a whole name)
+_EDGE = rf"[^{_BAD}.{_WS}{_ZERO_WIDTH}]"  # first and last character once trimmed: no dot, space or invisible
 _MID = rf"[^{_BAD}]"
 MAX_NAME = 60  # characters; 60 x 4 UTF-8 bytes stays under the 255-byte file-name limit
-NAME_RE = rf"^[{_WS}]*{_EDGE}(?:{_MID}*{_EDGE})?[{_WS}]*$"
-_RESERVED = "|".join("".join(f"[{c.upper()}{c}]" for c in word) for word in ("train", "val", "valid", "validation", "test"))
+
+
+def _anycase(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# Windows refuses these as file or folder names, with any extension ("CON", "nul.txt", "COM1.png").
+WINDOWS_RESERVED_RE = (r"(?:" + "|".join(_anycase(w) for w in ("con", "prn", "aux", "nul")) + "|"
+                       + _anycase("com") + "[1-9]|" + _anycase("lpt") + r"[1-9])(?:\.[^.]*)*")
+NAME_RE = rf"^(?![{_WS}]*{WINDOWS_RESERVED_RE}[{_WS}]*$)[{_WS}]*{_EDGE}(?:{_MID}*{_EDGE})?[{_WS}]*$"
+_RESERVED = "|".join(_anycase(word) for word in ("train", "val", "valid", "validation", "test"))
 CLASS_RE = rf"^(?![{_WS}]*(?:{_RESERVED})[{_WS}]*$)" + NAME_RE[1:]
 FILE_RE = r"^[^./\x00][^/\x00]*$"
 MAX_FILE = 255
 RUN_ID_RE = r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$"
+
+
+def is_file_name(filename: str) -> bool:
+    """One file directly in a folder, as FILE_RE says, and short enough for the file system
+    (255 bytes; a longer one would fail as an OSError, not as "no such file")."""
+    from pathlib import PurePath
+
+    return (bool(re.match(FILE_RE, filename)) and filename == PurePath(filename).name
+            and len(filename.encode("utf-8", "surrogatepass")) <= MAX_FILE)
 
 NAME_SCHEMA = {"pattern": NAME_RE, "minLength": 1, "maxLength": MAX_NAME}
 CLASS_SCHEMA = {"pattern": CLASS_RE, "minLength": 1, "maxLength": MAX_NAME}
@@ -114,6 +138,7 @@ def allowed_methods(app, scope) -> list[str]:
 def train_request_model(backbones: list[str], formats: list[str], strategies: list[str] = ()):
     """The train request as a strict pydantic model, so the schema lists every option with its
     bounds and the server refuses (422) exactly what the schema refuses."""
+    import math
     from typing import Annotated, Literal
 
     from pydantic import BeforeValidator, Field, create_model
@@ -128,6 +153,14 @@ def train_request_model(backbones: list[str], formats: list[str], strategies: li
 
     def Int(ge: int, le: int):  # a type: whole numbers within [ge, le]
         return Annotated[int, Field(ge=ge, le=le), BeforeValidator(whole)]
+
+    def finite(value):  # NaN and infinity are refused as what they are, not as out of range
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    def Real(**bounds):
+        return Annotated[float, Field(**bounds), BeforeValidator(finite)]
     strict = ConfigDict(extra="forbid", strict=True)
     backbone = Literal[tuple(backbones)] if backbones else str  # type: ignore[valid-type]
     fmt = Literal[tuple(formats)]  # type: ignore[valid-type]
@@ -135,12 +168,12 @@ def train_request_model(backbones: list[str], formats: list[str], strategies: li
         "TrainOptions", __config__=strict,
         epochs=(Int(1, 100_000) | None, Field(None, description="training epochs of the head")),
         batch_size=(Int(1, 65_536) | None, Field(None)),
-        learning_rate=(float | None, Field(None, gt=0, le=1e3)),
-        dropout=(float | None, Field(None, ge=0, lt=1)),
+        learning_rate=(Real(gt=0, le=1e3) | None, Field(None)),
+        dropout=(Real(ge=0, lt=1) | None, Field(None)),
         backbone=(backbone | None, Field(None, description="a backbone for the project's task (GET /options)")),
         augment=(bool | None, Field(None, description="true/false; null: chosen on validation")),
         seed=(Int(0, 2**32 - 1) | None, Field(None)),
-        auto_minutes=(float | None, Field(None, gt=0, le=24 * 60, description="choose on validation within N minutes")),
+        auto_minutes=(Real(gt=0, le=24 * 60) | None, Field(None, description="choose on validation within N minutes")),
         fine_tune=(Literal["auto"] | Int(0, 64) | None,
                    Field(None, description="last backbone blocks to train (0: head only); auto: chosen on validation")),
         device=(Literal[tuple(DEVICES)] | None,  # type: ignore[valid-type]
@@ -157,6 +190,10 @@ def train_request_model(backbones: list[str], formats: list[str], strategies: li
     )
 
 
+# One server-sent event as a client parses it (its `data` is a JSON text: a progress event, or the
+# final status after `event: end`).
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                                              "id": {"type": "string"}, "retry": {"type": "integer"}}}
 FILE_RESPONSE = {200: {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -192,6 +229,16 @@ class Prediction(BaseModel):
     file: str
     top: list[Ranked]
     probabilities: dict[str, float]
+
+
+def require_multipart(request, field: str) -> None:
+    """An upload is multipart/form-data (what the schema declares); anything else is 415, before reading it."""
+    from .projects import WebError
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise WebError(415, "unsupported_media_type", f"send the upload as multipart/form-data with the file(s) in form "
+                                                      f"field {field!r}, not {kind or 'a body without a Content-Type'}")
 
 
 def check_fields(form, field: str) -> None:

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from . import jobs
-from .contract import MAX_NAME, NAME_RE, RUN_ID_RE
+from .contract import MAX_NAME, NAME_RE, RUN_ID_RE, is_file_name
 from .projects import Project, WebError, safe_name
 
 Value = str | int | float | bool | None
@@ -264,7 +264,7 @@ def experiment_file(project: Project, name: str, filename: str) -> Path:
     if _experiment(project, folder) is None:
         raise missing
     target = folder / filename
-    if (not filename or filename != Path(filename).name or filename.startswith(".")
+    if (not is_file_name(filename) or filename.startswith(".")
             or Path(filename).suffix.lower() not in SERVED or target.is_symlink() or not target.is_file()
             or target.resolve().parent != folder.resolve()):
         raise missing
@@ -277,8 +277,10 @@ ERRORS = {400: {"model": ErrorResponse, "description": "a bad project, run or fi
           422: {"model": ErrorResponse, "description": "a missing or malformed parameter"}}
 
 
-ProjectName = Annotated[str, PathParam(description="project name", pattern=NAME_RE, min_length=1,
-                                       max_length=MAX_NAME)]
+# The name rule (contract.NAME_RE) is published on the parameter and checked by safe_name in the
+# lookup: pydantic's own regex engine has no look-ahead.
+ProjectName = Annotated[str, PathParam(description="project name", min_length=1, max_length=MAX_NAME,
+                                       json_schema_extra={"pattern": NAME_RE})]
 
 
 def add_history_routes(app: FastAPI, project) -> None:
@@ -305,7 +307,8 @@ def add_history_routes(app: FastAPI, project) -> None:
                               "content": {t.split(";")[0]: {} for t in SERVED.values()}}, **ERRORS})
     def experiment_download(name: ProjectName,
                             experiment: str = PathParam(description="folder under the project's experiments/",
-                                                        pattern=NAME_RE, min_length=1, max_length=MAX_NAME),
+                                                        min_length=1, max_length=MAX_NAME,
+                                                        json_schema_extra={"pattern": NAME_RE}),
                             filename: str = PathParam(description="a file directly inside it")):
         """A file of one `edgemaker compare` / `curve` result folder under the project's experiments/."""
         target = experiment_file(project(name), experiment, filename)

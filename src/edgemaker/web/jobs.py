@@ -7,8 +7,9 @@ server down. A run is a folder under the project's runs/:
     worker.log     the worker's own output, for debugging
     ...            the run's artifacts (models, metrics.json, report.html)
 
-Only a run whose status says `done` is shown as a result: a killed worker leaves `running` with
-its lock released, which reads as `interrupted`. One run at a time per project, across processes
+Only a run whose status says `done` and that has its metrics.json is shown as a result (a done run
+missing it reads as `failed`): a killed worker leaves `running` with its lock released, which reads
+as `interrupted`. One run at a time per project, across processes
 (an flock on runs/.train.lock held by the worker).
 """
 
@@ -70,6 +71,8 @@ def read_status(path: Path) -> dict:
     except (OSError, ValueError):
         status = {"state": "queued"}
     status["id"] = path.name
+    if status["state"] == "done" and not (path / "metrics.json").is_file():  # its files lost after the run
+        status.update(state="failed", error="the run's metrics.json is missing; train again")
     if status["state"] not in TERMINAL and not lock_held(path.parent):
         # Queued counts as alive for a short grace period while the worker starts and takes the lock.
         started = path.stat().st_mtime
@@ -90,8 +93,22 @@ def active_run(project: Project) -> dict | None:
     return next((r for r in list_runs(project) if r["state"] not in TERMINAL), None)
 
 
+def read_metrics(path: Path) -> dict | None:
+    """The run's metrics.json, or None when it is missing or not a JSON object."""
+    try:
+        metrics = json.loads((path / "metrics.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def done_runs(project: Project):
+    """The project's complete runs, newest first."""
+    return (project.runs_dir / r["id"] for r in list_runs(project) if r["state"] == "done")
+
+
 def latest_done(project: Project) -> Path | None:
-    return next((project.runs_dir / r["id"] for r in list_runs(project) if r["state"] == "done"), None)
+    return next(done_runs(project), None)
 
 
 def start_run(project: Project, request: dict) -> str:
@@ -119,8 +136,10 @@ def _start_run(project: Project, request: dict) -> str:
     write_json(path / "request.json", request)
     with open(path / "worker.log", "ab") as log:
         # A session of its own: the worker survives the server's Ctrl-C and keeps the run going.
-        subprocess.Popen([sys.executable, "-m", "edgemaker.web.worker", str(path)], stdout=log, stderr=log,
-                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=project.root)
+        worker = subprocess.Popen([sys.executable, "-m", "edgemaker.web.worker", str(path.resolve())], stdout=log,
+                                  stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=project.root)
+    # Reaped when it exits, so no finished worker lingers as <defunct> until the next run.
+    threading.Thread(target=worker.wait, name=f"edgemaker-reap-{worker.pid}", daemon=True).start()
     return run_id
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import write_json
 from ..data.folders import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, SPLIT_NAMES
-from .contract import CLASS_RE, FILE_RE, MAX_FILE, MAX_NAME, NAME_RE
+from .contract import CLASS_RE, MAX_NAME, NAME_RE, WINDOWS_RESERVED_RE, is_file_name
 from .errors import WebError
 
 TASKS = ("image", "audio")
@@ -31,20 +31,34 @@ _FILE_CHARS = re.compile(r"[^\w.\-]+")
 
 
 def safe_name(name: object, what: str) -> str:
-    """A project or class name used as one folder name: refused (not silently changed) when unsafe.
-    The rule is the schema's pattern (contract.NAME_RE / CLASS_RE), checked on the name as sent."""
+    """The one validator of every name a request gives (project, class, experiment; sample files via
+    `safe_filename`): refused, never silently changed, when it is not portable or could deceive.
+    The rule is the schema's pattern (contract.NAME_RE / CLASS_RE), checked on the name as sent;
+    the name kept is its NFC form, trimmed."""
     if not isinstance(name, str):
         raise WebError(400, "invalid_name", f"{what} name must be text")
+    if any("\ud800" <= c <= "\udfff" for c in name):  # before anything encodes it
+        raise WebError(400, "invalid_name", f"{what} name holds a lone surrogate ({shown(name)}): not valid Unicode")
     stripped = unicodedata.normalize("NFC", name.strip())
     if not stripped or len(name) > MAX_NAME or len(stripped.encode("utf-8")) > 255:
         raise WebError(400, "invalid_name", f"{what} name must be 1 to {MAX_NAME} characters")
     if what == "class" and stripped.lower() in SPLIT_NAMES:
         raise WebError(400, "invalid_name", f"class name {stripped!r} is reserved for train/val/test split folders; "
                                             "choose another name")
+    if re.match(rf"^{WINDOWS_RESERVED_RE}$", stripped):
+        raise WebError(400, "invalid_name", f"{what} name {stripped!r} is reserved on Windows (CON, PRN, AUX, NUL, "
+                                            "COM1-9, LPT1-9, with any extension); choose another name")
     if not re.match(CLASS_RE if what == "class" else NAME_RE, name):
-        raise WebError(400, "invalid_name", f"{what} name {stripped!r} may not contain / \\ : * ? \" < > | or control "
-                                            "characters, nor start or end with a dot")
+        raise WebError(400, "invalid_name", f"{what} name {shown(stripped)} may not contain / \\ : * ? \" < > |, control, "
+                                            "bidi or invisible formatting characters, nor start or end with a dot "
+                                            "or an invisible character")
     return stripped
+
+
+def shown(text: str) -> str:
+    """`text` quoted for a message, every invisible or unprintable character as its escape."""
+    return "'" + "".join(c if c.isprintable() and not unicodedata.category(c).startswith("C")
+                         else f"\\u{ord(c):04x}" for c in text) + "'"
 
 
 def extensions(task: str) -> frozenset[str]:
@@ -58,9 +72,13 @@ def safe_filename(original: str, task: str) -> str:
     ext = ("." + ext.lower()) if dot else ""
     if ext not in extensions(task):
         kinds = ", ".join(sorted(extensions(task)))
-        raise WebError(415, "unsupported_type", f"{base or '(no name)'}: not a{'n image' if task == 'image' else ' sound'} "
-                                                f"file name; use one of {kinds}")
+        what = "an image" if task == "image" else "a sound"
+        raise WebError(415, "unsupported_type", f"{shown(base) if base else '(no name)'}: not {what} file name; "
+                                                f"use one of {kinds}")
     stem = _FILE_CHARS.sub("_", stem).strip("._-")[:60] or "sample"
+    if re.match(rf"^{WINDOWS_RESERVED_RE}$", stem):
+        raise WebError(400, "invalid_name", f"{stem + ext}: a name reserved on Windows (CON, PRN, AUX, NUL, COM1-9, "
+                                            "LPT1-9); rename the file")
     return stem + ext
 
 
@@ -99,7 +117,7 @@ class Project:
 
     def sample_path(self, label: str, filename: str) -> Path:
         folder = self.class_dir(label)
-        if not re.match(FILE_RE, filename) or filename != Path(filename).name or len(filename) > MAX_FILE:
+        if not is_file_name(filename):
             raise WebError(400, "invalid_name", f"{filename!r}: not a sample file name")
         path = self._inside(folder / filename, folder)
         if path.is_symlink() or not path.is_file():
@@ -166,9 +184,25 @@ class Project:
     def delete_sample(self, label: str, filename: str) -> None:
         self.sample_path(label, filename).unlink()
 
+    def check_trainable(self) -> None:
+        """Validation's own rules on the folder as training will scan it (every class folder has files
+        of the task's kind, at least two classes), so a run that would fail at once is refused before it
+        starts. Files were decode-checked on upload; duplicates are found by the run."""
+        from ..data.folders import modality_of, scan_folder
+        from ..data.validate import Sample, ValidationReport, require_usable
+        from ..errors import DataError
+
+        scanned = scan_folder(self.data_dir)
+        samples = [Sample(f.path, f.label, "", f.split) for f in scanned.files if modality_of(f.path) == self.task]
+        report = ValidationReport(root=Path("data"), presplit=scanned.presplit, samples=samples, modality=self.task)
+        try:
+            require_usable(report, scanned.labels, min_classes=2)
+        except DataError as exc:
+            raise WebError(409, "not_enough_data", str(exc)) from None
+
     def to_dict(self) -> dict:
         return {"name": self.name, "task": self.task, "created": self.created, "classes": self.classes(),
-                "data_dir": str(self.data_dir)}
+                "data_dir": f"{self.name}/data"}  # inside the projects folder: the server's own paths stay private
 
 
 class ProjectStore:

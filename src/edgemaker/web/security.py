@@ -1,6 +1,7 @@
 """The rules every request passes before any route sees it, as one ASGI middleware:
 
-- Host: on a loopback bind only localhost names are served (a DNS-rebinding page gets 421);
+- Host: on a loopback bind only localhost names and the bound address are served (a DNS-rebinding
+  page gets 421);
 - token: on a non-loopback bind every request needs the start-up token (header, cookie, or
   `?token=` on the page, which sets the cookie);
 - same origin: a state-changing request from another site's page (Origin or Sec-Fetch-Site) is refused;
@@ -40,6 +41,7 @@ class Limits:
     upload_idle_s: float = 15.0  # no byte of the body for this long: 408
     upload_grace_s: float = 30.0  # then the body must average at least upload_min_rate bytes/s
     upload_min_rate: int = 50_000
+    header_timeout_s: float = 10.0  # a request head (line and headers) must arrive within this (web/server.py)
 
     def body_limit(self, path: str) -> int:
         """The most bytes a request to `path` may send: one file (plus the form's framing) for a prediction."""
@@ -50,6 +52,14 @@ class Limits:
 class SecurityConfig:
     token: str | None = None  # required on every request when set (non-loopback binds)
     loopback_only: bool = True  # Host header must name this machine
+    hosts: frozenset[str] = LOOPBACK_HOSTS  # the names it may use: localhost's, and the address bound
+
+    @classmethod
+    def for_bind(cls, host: str, loopback: bool, **kw) -> SecurityConfig:
+        """The Host names a loopback bind answers to, derived from the address it listens on
+        (`--host 127.0.0.2` is reached as 127.0.0.2)."""
+        name = host.strip().lower().strip("[]")
+        return cls(loopback_only=loopback, hosts=LOOPBACK_HOSTS | {name, f"[{name}]"}, **kw)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -107,7 +117,7 @@ class Guard:
                 state["complete"] = not message.get("more_body", False)
                 state["bytes"] += len(message.get("body", b""))
                 if state["bytes"] > limit:
-                    state["refused"] = (413, "too_large", f"request body is over the {limit / 1e6:.0f} MB limit"
+                    state["refused"] = (413, "too_large", f"request body is over the {limit / 2**20:.0f} MiB limit"
                                                           + (" for one file" if scope["path"] == PREDICT_PATH else
                                                              "; send fewer files at once"))
                     raise BodyRefused(state["refused"][2])
@@ -137,8 +147,9 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
     def _check(self, scope, headers: dict) -> tuple[int, str, str] | None:
-        if self.config.loopback_only and host_name(headers.get("host", "")) not in LOOPBACK_HOSTS:
-            return 421, "bad_host", "this server answers only to localhost / 127.0.0.1"
+        if self.config.loopback_only and host_name(headers.get("host", "")) not in self.config.hosts:
+            names = sorted(h for h in self.config.hosts if not h.startswith("["))
+            return 421, "bad_host", f"this server answers only to {' / '.join(names)}"
         method = scope["method"]
         if method in UNSAFE_METHODS:
             origin = headers.get("origin")
@@ -155,7 +166,8 @@ class Guard:
                 return 400, "bad_request", "invalid Content-Length"
             limit = self.config.limits.body_limit(scope["path"])
             if int(length) > limit:
-                return 413, "too_large", (f"request body {int(length) / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB limit"
+                return 413, "too_large", (f"request body {int(length) / 2**20:.1f} MiB is over the "
+                                          f"{limit / 2**20:.0f} MiB limit"
                                           + (" for one file" if scope["path"] == PREDICT_PATH else
                                              "; send fewer files at once"))
         return None

@@ -123,6 +123,13 @@ def web_formats() -> tuple[str, ...]:
     return tuple(f for f in WEB_FORMATS if f.startswith("onnx"))
 
 
+def private(text: str, project_root: Path) -> str:
+    """`text` with the server's folders taken out: the project's path becomes relative, home is `~`."""
+    for folder, shown in ((str(project_root) + os.sep, ""), (str(project_root), "."), (str(Path.home()), "~")):
+        text = text.replace(folder, shown).replace(json.dumps(folder)[1:-1], shown)
+    return text
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -131,7 +138,11 @@ def main(run_dir: Path) -> int:
     from ..pipeline import train_run
     from ..progress import EventProgress
 
+    run_dir = run_dir.resolve()
     project_root = run_dir.parent.parent
+    # The run reads `data` and writes `runs/<id>` relative to the project, so every record it writes
+    # (metrics.json, split.json, report.html, log lines, errors) names paths inside the project only.
+    os.chdir(project_root)
     lock = open(run_dir.parent / LOCK_NAME, "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -150,11 +161,12 @@ def main(run_dir: Path) -> int:
     write_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 
     def emit(event: dict) -> None:
-        line = json.dumps(event, default=str).encode() + b"\n"
+        line = private(json.dumps(event, default=str), project_root).encode() + b"\n"
         with write_lock:
             events.write(line)
 
     def finish(state: str, **extra) -> None:
+        extra = {k: private(v, project_root) if isinstance(v, str) else v for k, v in extra.items()}
         write_json(run_dir / "status.json", {**status, "state": state, "finished": _now(), **extra})
         emit({"type": "state", "state": state, **extra})
 
@@ -167,7 +179,7 @@ def main(run_dir: Path) -> int:
     emit({"type": "state", "state": "running"})
     try:
         task = json.loads((project_root / "project.json").read_text("utf-8"))["task"]
-        train_run(config_from_request(request, project_root / "data", run_dir, task), EventProgress(emit))
+        train_run(config_from_request(request, Path("data"), Path("runs") / run_dir.name, task), EventProgress(emit))
     except (EdgemakerError, ValueError) as exc:
         finish("failed", error=str(exc))
         code = 1
