@@ -61,6 +61,13 @@ def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Foot
     return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
 
 
+def predict_blocks(net, size: int, n_classes: int, dims: list[int]) -> list[Footprint]:
+    """A network whose blocks carry `footprint_block` (backbones/tfnet.py), cut after each block,
+    from one traced forward pass of the whole network: [depth 1, 2, ...]."""
+    ops, ends = _trace(net, size)
+    return [_footprint(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
+
+
 def _footprint(ops: list[tuple], size, n_classes: int, feature_dim: int,
                input_elements: int | None = None) -> Footprint:
     """`input_elements`: the graph input's size when it is not a (3, size, size) image (a log-mel patch)."""
@@ -109,8 +116,11 @@ def _trace(module, size) -> tuple[list[tuple], list[int]]:
         ops.append((numel(inputs[0]), numel(output), held[0], 0, 0, 0))
 
     def block_pre(mod, inputs):
-        args = mod._block_args
-        skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        if hasattr(mod, "_block_args"):
+            args = mod._block_args
+            skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        else:  # backbones/tfnet.py's blocks say whether they add their input back
+            skip = mod.residual
         held[0] = numel(inputs[0]) if skip else 0
 
     def block_post(mod, inputs, output):
@@ -127,7 +137,7 @@ def _trace(module, size) -> tuple[list[tuple], list[int]]:
             handles.append(m.register_forward_hook(dense_hook))
         elif isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
             handles.append(m.register_forward_hook(pool_hook))
-        elif hasattr(m, "_block_args"):
+        elif hasattr(m, "_block_args") or getattr(m, "footprint_block", False):
             handles.append(m.register_forward_pre_hook(block_pre))
             handles.append(m.register_forward_hook(block_post))
     try:

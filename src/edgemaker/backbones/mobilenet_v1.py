@@ -20,7 +20,7 @@ from .spec import BackboneSpec, ImageInput, WeightsSource
 
 BLOCKS = len(v1_layout.BLOCKS)
 _LICENCE = "Apache-2.0 (Google's ImageNet MobileNetV1 checkpoints; origin in weights_data/NAME/ORIGIN.md)"
-_NAME = re.compile(r"^mobilenet_v1_(025|050)(?:_k(\d+))?$")
+_NAME = re.compile(r"^mobilenet_v1_(025|050)(_gray)?(?:_k(\d+))?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +49,21 @@ def channels(width: float) -> list[int]:
     return [int(c * width) for c, _ in v1_layout.BLOCKS]
 
 
-def cut_name(variant: str, depth: int) -> str:
-    return f"mobilenet_v1_{variant}" if depth == BLOCKS else f"mobilenet_v1_{variant}_k{depth}"
+def cut_name(variant: str, depth: int, gray: bool = False) -> str:
+    base = f"mobilenet_v1_{variant}{'_gray' if gray else ''}"
+    return base if depth == BLOCKS else f"{base}_k{depth}"
 
 
-def parse_name(name: str) -> tuple[str, int] | None:
-    """('025', 7) for 'mobilenet_v1_025_k7', ('025', 13) for the whole 'mobilenet_v1_025', else None."""
+def parse_name(name: str) -> tuple[str, int, bool] | None:
+    """('025', 7, False) for 'mobilenet_v1_025_k7', ('025', 13, True) for 'mobilenet_v1_025_gray', else None."""
     m = _NAME.match(name)
-    return (m.group(1), int(m.group(2) or BLOCKS)) if m else None
+    return (m.group(1), int(m.group(3) or BLOCKS), bool(m.group(2))) if m else None
+
+
+def gray_twin(name: str) -> str:
+    """The one-channel twin of a MobileNetV1 backbone (--grayscale on); other names unchanged."""
+    parsed = parse_name(name)
+    return cut_name(parsed[0], parsed[1], True) if parsed else name
 
 
 def trunk(variant: str, weights: Path | None = None, in_channels: int = 3):
@@ -65,11 +72,38 @@ def trunk(variant: str, weights: Path | None = None, in_channels: int = 3):
 
     v = VARIANTS[variant]
     net = tfnet.mobilenet_v1(v.width, bn=v.batchnorm)
-    if weights is not None:
-        tfnet.load_into(net, tfnet.load_weights(weights), str(weights))
-    if in_channels == 1:
+    if weights is None:
+        state = {}
+    elif weights.suffix == ".pth":  # fine-tuned by a run (tasks/budget_finetune.py)
+        from .weights import load_state_dict
+
+        state = load_state_dict(weights)
+    else:
+        state = tfnet.load_weights(weights)
+    stem = state.get("stem.conv.weight")
+    if in_channels == 1 and stem is not None and stem.shape[1] == 1:  # saved already grey
+        net.stem.conv = tfnet.rgb_to_gray_stem(net.stem.conv)
+    if state:
+        tfnet.load_into(net, state, str(weights))
+    if in_channels == 1 and net.stem.conv.in_channels == 3:
         net.stem.conv = tfnet.rgb_to_gray_stem(net.stem.conv)
     return net
+
+
+def with_gray_input(net):
+    """A one-channel network fed from the graph's RGB input: the channel mean (a grey camera's pixel
+    given as R = G = B reaches it unchanged; colour never does)."""
+    import torch
+
+    class GrayInput(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.mean(dim=1, keepdim=True))
+
+    return GrayInput()
 
 
 def _build(spec: BackboneSpec, weights: Path):
@@ -77,8 +111,9 @@ def _build(spec: BackboneSpec, weights: Path):
 
     parsed = parse_name(spec.name)
     assert parsed is not None
-    variant, depth = parsed
-    return tfnet.pooled(trunk(variant, weights).cut(depth)).eval()
+    variant, depth, gray = parsed
+    net = tfnet.pooled(trunk(variant, weights, 1 if gray else 3).cut(depth))
+    return (with_gray_input(net) if gray else net).eval()
 
 
 def _spec(variant: str) -> BackboneSpec:
@@ -96,21 +131,50 @@ def _spec(variant: str) -> BackboneSpec:
     )
 
 
-def cut_spec(variant: str, depth: int, size: int | None = None) -> BackboneSpec:
-    """MobileNetV1 `variant` cut after block `depth` (1..13) at `size` px, registered on first use."""
+def cut_spec(variant: str, depth: int, size: int | None = None, gray: bool = False) -> BackboneSpec:
+    """MobileNetV1 `variant` cut after block `depth` (1..13) at `size` px, registered on first use;
+    `gray`: its stem summed over RGB for one-channel (grey) input."""
     if variant not in VARIANTS or not 1 <= depth <= BLOCKS:
         raise ValueError(f"MobileNetV1 {variant!r}: depth must be 1..{BLOCKS}")
-    name = cut_name(variant, depth)
+    name = cut_name(variant, depth, gray)
     if name not in _REGISTRY:
         v = VARIANTS[variant]
+        gray_saving = 2 * 9 * int(v1_layout.STEM * v.width) if gray else 0  # a 3x3 stem on 1 channel, not 3
+        cut = f"cut after block {depth} of {BLOCKS}" if depth < BLOCKS else "whole"
         spec = dataclasses.replace(_spec(variant), name=name, feature_dim=channels(v.width)[depth - 1],
-                                   parameters=v.parameters[depth - 1],
-                                   description=f"MobileNetV1 {v.width} cut after block {depth} of {BLOCKS} "
-                                               "(ImageNet), pooled")
+                                   parameters=v.parameters[depth - 1] - gray_saving,
+                                   description=f"MobileNetV1 {v.width} {cut} (ImageNet), pooled"
+                                               + ("; grey input (stem summed over RGB)" if gray else ""))
         register_backbone(spec)(_build)
         _UNLISTED.add(name)
     spec = get_spec(name)
     return spec.with_image_size(size) if size else spec
+
+
+def cut_specs(name: str, size: int) -> list[BackboneSpec]:
+    """Every cut of `name` (e.g. mobilenet_v1_025, mobilenet_v1_025_gray) at `size`, the whole network last."""
+    parsed = parse_name(name)
+    assert parsed is not None and parsed[1] == BLOCKS
+    return [cut_spec(parsed[0], k, size, parsed[2]) for k in range(1, BLOCKS + 1)]
+
+
+def all_depths_module(name: str, weights: Path):
+    """float NCHW -> every block's pooled output concatenated, from one forward pass."""
+    import torch
+
+    parsed = parse_name(name)
+    assert parsed is not None
+    net = trunk(parsed[0], weights, 1 if parsed[2] else 3)
+
+    class AllDepths(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.pooled_per_block(x)
+
+    return with_gray_input(AllDepths()).eval() if parsed[2] else AllDepths().eval()
 
 
 def ensure_registered(name: str) -> bool:
@@ -118,7 +182,7 @@ def ensure_registered(name: str) -> bool:
     parsed = parse_name(name)
     if parsed is None:
         return False
-    cut_spec(*parsed)
+    cut_spec(parsed[0], parsed[1], gray=parsed[2])
     return True
 
 

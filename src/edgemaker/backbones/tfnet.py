@@ -90,6 +90,9 @@ def dense(cin: int, cout: int) -> nn.Linear:
 class Separable(nn.Module):
     """MobileNetV1 block: depthwise 3x3 (+ReLU6) then pointwise 1x1 (+ReLU6)."""
 
+    footprint_block = True  # backbones/footprint.py ends a cut here
+    residual = False
+
     def __init__(self, cin: int, cout: int, stride: Stride, bn: bool = True) -> None:
         super().__init__()
         self.dw = depthwise(cin, 3, stride, bn)
@@ -102,6 +105,8 @@ class Separable(nn.Module):
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand (+ReLU6, absent when expansion is 1), depthwise 3x3 (+ReLU6),
     linear 1x1 project, and the input added back when shape allows (stride 1, cin == cout)."""
+
+    footprint_block = True
 
     def __init__(self, cin: int, cout: int, stride: Stride, expansion: int, bn: bool = True) -> None:
         super().__init__()
