@@ -20,7 +20,6 @@ network, the preprocessing, the reference check); nothing else changes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from edgemaker.backbones import tfnet  # noqa: E402
 from edgemaker.backbones.tfnet import Quantised  # noqa: E402
+from edgemaker.backbones.weights import sha256_file as sha256  # noqa: E402
 
 OUT = ROOT / "src" / "edgemaker" / "backbones" / "weights_data"
 TEST_DATA = ROOT / "tests" / "data" / "tfnet"
@@ -43,14 +43,6 @@ FIXTURE_SIZE = 224
 
 
 # --- sources ------------------------------------------------------------------------------------
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def read_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Keras .h5 -> {layer: {weight name without ':0': array}} (from model_weights)."""

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from . import v1_layout
-from .registry import _REGISTRY, _UNLISTED, get_spec, register_backbone
+from .registry import get_spec, is_registered, register_backbone, register_unlisted
 from .spec import BackboneSpec, ImageInput, WeightsSource
 
 BLOCKS = len(v1_layout.BLOCKS)
@@ -137,7 +137,7 @@ def cut_spec(variant: str, depth: int, size: int | None = None, gray: bool = Fal
     if variant not in VARIANTS or not 1 <= depth <= BLOCKS:
         raise ValueError(f"MobileNetV1 {variant!r}: depth must be 1..{BLOCKS}")
     name = cut_name(variant, depth, gray)
-    if name not in _REGISTRY:
+    if not is_registered(name):
         v = VARIANTS[variant]
         gray_saving = 2 * 9 * int(v1_layout.STEM * v.width) if gray else 0  # a 3x3 stem on 1 channel, not 3
         cut = f"cut after block {depth} of {BLOCKS}" if depth < BLOCKS else "whole"
@@ -145,8 +145,7 @@ def cut_spec(variant: str, depth: int, size: int | None = None, gray: bool = Fal
                                    parameters=v.parameters[depth - 1] - gray_saving,
                                    description=f"MobileNetV1 {v.width} {cut} (ImageNet), pooled"
                                                + ("; grey input (stem summed over RGB)" if gray else ""))
-        register_backbone(spec)(_build)
-        _UNLISTED.add(name)
+        register_unlisted(spec)(_build)
     spec = get_spec(name)
     return spec.with_image_size(size) if size else spec
 

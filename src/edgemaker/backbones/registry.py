@@ -40,6 +40,22 @@ def register_backbone(spec: BackboneSpec) -> Callable[[Builder], Builder]:
     return decorate
 
 
+def register_unlisted(spec: BackboneSpec) -> Callable[[Builder], Builder]:
+    """Register a backbone usable by name but left out of listings (a cut of a listed one)."""
+    decorate = register_backbone(spec)
+
+    def unlisted(build: Builder) -> Builder:
+        decorate(build)
+        _UNLISTED.add(spec.name)
+        return build
+
+    return unlisted
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
+
+
 def unregister_backbone(name: str) -> None:
     _REGISTRY.pop(name, None)
 
