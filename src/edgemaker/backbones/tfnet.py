@@ -44,6 +44,8 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 class SamePad(nn.Module):
     """Zero padding as TF "same" computes it for this input size (static in a traced graph)."""
 
+    footprint_pad = True  # backbones/footprint.py: a stem's pad stays a separate operator in TFLite
+
     def __init__(self, kernel: Stride, stride: Stride) -> None:
         super().__init__()
         self.kernel, self.stride = _pair(kernel), _pair(stride)
