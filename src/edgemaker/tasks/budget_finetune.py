@@ -1,4 +1,5 @@
-"""Fine-tune the budget search's finalists: the last blocks of a truncated trunk trained on the user's images.
+"""Fine-tune the budget search's finalists: the last blocks of a truncated trunk (EfficientNet-Lite or
+MobileNetV1) trained on the user's images.
 
 Why: at 48-80 px the frozen ImageNet features of an early-cut EfficientNet are the limit (a head on
 them is all the screening trains). Fine-tuning changes weights only, never the graph, so the
