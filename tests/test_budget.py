@@ -92,6 +92,7 @@ def test_predicted_footprint_matches_the_real_int8_file(splits, tmp_path):
 def _small_space(monkeypatch):
     monkeypatch.setattr(budget_search, "SIZES", (64,))
     monkeypatch.setattr(budget_search, "SMALL_CNN", ((8, 32),))
+    monkeypatch.setattr(budget_search, "MOBILENET_V1_SIZES", ())
 
 
 def test_nothing_fits_names_the_closest(splits, monkeypatch):

@@ -32,6 +32,7 @@ def searched(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(budget_search, "SIZES", (64,))
     mp.setattr(budget_search, "SMALL_CNN", ())
+    mp.setattr(budget_search, "MOBILENET_V1_SIZES", ())
     mp.setattr(budget_finetune, "EPOCHS", 4)
     try:
         cache = ImageClassifier.open_cache(options)

@@ -86,7 +86,8 @@ def _engine(options):
               help="Images: run the backbone at this input size (e.g. 96, 128, 160) for small devices.")
 @click.option("--width", type=int, default=None, help="small_cnn: channels of the first conv block (default 16).")
 @click.option("--grayscale", type=click.Choice(["auto", "on", "off"]), default=None,
-              help="small_cnn: one input channel (auto: when every training image is gray).")
+              help="small_cnn: one input channel (auto: when every training image is gray); "
+                   "MobileNetV1 (on): its first convolution summed over RGB for a grey camera.")
 @click.option("--base-model", type=click.Path(path_type=Path), default=None,
               help="Start from your own model (edgemaker model_fp32.onnx, any image-classification ONNX, or "
                    "TorchScript): its last --retrain-last layers are reset and retrained, the rest frozen.")

@@ -10,6 +10,7 @@ from . import small_cnn_mel  # noqa: E402,F401
 from . import base_model  # noqa: E402,F401
 from . import truncated  # noqa: E402,F401  (cut EfficientNet-Lite trunks, registered by name on first use)
 from . import sound_trunks  # noqa: E402,F401  (cut sound trunks, likewise)
+from . import mobilenet_v1  # noqa: E402,F401
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
 # Audio: both are extracted and the head is fitted on each; validation accuracy picks one per dataset.

@@ -61,6 +61,13 @@ def predict_depths(net, size: int, n_classes: int, dims: list[int]) -> list[Foot
     return [footprint_of(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
 
 
+def predict_blocks(net, size: int, n_classes: int, dims: list[int]) -> list[Footprint]:
+    """A network whose blocks carry `footprint_block` (backbones/tfnet.py), cut after each block,
+    from one traced forward pass of the whole network: [depth 1, 2, ...]."""
+    ops, ends = trace_ops(net, size)
+    return [footprint_of(ops[:end], size, n_classes, dim) for end, dim in zip(ends, dims)]
+
+
 def footprint_of(ops: list[tuple], size, n_classes: int, feature_dim: int,
                input_elements: int | None = None) -> Footprint:
     """`input_elements`: the graph input's size when it is not a (3, size, size) image (a log-mel patch)."""
@@ -69,6 +76,11 @@ def footprint_of(ops: list[tuple], size, n_classes: int, feature_dim: int,
     ram = max([image * 2] + [i + o + h for i, o, h, *_ in ops])
     last = ops[-1][1] if ops else image
     ram = max(ram, last + feature_dim)  # the global mean pooling
+    if len(ops) > 1 and ops[0][3] == 0 and ops[0][1] > ops[0][0]:
+        # A leading PAD (TF "same" padding of a stride-2 stem, backbones/tfnet.py): the converter keeps it
+        # between two transposes of the input, and TFLM's planner then holds two input-sized tensors
+        # beside the stem's output (measured on MobileNetV1 0.25 files at 96 px: exactly this sum).
+        ram = max(ram, 2 * image + ops[1][1])
     head = feature_dim * n_classes
     weights = sum(op[3] for op in ops)
     channels = sum(op[4] for op in ops)
@@ -108,9 +120,16 @@ def trace_ops(module, size) -> tuple[list[tuple], list[int]]:
     def pool_hook(mod, inputs, output):
         ops.append((numel(inputs[0]), numel(output), held[0], 0, 0, 0))
 
+    def pad_hook(mod, inputs, output):
+        if not ops and numel(output) > numel(inputs[0]):  # later pads fold into their convolution
+            ops.append((numel(inputs[0]), numel(output), 0, 0, 0, 0))
+
     def block_pre(mod, inputs):
-        args = mod._block_args
-        skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        if hasattr(mod, "_block_args"):
+            args = mod._block_args
+            skip = mod.id_skip and args.stride == 1 and args.input_filters == args.output_filters
+        else:  # backbones/tfnet.py's blocks say whether they add their input back
+            skip = mod.residual
         held[0] = numel(inputs[0]) if skip else 0
 
     def block_post(mod, inputs, output):
@@ -127,7 +146,9 @@ def trace_ops(module, size) -> tuple[list[tuple], list[int]]:
             handles.append(m.register_forward_hook(dense_hook))
         elif isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
             handles.append(m.register_forward_hook(pool_hook))
-        elif hasattr(m, "_block_args"):
+        elif getattr(m, "footprint_pad", False):
+            handles.append(m.register_forward_hook(pad_hook))
+        elif hasattr(m, "_block_args") or getattr(m, "footprint_block", False):
             handles.append(m.register_forward_pre_hook(block_pre))
             handles.append(m.register_forward_hook(block_post))
     try:

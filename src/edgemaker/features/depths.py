@@ -1,4 +1,4 @@
-"""Embeddings of every depth of an EfficientNet-Lite at once: one forward pass, one cache row per depth.
+"""Embeddings of every depth of an EfficientNet-Lite or a MobileNetV1 at once: one forward pass, one cache row per depth.
 
 Why: a budget search tries each truncation depth; the pooled output after block k is a by-product of
 computing block k+1, so one pass through the whole network (an ONNX graph with every pooled output
@@ -39,11 +39,18 @@ class AllDepthsBackbone:
 
     def __init__(self, variant: str, size: int, threads: int | None = None, root: Path | None = None) -> None:
         self.variant, self.size = variant, size
-        self.full = get_spec(f"efficientnet_{variant}").with_image_size(size)
-        self.dims = depth_dims(variant) + [self.full.feature_dim]
-        self.specs = [truncated_spec(variant, k, size) for k in range(1, len(self.dims))] + [self.full]
+        if variant.startswith("mobilenet_v1_"):  # every cut of a shipped MobileNetV1, the whole one last
+            from ..backbones import mobilenet_v1
+
+            self.full = get_spec(variant).with_image_size(size)
+            self.specs = mobilenet_v1.cut_specs(variant, size)
+            self.dims = [s.feature_dim for s in self.specs]
+        else:
+            self.full = get_spec(f"efficientnet_{variant}").with_image_size(size)
+            self.dims = depth_dims(variant) + [self.full.feature_dim]
+            self.specs = [truncated_spec(variant, k, size) for k in range(1, len(self.dims))] + [self.full]
         # A spec for the concatenated vector: never cached itself (its rows are split per depth).
-        self.spec = dataclasses.replace(self.full, name=f"efficientnet_{variant}_alldepths", feature_dim=sum(self.dims))
+        self.spec = dataclasses.replace(self.full, name=f"{self.full.name}_alldepths", feature_dim=sum(self.dims))
         self.graph = 2  # bump when the all-depths graph changes (its file name carries it)
         self.onnx_path = self._export(root)
         self._session = make_session(self.onnx_path, threads)
@@ -55,8 +62,14 @@ class AllDepthsBackbone:
         import torch
 
         assert self.full.image is not None
-        module = with_uint8_input(all_depths_module(trunk(self.variant, self.size, resolve_weights(self.full.weights))),
-                                   self.full.image)
+        weights = resolve_weights(self.full.weights)
+        if self.variant.startswith("mobilenet_v1_"):
+            from ..backbones import mobilenet_v1
+
+            body = mobilenet_v1.all_depths_module(self.variant, weights)
+        else:
+            body = all_depths_module(trunk(self.variant, self.size, weights))
+        module = with_uint8_input(body, self.full.image)
         dummy = torch.zeros(1, self.size, self.size, 3, dtype=torch.uint8)
         with atomic_path(target, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

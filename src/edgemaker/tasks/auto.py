@@ -30,6 +30,7 @@ from .options import AutoOptions, ClassifierOptions
 IMAGE_CANDIDATES: tuple[tuple[str, int | None], ...] = (
     ("efficientnet_lite0", 128), ("efficientnet_lite0", 160), ("efficientnet_lite0", None),
     ("efficientnet_lite1", None), ("efficientnet_lite2", None), ("small_cnn", None),
+    ("mobilenet_v1_025", None), ("mobilenet_v1_050", None),
 )
 AUDIO_CANDIDATES: tuple[tuple[str, int | None], ...] = (("aisfx", None), ("efficientnet_lite0_mel", None))
 # Seconds per million backbone parameters to convert/quantize one file of each format, measured on

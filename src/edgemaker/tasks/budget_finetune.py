@@ -1,4 +1,5 @@
-"""Fine-tune the budget search's finalists: the last blocks of a truncated trunk trained on the user's images.
+"""Fine-tune the budget search's finalists: the last blocks of a truncated trunk (EfficientNet-Lite or
+MobileNetV1) trained on the user's images.
 
 Why: at 48-80 px the frozen ImageNet features of an early-cut EfficientNet are the limit (a head on
 them is all the screening trains). Fine-tuning changes weights only, never the graph, so the
@@ -73,15 +74,30 @@ def teacher_targets(cls, train, validation, options: ClassifierOptions, progress
     return soft[:, 0], teacher.evaluate(validation).accuracy
 
 
+def _trunk_parts(spec, weights):
+    """(the whole trunk, its stem as a function of float NCHW, its blocks, the cut depth) of a
+    truncated EfficientNet-Lite or a MobileNetV1 cut (backbones/mobilenet_v1.py)."""
+    from ..backbones import mobilenet_v1
+
+    parsed = mobilenet_v1.parse_name(spec.name)
+    if parsed is not None:
+        variant, depth, gray = parsed
+        net = mobilenet_v1.trunk(variant, weights, 1 if gray else 3)
+        return net, (lambda x: net.stem(x.mean(dim=1, keepdim=True))) if gray else net.stem, net.blocks, depth
+    from ..backbones.truncated import parse_name, trunk
+
+    variant, depth = parse_name(spec.name)
+    net = trunk(variant, spec.image.size, weights)
+    return net, stages(net).stem, stages(net).blocks, depth
+
+
 def _prefix(spec, cut: int):
     """The truncated backbone up to block `cut` (float NCHW -> the activation entering block `cut`)."""
     import torch
 
-    from ..backbones.truncated import trunk, parse_name
     from ..backbones.weights import resolve_weights
 
-    variant, _ = parse_name(spec.name)
-    net = trunk(variant, spec.image.size, resolve_weights(spec.weights))
+    net, stem, blocks, _ = _trunk_parts(spec, resolve_weights(spec.weights))
 
     class Prefix(torch.nn.Module):
         def __init__(self) -> None:
@@ -89,22 +105,22 @@ def _prefix(spec, cut: int):
             self.net = net
 
         def forward(self, x):
-            x = stages(net).stem(x)
-            for block in stages(net).blocks[:cut]:
+            x = stem(x)
+            for block in blocks[:cut]:
                 x = block(x)
             return x
 
     return Prefix().eval()
 
 
-def _tail(net, start: int, depth: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
+def _tail(net, blocks, start: int, depth: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
     """blocks[start:depth] + pooling + dropout + the linear head: what is trained (BatchNorm frozen)."""
     import torch
 
     class Tail(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = torch.nn.ModuleList(stages(net).blocks[start:depth])
+            self.blocks = torch.nn.ModuleList(list(blocks)[start:depth])
             self.drop = torch.nn.Dropout(dropout)
             self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
             with torch.no_grad():
@@ -135,7 +151,6 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
 
     from ..backbones.runtime import Backbone
     from ..backbones.spec import WeightsSource
-    from ..backbones.truncated import trunk, parse_name
     from ..backbones.weights import resolve_weights
     from ..features.activations import (
         ActivationStore,
@@ -149,7 +164,7 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
 
     t0 = time.perf_counter()
     spec = base.spec
-    variant, depth = parse_name(spec.name)
+    net, _, blocks, depth = _trunk_parts(spec, resolve_weights(spec.weights))
     start = max(0, depth - (LAST_BLOCKS if last is None else last))
     opts = tune_options(options, epochs)
     views = max(1, options.augmentation.views)
@@ -172,8 +187,7 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
     yv = np.array([index[s.label] for s in validation], np.int64)
     cw = base.head.class_weights_
     class_weights = None if not cw else np.array([cw[c] for c in base.head.classes_.tolist()], np.float32)
-    net = trunk(variant, spec.image.size, resolve_weights(spec.weights))
-    tail = _tail(net, start, depth, base.head.coef_, base.head.intercept_, opts.hparams.dropout)
+    tail = _tail(net, blocks, start, depth, base.head.coef_, base.head.intercept_, opts.hparams.dropout)
     ft = replace(options.fine_tune, epochs=epochs, patience=PATIENCE, learning_rate=LEARNING_RATE)
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads or threads)

@@ -1,7 +1,8 @@
 """`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on validation.
 
 Candidates, cheapest first: for images, EfficientNet-Lite0 cut after each block (backbones/truncated.py)
-at each input size, and small_cnn at a few widths; for sounds, whatever SOUND_CANDIDATES builds (today
+at each input size, MobileNetV1 0.25 and 0.5 cut after each block (backbones/mobilenet_v1.py) at
+96-160 px, and small_cnn at a few widths; for sounds, whatever SOUND_CANDIDATES builds (today
 efficientnet_lite0_mel and aisfx cut after each block, backbones/sound_trunks.py). Flash, RAM and MACs of every candidate are predicted from
 its graph before any training (backbones/footprint.py); those over budget are not trained. For each
 input size with a fitting depth, one pass through the whole network embeds every depth at once
@@ -32,6 +33,9 @@ VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: 
 # 48/56: under a 128 KB arena no depth past block 1 runs at 64 px (the stem's 32-channel output and the
 # first expansion live together), but block 6 does at 56 px; 72: between 64 and 80 for a 256 KB arena.
 SIZES = (48, 56, 64, 72, 80, 96, 128, 160, 224)
+# MobileNetV1 0.25 (float ImageNet weights) and 0.5 (from uint8), shipped in the package: made for this size.
+MOBILENET_V1 = ("025", "050")
+MOBILENET_V1_SIZES = (96, 112, 128, 160)
 SMALL_CNN = ((8, 32), (16, 32), (16, 64), (32, 64), (32, 96))  # (width, input size)
 # What each budget would get (report): common microcontroller classes, flash / RAM.
 LADDER = ((64_000, 32_000), (128_000, 64_000), (256_000, 128_000), (512_000, 256_000), (1_000_000, 256_000),
@@ -113,8 +117,28 @@ def _Full(net):
     return Full()
 
 
+def mobilenet_v1_candidates(n_classes: int, sizes: Sequence[int] = MOBILENET_V1_SIZES,
+                            variants: Sequence[str] = MOBILENET_V1, gray: bool = False) -> list[Candidate]:
+    """The shipped MobileNetV1s (backbones/mobilenet_v1.py) cut after each block, at each input size
+    (`gray`: their one-channel twins, for --grayscale on)."""
+    from ..backbones import mobilenet_v1 as v1
+    from ..backbones.footprint import predict_blocks
+
+    out = []
+    for variant in variants:
+        net = v1.with_gray_input(v1.trunk(variant, in_channels=1)) if gray else v1.trunk(variant)
+        dims = v1.channels(v1.VARIANTS[variant].width)
+        for size in sizes:
+            for k, fp in enumerate(predict_blocks(net, size, n_classes, dims), 1):
+                name = v1.cut_name(variant, k, gray)
+                out.append(Candidate(f"{name}@{size}", name, size, None, fp.to_dict(),
+                                     group=f"{v1.cut_name(variant, v1.BLOCKS, gray)}@{size}"))
+    return out
+
+
 def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tuple[int, int]] = SMALL_CNN,
-               variant: str = VARIANT) -> list[Candidate]:
+               variant: str = VARIANT, mobilenet_sizes: Sequence[int] = MOBILENET_V1_SIZES,
+               gray: bool = False) -> list[Candidate]:
     """Every candidate with its predicted footprint (no weights loaded, no training), cheapest flash first."""
     from ..backbones import get_spec, small_cnn
     from ..backbones.footprint import predict, predict_depths
@@ -130,6 +154,7 @@ def candidates(n_classes: int, sizes: Sequence[int] = SIZES, small: Sequence[tup
                                  fp.to_dict(), group=f"{variant}@{size}"))
         fp = predict(_Full(net), size, n_classes, full.feature_dim)  # the whole backbone, as registered
         out.append(Candidate(f"{full.name}@{size}", full.name, size, None, fp.to_dict(), group=f"{variant}@{size}"))
+    out += mobilenet_v1_candidates(n_classes, mobilenet_sizes, gray=gray)
     for width, size in small:
         fp = predict(small_cnn.make_network(size, width).fuse(), size, n_classes, 4 * width)
         out.append(Candidate(f"small_cnn_w{width}@{size}", small_cnn.NAME, size, width, fp.to_dict()))
@@ -210,7 +235,9 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         raise EdgemakerError("--max-flash/--max-ram choose on the validation split, and this run has none; use "
                              "--split with a validation share (e.g. 80/10/10)")
     n_classes = len({s.label for s in train})
-    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN) if cls.modality == "image"
+    record = BudgetRecord(max_flash, max_ram, candidates(n_classes, SIZES, SMALL_CNN, mobilenet_sizes=MOBILENET_V1_SIZES,
+                                                     gray=options.model.grayscale == "on")
+                          if cls.modality == "image"
                           else sound_candidates(n_classes))
     for c in record.candidates:
         c.fits = _fits(c.predicted, max_flash, max_ram)

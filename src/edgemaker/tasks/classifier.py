@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones import DEFAULT_AUDIO_BACKBONES, DEFAULT_IMAGE_BACKBONE, get_spec
+from ..backbones.mobilenet_v1 import gray_twin
 from ..backbones.runtime import Backbone
 from ..backbones.spec import BackboneSpec, Modality
 from ..data.validate import Sample
@@ -134,7 +135,8 @@ class Classifier:
                 raise EdgemakerError("--base-model works on images only for now; train sounds without it")
             return ["base_model"]
         if options.model.backbone:
-            spec = get_spec(scratch_network(options.model.backbone, cls.modality))
+            name = scratch_network(options.model.backbone, cls.modality)
+            spec = get_spec(gray_twin(name) if options.model.grayscale == "on" else name)
             if spec.modality != cls.modality:
                 raise EdgemakerError(f"backbone {spec.name!r} is for {spec.modality}, not {cls.modality}; "
                                      "see `edgemaker backbones`")

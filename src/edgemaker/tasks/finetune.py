@@ -214,10 +214,11 @@ def save_weights(spec: BackboneSpec, net, root) -> tuple:
     strict loading works), written once to <root>/finetuned/<sha256>.pth; -> (path, sha256)."""
     import torch
 
-    state = load_state_dict(resolve_weights(spec.weights))
+    weights = resolve_weights(spec.weights)
+    state = {} if weights.suffix == ".npz" else load_state_dict(weights)  # a shipped tfnet trunk is whole
     trained = net.state_dict()
     unknown = set(trained) - set(state)
-    if unknown:
+    if state and unknown:
         raise EdgemakerError(f"--fine-tune: {spec.name} has parameters its weights file lacks ({sorted(unknown)[0]})")
     state.update({k: v.detach().clone().contiguous() for k, v in trained.items()})
     buffer = io.BytesIO()

@@ -16,7 +16,9 @@ class ModelOptions:
     input_size: int | None = None  # images: the backbone rebuilt for this input size (smaller devices)
     # small_cnn (trained from scratch) and --base-model (trained from the user's model):
     width: int = 16  # small_cnn: channels of the first conv block (the last has 4x)
-    grayscale: str = "auto"  # small_cnn: "auto" (one channel when every training image is gray), "on", "off"
+    # small_cnn: "auto" (one channel when every training image is gray), "on", "off"; MobileNetV1: "on"
+    # gives its stem summed over RGB (one grey channel; "auto" needs nothing: on grey images both agree)
+    grayscale: str = "auto"
     base_model: Path | None = None  # an ONNX or TorchScript classifier to start from
     retrain_last: int = 3  # its last N weight layers are reset and retrained; the rest stay frozen
     input_scaling: str | None = None  # a base model without edgemaker metadata: "0..1", "-1..1", "0..255", "imagenet"
