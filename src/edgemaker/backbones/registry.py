@@ -47,9 +47,10 @@ def unregister_backbone(name: str) -> None:
 def get_spec(name: str) -> BackboneSpec:
     if name not in _REGISTRY:  # a truncated EfficientNet-Lite (efficientnet_lite0_k5) registers on first use
         from .sound_trunks import ensure_registered as ensure_sound
+        from .mobilenet_v1 import ensure_registered as ensure_mobilenet_v1
         from .truncated import ensure_registered
 
-        ensure_registered(name) or ensure_sound(name)
+        ensure_registered(name) or ensure_sound(name) or ensure_mobilenet_v1(name)
     try:
         return _REGISTRY[name].spec
     except KeyError:
