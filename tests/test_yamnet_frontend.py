@@ -1,5 +1,6 @@
 """YAMNet's front end (backbones/frontends.py YAMNET_LOGMEL) against YAMNet's own graph and Google's
-test vectors, stored as a short excerpt in tests/fixtures/yamnet_frontend.npz (see NOTICE.md there)."""
+test vectors, stored as a short excerpt in tests/data/yamnet_frontend.npz (origin and licence:
+tests/data/NOTICE.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from edgemaker.backbones.frontends import YAMNET_LOGMEL
 
-FIXTURE = Path(__file__).parent / "fixtures" / "yamnet_frontend.npz"
+FIXTURE = Path(__file__).parent / "data" / "yamnet_frontend.npz"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ It keeps a short excerpt of Google's test vectors (coralmicro, Apache-2.0: yamne
 yamnet_test_spectra.bin) and, for the same samples, the log-mel tensor of the TF-Hub YAMNet TFLite
 file, so tests/test_yamnet_frontend.py needs neither ../shared nor an interpreter.
 
-    python tools/make_yamnet_fixtures.py ../shared/weights tests/fixtures/yamnet_frontend.npz
+    python tools/make_yamnet_fixtures.py ../shared/weights tests/data/yamnet_frontend.npz
 """
 
 from __future__ import annotations
