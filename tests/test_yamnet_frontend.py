@@ -56,3 +56,18 @@ def test_graph_front_end_equals_numpy(vectors):
     x = vectors["audio_int16"] / 32768.0
     graph = YAMNET_LOGMEL.torch_module()(torch.tensor(x[None], dtype=torch.float32)).numpy()[0]
     np.testing.assert_allclose(graph, YAMNET_LOGMEL.compute(x), atol=1e-4)
+
+
+def test_python_snippet_computes_the_same_log_mel(vectors):
+    """A front-end-less yamnet file's Python snippet writes the log-mel out in numpy: TF's filters too."""
+    from edgemaker.export import snippets
+
+    spec = YAMNET_LOGMEL
+    meta = {"backbone": "yamnet", "labels": ["a", "b"],
+            "input": {"kind": "logmel", "name": "logmel", "sample_rate": spec.sample_rate,
+                      "window_samples": spec.samples_for(96), "hop_samples": spec.hop_length * 48}}
+    code = snippets.python_onnxruntime(meta, "model.onnx").split("\nsession = ")[0]
+    namespace: dict = {}
+    exec(compile(code, "snippet", "exec"), namespace)  # noqa: S102 (our own generated code)
+    x = vectors["audio_int16"][None] / 32768.0
+    np.testing.assert_allclose(namespace["logmel"](x)[0], YAMNET_LOGMEL.compute(x[0]), atol=1e-5)
