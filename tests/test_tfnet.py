@@ -21,7 +21,7 @@ from edgemaker.backbones.weights import resolve_weights, sha256_file  # noqa: E4
 from edgemaker.errors import EdgemakerError  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "tfnet"
-SHIPPED = ["mobilenet_v1_025", "mobilenet_v1_050"]
+SHIPPED = ["mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v2"]
 
 
 def _fixture(size: int) -> np.ndarray:

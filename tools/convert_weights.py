@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from edgemaker.backbones import tfnet  # noqa: E402
+from edgemaker.backbones import tfnet, yamnet  # noqa: E402
 from edgemaker.backbones.tfnet import Quantised  # noqa: E402
 from edgemaker.backbones.weights import sha256_file as sha256  # noqa: E402
 
@@ -179,21 +179,61 @@ def v1_from_tflite(ops: list[TFLiteOp]) -> dict[str, np.ndarray | Quantised]:
     """TF-slim MobileNetV1 TFLite (BN folded): stem conv, then depthwise/pointwise pairs; the final
     1x1 logits convolution is the ImageNet head and is left out."""
     convs = [op for op in ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")][:-1]
-    out: dict[str, np.ndarray | Quantised] = {}
     prefixes = ["stem"] + [f"blocks.{i // 2}.{'dw' if i % 2 == 0 else 'pw'}" for i in range(len(convs) - 1)]
-    for op, prefix in zip(convs, prefixes):
-        layout = tfnet.tflite_depthwise if op.kind == "DEPTHWISE_CONV_2D" else tfnet.tflite_conv
-        weight, bias = op.inputs[1], op.inputs[2]
-        assert op.options.get("padding") == 0, f"{prefix}: expected SAME padding"
-        assert op.options.get("fusedActivationFunction") == 3, f"{prefix}: expected ReLU6"
-        value = weight.value()
-        out[f"{prefix}.conv.weight"] = value.transposed(layout) if isinstance(value, Quantised) else layout(value)
-        out[f"{prefix}.conv.bias"] = bias.dequantised()
-    return out
+    return convs_from_tflite(ops, prefixes, [TFLITE_RELU6] * len(prefixes))
 
 
 def v1_strides_from_tflite(ops: list[TFLiteOp]) -> list[int]:
     return [op.options["strideH"] for op in ops if op.kind == "DEPTHWISE_CONV_2D"]
+
+
+# --- YAMNet and MobileNetV2 -----------------------------------------------------------------------
+
+TFLITE_RELU, TFLITE_RELU6 = 1, 3  # TFLite's fused activation codes
+
+
+def convs_from_tflite(ops: list[TFLiteOp], prefixes: list[str],
+                      activations: list[int]) -> dict[str, np.ndarray | Quantised]:
+    """The CONV_2D / DEPTHWISE_CONV_2D ops in order -> `prefix.conv.weight` / `.bias` (BN folded),
+    each checked for SAME padding and its fused activation (a layout mistake fails here, not later)."""
+    convs = [op for op in ops if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D")][:len(prefixes)]
+    assert len(convs) == len(prefixes) == len(activations), "the graph has fewer convolutions than the network"
+    out: dict[str, np.ndarray | Quantised] = {}
+    for op, prefix, act in zip(convs, prefixes, activations):
+        layout = tfnet.tflite_depthwise if op.kind == "DEPTHWISE_CONV_2D" else tfnet.tflite_conv
+        assert op.options.get("padding") == 0, f"{prefix}: expected SAME padding"
+        assert op.options.get("fusedActivationFunction") == act, f"{prefix}: expected activation {act}"
+        value = op.inputs[1].value()
+        out[f"{prefix}.conv.weight"] = value.transposed(layout) if isinstance(value, Quantised) else layout(value)
+        out[f"{prefix}.conv.bias"] = op.inputs[2].dequantised()
+    return out
+
+
+def conv_prefixes(net) -> list[str]:
+    return [name for name, m in net.named_modules() if isinstance(m, tfnet.ConvBlock)]
+
+
+def yamnet_from_tflite(ops: list[TFLiteOp]) -> dict[str, np.ndarray | Quantised]:
+    """TF-Hub YAMNet as a dynamic-range int8 TFLite: 27 convolutions (ReLU, BN folded, int8 per
+    channel where large), then the AudioSet classifier (FULLY_CONNECTED, int8 per tensor)."""
+    prefixes = conv_prefixes(yamnet.network())
+    out = convs_from_tflite(ops, prefixes, [TFLITE_RELU] * len(prefixes))
+    (dense,) = [op for op in ops if op.kind == "FULLY_CONNECTED" and op.inputs[1].shape == (521, 1024)]
+    out["classifier.weight"] = dense.inputs[1].value()
+    out["classifier.bias"] = dense.inputs[2].dequantised()
+    return out
+
+
+def v2_from_tflite(ops: list[TFLiteOp]) -> dict[str, np.ndarray | Quantised]:
+    """TF-slim MobileNetV2 TFLite (BN folded): ReLU6 everywhere but the linear projections; the
+    1001-class logits convolution after the average pool is the ImageNet head and is left out."""
+    prefixes = conv_prefixes(tfnet.mobilenet_v2(bn=False))
+    acts = [0 if p.endswith(".project") else TFLITE_RELU6 for p in prefixes]
+    return convs_from_tflite(ops, prefixes, acts)
+
+
+def _v2_tflite_reference(path: Path, image: np.ndarray) -> np.ndarray:
+    return tflite_feature(path, "MobilenetV2/Logits/AvgPool", image).reshape(-1)
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -217,6 +257,8 @@ class Conversion:
     # (source file, weights folder, rebuilt network) -> more measured evidence for ORIGIN.md
     check: Callable[[Path, Path, object], dict] | None = None
     notes: str = ""
+    # False: not an image network (YAMNet); its `check` stores the test's values itself
+    image_fixture: bool = True
 
 
 def _photos(weights_dir: Path, per_class: int, size: int) -> list[np.ndarray]:
@@ -259,6 +301,71 @@ def _v1_tflite_reference(path: Path, image: np.ndarray) -> np.ndarray:
     return fmap.mean(axis=(1, 2))[0]
 
 
+YAMNET_TEST_AUDIO = ("yamnet_audioset_int8_spectra_in_tflite/yamnet_test_audio.bin",
+                     "5395801333be842af0a9fffe8d699c199c10f83fbaff6f2fb79cbf56121fdc6f")
+YAMNET_EXCERPT = 1840  # the clip's first samples, as tests/data/yamnet_frontend.npz keeps them (10 frames)
+
+
+def _yamnet_tflite(path: Path, waveform: np.ndarray) -> dict[str, np.ndarray]:
+    """The TFLite YAMNet on one 15600-sample window: its log-mel, embedding and 521 scores."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], waveform.astype(np.float32))
+    it.invoke()
+    names = {d["name"].split(";")[0]: d["index"] for d in it.get_tensor_details()}
+    return {"logmel": it.get_tensor(names["yamnet_frames/tf_op_layer_Log/Log"]),
+            "embedding": it.get_tensor(names["yamnet_frames/global_average_pooling2d/Mean"])[0],
+            "scores": it.get_tensor(it.get_output_details()[0]["index"])[0]}
+
+
+def _yamnet_rebuilt(net, logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rebuilt YAMNet (with its classifier) on one log-mel patch -> (embedding, 521 scores)."""
+    import torch
+
+    with torch.no_grad():
+        emb = net(torch.from_numpy(np.asarray(logmel, np.float32))[None, None]).mean(dim=(2, 3))
+        return emb[0].numpy(), torch.sigmoid(net.classifier(emb))[0].numpy()
+
+
+def _yamnet_check(src: Path, weights_dir: Path, net) -> dict:
+    """Rebuilt YAMNet vs the TFLite interpreter on Google's test clip (speech): fed the interpreter's
+    own log-mel (the network alone) and from the waveform through our front end (both). The TFLite
+    file computes with int8-quantised activations (dynamic range), the rebuild in float: the errors
+    are that difference. Stores the excerpt's values for tests/test_paper_backbones.py."""
+    from edgemaker.backbones.frontends import YAMNET_LOGMEL
+
+    path = weights_dir / YAMNET_TEST_AUDIO[0]
+    if sha256(path) != YAMNET_TEST_AUDIO[1]:
+        raise SystemExit(f"{path}: not Google's YAMNet test clip (sha256 differs)")
+    clip = np.fromfile(path, np.int16) / 32768.0
+    ref = _yamnet_tflite(src, clip)
+    check = {}
+    for label, logmel in (("network", ref["logmel"]), ("waveform", YAMNET_LOGMEL.compute(clip))):
+        emb, scores = _yamnet_rebuilt(net, logmel)
+        check[f"{label}_embedding_max_abs_error"] = float(np.abs(emb - ref["embedding"]).max())
+        check[f"{label}_embedding_relative_error"] = float(np.linalg.norm(emb - ref["embedding"])
+                                                           / np.linalg.norm(ref["embedding"]))
+        check[f"{label}_scores_max_abs_error"] = float(np.abs(scores - ref["scores"]).max())
+    check.update(top_class=int(scores.argmax()), top_score=float(scores.max()),
+                 tflite_top_class=int(ref["scores"].argmax()), tflite_top_score=float(ref["scores"].max()))
+    excerpt = np.zeros_like(clip)
+    excerpt[:YAMNET_EXCERPT] = clip[:YAMNET_EXCERPT]
+    emb, scores = _yamnet_rebuilt(net, YAMNET_LOGMEL.compute(excerpt))
+    ref = _yamnet_tflite(src, excerpt)
+    check["excerpt_scores_max_abs_error"] = float(np.abs(scores - ref["scores"]).max())
+    TEST_DATA.mkdir(parents=True, exist_ok=True)
+    np.savez(TEST_DATA / "yamnet.npz", embedding=emb.astype(np.float32), scores=scores.astype(np.float32),
+             tflite_scores=ref["scores"].astype(np.float32), excerpt_samples=YAMNET_EXCERPT,
+             excerpt_scores_max_abs_error=check["excerpt_scores_max_abs_error"])
+    return check
+
+
 CONVERSIONS = [
     Conversion(
         name="mobilenet_v1_025",
@@ -286,6 +393,37 @@ CONVERSIONS = [
         build=lambda: tfnet.mobilenet_v1(0.5, bn=False),
         size=160, mean=128.0, std=128.0,
         reference=_v1_tflite_reference,
+        notes="uint8 weights kept as stored with their per-tensor scale and zero point (dequantised at "
+              "load); BatchNorm folded into float biases; the 1001-class head is dropped.",
+    ),
+    Conversion(
+        name="yamnet",
+        source="yamnet_audioset_tflite_dynint8/yamnet.tflite",
+        sha256="687f226c147a2caab4706fbbab5e9cecb14b9a368264bf61108078b1fddf68f5",
+        origin="Dhiveej/Aranyadhwani@9d84fed7f21866c52055fd14b216c36b0294ccf1, yamnet.tflite (TF-Hub "
+               "google/yamnet/1 converted with dynamic-range quantisation: Google's YAMNet weights in int8)",
+        licence="yamnet_audioset_tflite_dynint8/LICENSE",
+        tensors=lambda p: yamnet_from_tflite(read_tflite(p)),
+        build=lambda: yamnet.network(with_classifier=True),
+        size=0, mean=0.0, std=1.0,  # not an image network
+        check=_yamnet_check,
+        image_fixture=False,
+        notes="int8 per-channel weights kept as stored with their scales (dequantised at load), BatchNorm "
+              "folded into float biases; the 521-class AudioSet classifier kept as `classifier`; input: "
+              "the 96 x 64 log-mel patch of edgemaker.backbones.frontends.YAMNET_LOGMEL, one channel",
+    ),
+    Conversion(
+        name="mobilenet_v2",
+        source="mobilenet_v2_1.0_224_quant_imagenet_tflite/mobilenet_v2_1.0_224_quant.tflite",
+        sha256="7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",
+        origin="google-coral/test_data@104342d2d3480b3e66203073dac24f4e2dbb4c41, "
+               "mobilenet_v2_1.0_224_quant.tflite (Google's hosted TF-slim mobilenet_v2_1.0_224_quant, "
+               "quantisation-aware trained)",
+        licence="mobilenet_v2_1.0_224_quant_imagenet_tflite/LICENSE",
+        tensors=lambda p: v2_from_tflite(read_tflite(p)),
+        build=lambda: tfnet.mobilenet_v2(bn=False),
+        size=224, mean=128.0, std=128.0,
+        reference=_v2_tflite_reference,
         notes="uint8 weights kept as stored with their per-tensor scale and zero point (dequantised at "
               "load); BatchNorm folded into float biases; the 1001-class head is dropped.",
     ),
@@ -343,9 +481,10 @@ def convert(conv: Conversion, weights_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tfnet.save_weights(out / "weights.npz", conv.tensors(src))
     shutil.copyfile(weights_dir / conv.licence, out / "LICENSE")
-    image = centre(fixture_image(), conv.size)
-    features = rebuilt_features(conv, out / "weights.npz", image)
     check = {}
+    if conv.image_fixture:
+        image = centre(fixture_image(), conv.size)
+        features = rebuilt_features(conv, out / "weights.npz", image)
     if conv.reference is not None:
         ref = conv.reference(src, image)
         check = {"max_abs_error": float(np.abs(features - ref).max()),
@@ -355,17 +494,19 @@ def convert(conv: Conversion, weights_dir: Path) -> dict:
     if conv.check is not None:
         net = tfnet.load_into(conv.build(), tfnet.load_weights(out / "weights.npz"), conv.name)
         check.update(conv.check(src, weights_dir, net))
-    TEST_DATA.mkdir(parents=True, exist_ok=True)
-    np.savez(TEST_DATA / f"{conv.name}.npz", features=features.astype(np.float32), size=conv.size,
-             mean=conv.mean, std=conv.std)
+    if conv.image_fixture:
+        TEST_DATA.mkdir(parents=True, exist_ok=True)
+        np.savez(TEST_DATA / f"{conv.name}.npz", features=features.astype(np.float32), size=conv.size,
+                 mean=conv.mean, std=conv.std)
     digest = sha256(out / "weights.npz")
     lines = [f"# {conv.name}: converted weights", "",
              f"- source: {conv.origin}",
              f"- source sha256: `{conv.sha256}`",
              f"- weights.npz sha256: `{digest}`",
              f"- converted by tools/convert_weights.py ({conv.notes})",
-             f"- input: RGB, (x - {conv.mean}) / {conv.std}; fixture features at {conv.size} px in "
-             f"tests/data/tfnet/{conv.name}.npz"]
+             (f"- input: RGB, (x - {conv.mean}) / {conv.std}; fixture features at {conv.size} px in "
+              f"tests/data/tfnet/{conv.name}.npz" if conv.image_fixture else
+              f"- test values in tests/data/tfnet/{conv.name}.npz")]
     if check:
         lines.append("- checks of the rebuilt float network (against the TFLite interpreter's own pooled feature "
                      "tensor on the fixture image, or as the check says): "

@@ -11,10 +11,11 @@ from . import base_model  # noqa: E402,F401
 from . import truncated  # noqa: E402,F401  (cut EfficientNet-Lite trunks, registered by name on first use)
 from . import sound_trunks  # noqa: E402,F401  (cut sound trunks, likewise)
 from . import mobilenet_v1  # noqa: E402,F401
+from . import mobilenet_v2  # noqa: E402,F401
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
-# Audio: both are extracted and the head is fitted on each; validation accuracy picks one per dataset.
-DEFAULT_AUDIO_BACKBONES = ("aisfx", "efficientnet_lite0_mel")
+# Audio: each is extracted and the head is fitted on each; validation accuracy picks one per dataset.
+DEFAULT_AUDIO_BACKBONES = ("aisfx", "efficientnet_lite0_mel", "yamnet")
 
 __all__ = [
     "DEFAULT_AUDIO_BACKBONES",

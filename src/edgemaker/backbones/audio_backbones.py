@@ -2,7 +2,8 @@
 
 aisfx: a sound-effects embedding network (Ma & Lerch, ISMIR 2022) from the `aisfx` package, 512-d
 per 100-frame block (~2.3 s at 44.1 kHz). efficientnet_lite0_mel: YAMNet's front end
-(0.96 s patches of 64-band log-mel) fed to EfficientNet-Lite0 as an image.
+(0.96 s patches of 64-band log-mel) fed to EfficientNet-Lite0 as an image. yamnet: YAMNet itself
+(backbones/yamnet.py), 1024-d per 0.96 s patch.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .efficientnet_lite import LITE_VARIANTS
-from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, SMALL_LOGMEL, LogMelSpec
+from .frontends import AISFX_LOGMEL, LITE0_MEL_LOGMEL, SMALL_LOGMEL, YAMNET_LOGMEL, LogMelSpec
 from .registry import register_backbone
 from .sound_names import base_backbone
 from .spec import AudioInput, BackboneSpec, WeightsSource
@@ -169,6 +170,30 @@ register_backbone(BackboneSpec(
     preprocessing_version=5,
 ))(_build_lite0_mel)
 
+# -- YAMNet: the founding paper's sound extractor, on its own front end --------------------------------
+
+def _build_yamnet(spec: BackboneSpec, weights: Path):
+    from .yamnet import embedding
+
+    return with_frontend(YAMNET_LOGMEL, embedding(weights))
+
+
+register_backbone(BackboneSpec(
+    name="yamnet",
+    modality="audio",
+    feature_dim=1024,
+    weights=WeightsSource(kind="pypi", location="edgemaker.backbones:weights_data/yamnet/weights.npz",
+                          sha256="f20b5b118a48448a96bc094abac7a89ac0e837d3c0fc7a9bce057d5c72515c0b",
+                          package="edgemaker"),
+    licence="Apache-2.0 (Google's YAMNet, TF-Hub google/yamnet/1; origin in weights_data/yamnet/ORIGIN.md)",
+    parameters=3_195_456,
+    audio=audio_windows(YAMNET_LOGMEL, PATCH_FRAMES,
+                   "log-mel 64 bands 125-7500 Hz (TensorFlow's mel filters), 25/10 ms STFT at 16 kHz, "
+                   "ln(mel + 0.001), 0.96 s patches: YAMNet's own"),
+    description="YAMNet (AudioSet) embeddings, 0.96 s patches (the founding paper's sound extractor)",
+))(_build_yamnet)
+
+
 class _Frontends(dict):
     """Backbone name -> its log-mel front end; a cut backbone (backbones/sound_trunks.py, e.g.
     efficientnet_lite0_mel_96x64_k8, aisfx_k2) has the front end of the backbone it was cut from."""
@@ -188,4 +213,4 @@ class _Frontends(dict):
 
 
 FRONTENDS = _Frontends({"aisfx": AISFX_LOGMEL, "efficientnet_lite0_mel": LITE0_MEL_LOGMEL,
-                        "small_cnn_mel": SMALL_LOGMEL})
+                        "small_cnn_mel": SMALL_LOGMEL, "yamnet": YAMNET_LOGMEL})

@@ -25,6 +25,9 @@ class LogMelSpec:
     fmax: float
     power: float = 1.0  # 1: magnitude (YAMNet); 2: power (aisfx)
     mel_norm: str = "none"  # "none" or "l1": each filter sums to 1 (librosa norm=1)
+    # "hz": triangles linear in Hz (librosa's htk=True); "mel": linear in mel with the DC bin zeroed,
+    # as tf.signal.linear_to_mel_weight_matrix (YAMNet's own graph: its int8 matrix matches this to rounding)
+    mel_triangles: str = "hz"
     log: str = "ln_offset"  # "ln_offset": ln(mel + offset); "log10_scaled": log10(mel * 1e4 + 1) / scale
     log_offset: float = 0.001
     log_scale: float = 1.0
@@ -53,11 +56,17 @@ class LogMelSpec:
             return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
         bins = np.linspace(0, self.sample_rate / 2, self.n_fft // 2 + 1)
-        edges = mel_to_hz(np.linspace(hz_to_mel(self.fmin), hz_to_mel(self.fmax), self.n_mels + 2))
+        edges_mel = np.linspace(hz_to_mel(self.fmin), hz_to_mel(self.fmax), self.n_mels + 2)
+        if self.mel_triangles == "mel":
+            bins, edges = hz_to_mel(bins), edges_mel
+        else:
+            edges = mel_to_hz(edges_mel)
         lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
         up = (bins[None] - lower) / np.maximum(centre - lower, 1e-9)
         down = (upper - bins[None]) / np.maximum(upper - centre, 1e-9)
         weights = np.maximum(0.0, np.minimum(up, down))  # (n_mels, bins)
+        if self.mel_triangles == "mel":
+            weights[:, 0] = 0.0
         if self.mel_norm == "l1":
             weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
         return weights.T
@@ -184,9 +193,10 @@ def standardise_patch(mel):
     return centred / spread * 0.5
 
 
-# YAMNet's front end (the common one for small sound classifiers): 16 kHz, 25 ms / 10 ms STFT, 64 mels over 125-7500 Hz, log.
+# YAMNet's front end (the common one for small sound classifiers): 16 kHz, 25 ms / 10 ms STFT, 64 mels over
+# 125-7500 Hz, log, with TensorFlow's mel filters (tests/test_yamnet_frontend.py checks it against YAMNet's TFLite graph).
 YAMNET_LOGMEL = LogMelSpec(sample_rate=16000, win_length=400, hop_length=160, n_fft=512, n_mels=64,
-                           fmin=125.0, fmax=7500.0)
+                           fmin=125.0, fmax=7500.0, mel_triangles="mel")
 # aisfx's front end: 44.1 kHz, 2048 / 1024 STFT power, 96 HTK mels (L1-normalised), log10(1e4 x + 1) / max.
 AISFX_LOGMEL = LogMelSpec(sample_rate=44100, win_length=2048, hop_length=1024, n_fft=2048, n_mels=96,
                           fmin=0.0, fmax=22050.0, power=2.0, mel_norm="l1", log="log10_scaled",
@@ -198,4 +208,5 @@ SMALL_LOGMEL = LogMelSpec(sample_rate=16000, win_length=512, hop_length=256, n_f
                           fmin=50.0, fmax=8000.0, power=2.0, mel_norm="l1", log="log10_scaled",
                           log_scale=8.0, peak_normalize=True)
 # EfficientNet-Lite0 on log-mel: the same, each 0.96 s patch standardised (preprocessing v5).
-LITE0_MEL_LOGMEL = dataclasses.replace(YAMNET_LOGMEL, standardise=True)
+# Its filters stay linear in Hz: its cached embeddings and measured accuracy were made with them.
+LITE0_MEL_LOGMEL = dataclasses.replace(YAMNET_LOGMEL, standardise=True, mel_triangles="hz")

@@ -315,3 +315,44 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) ->
         raise EdgemakerError(f"{source}: weights do not fit the network (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}); reinstall edgemaker")
     return net.eval()
+
+
+def with_relu(net: nn.Module) -> nn.Module:
+    """The same network with plain ReLU where it has ReLU6 (YAMNet is a MobileNetV1 trained with ReLU)."""
+    for block in net.modules():
+        if isinstance(block, ConvBlock) and isinstance(block.act, nn.ReLU6):
+            block.act = nn.ReLU()
+    return net
+
+
+# MobileNetV2 at width 1.0: the stem's channels, each stage's (expansion, channels, repeats, first
+# stride), and the final 1x1 convolution's channels (as TF-slim and Keras build it).
+V2_STEM = 32
+V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+             (6, 320, 1, 1))
+V2_HEAD = 1280
+
+
+class MobileNetV2(nn.Module):
+    """stem conv 3x3/2 + inverted-residual blocks + 1x1 conv to 1280 (ReLU6): the feature map."""
+
+    def __init__(self, in_channels: int = 3, bn: bool = True) -> None:
+        super().__init__()
+        self.stem = conv(in_channels, V2_STEM, 3, 2, bn)
+        layers, cin = [], V2_STEM
+        for expansion, cout, repeats, stride in V2_STAGES:
+            for i in range(repeats):
+                layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expansion, bn))
+                cin = cout
+        self.blocks = nn.ModuleList(layers)
+        self.head = pointwise(cin, V2_HEAD, bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def mobilenet_v2(in_channels: int = 3, bn: bool = True) -> MobileNetV2:
+    return MobileNetV2(in_channels, bn)

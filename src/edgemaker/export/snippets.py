@@ -161,6 +161,11 @@ def _logmel(backbone: str) -> str:
     power = f" ** {s.power!r}" if s.power != 1.0 else ""
     norm = ("    weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)  # each filter sums to 1\n"
             if s.mel_norm == "l1" else "")
+    edges = ("    edges = mel_to_hz(np.linspace(hz_to_mel(FMIN), hz_to_mel(FMAX), N_MELS + 2))\n"
+             if s.mel_triangles == "hz" else  # TensorFlow's filters: triangles in mel, DC bin zero
+             "    bins, edges = hz_to_mel(bins), np.linspace(hz_to_mel(FMIN), hz_to_mel(FMAX), N_MELS + 2)\n")
+    if s.mel_triangles == "mel":
+        norm = "    weights[:, 0] = 0.0\n" + norm
     log = (f"np.log(mel + {s.log_offset!r})" if s.log == "ln_offset"
            else f"np.log10(mel * 1e4 + 1.0) / {s.log_scale!r}")
     ret = f"    return ({log}).astype(np.float32)"
@@ -182,8 +187,7 @@ def mel_matrix():
         return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
     bins = np.linspace(0, MEL_RATE / 2, N_FFT // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(FMIN), hz_to_mel(FMAX), N_MELS + 2))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+{edges}    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (bins[None] - lower) / np.maximum(centre - lower, 1e-9)
     down = (upper - bins[None]) / np.maximum(upper - centre, 1e-9)
     weights = np.maximum(0.0, np.minimum(up, down))
