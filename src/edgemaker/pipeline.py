@@ -20,6 +20,8 @@ from .export.quantization import Quantization
 from .export.runtime import ExportedModel, load_exported
 from .faults import point
 from .features.extract import ordered_map
+from .heads.cv import CVSelection
+from .heads.selection import HeadSelection
 from .progress import Progress, SilentProgress
 from .export.session import ExportSession
 from .tasks.classifier import Classifier, classifier_for
@@ -488,7 +490,8 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "best_epoch": clf.head.best_epoch_,
             "epochs_run": len(clf.head.history_),
             "augmented_views": clf.options.augmentation.active_views,  # as chosen (head_selection)
-            "head_selection": clf.head_selection.to_dict() if clf.head_selection else None,
+            "head_selection": clf.head_selection.to_dict() if isinstance(clf.head_selection, HeadSelection) else None,
+            "cv_selection": clf.head_selection.to_dict() if isinstance(clf.head_selection, CVSelection) else None,
             "class_weights": clf.head.class_weights_,
             "int8_head_choice": int8_choice or None,
             "network": clf.network or None,

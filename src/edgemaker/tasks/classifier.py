@@ -27,27 +27,26 @@ from ..export.quantization import Quantization
 from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
+from ..heads.cv import CVSelection, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
+from .head_choice import cv_select_head, head_for, resolved_hparams
 from .options import ClassifierOptions
 
 
-def _head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
+def _head(options: ClassifierOptions, settings: dict | None = None):
     """The head for `options`; `settings` (from head selection) fill what the options leave open."""
-    hp = options.hparams
-    chosen = {**DEFAULTS, **hp.given(), **(settings or {})}
-    return SoftmaxHead(
-        epochs=hp.epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
-        label_smoothing=chosen["label_smoothing"], weight_decay=chosen["weight_decay"], class_weight=hp.class_weights,
-        patience=hp.patience, random_state=hp.seed,
-    )
+    return head_for(options, settings)
 
 
 def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
-                 x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection]:
-    """Head settings chosen on the validation split (heads/selection.py); what the user set is kept."""
+                 x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection | CVSelection]:
+    """Head and settings chosen by cross-validation (tasks/head_choice.py), or on the validation split
+    (heads/selection.py) when cv_folds < 2 or the data is too small for 2 folds; what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
+    if options.hparams.cv_folds >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given)):
+        return by_cv
     if not len(validation):  # nothing to choose on: the defaults
         given = {**DEFAULTS, **given}
     y_val = _labels(validation, x_val) if len(validation) else None
@@ -86,7 +85,8 @@ def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embedd
 
 def _resolved(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
     """`options` with the selected head settings written in, so later fits (the int8 head) reuse them."""
-    hp = replace(options.hparams, weight_decay=chosen["weight_decay"], label_smoothing=chosen["label_smoothing"])
+    hp = replace(resolved_hparams(options, chosen), weight_decay=chosen.get("weight_decay", DEFAULTS["weight_decay"]),
+                 label_smoothing=chosen.get("label_smoothing", DEFAULTS["label_smoothing"]))
     aug = replace(options.augmentation, enabled=chosen["views"] == "augmented" and options.augmentation.views > 0)
     return replace(options, hparams=hp, augmentation=aug)
 
@@ -166,6 +166,7 @@ class Classifier:
         best: tuple | None = None
         scores: dict[str, dict] = {}
         tunable: tuple | None = None  # the best candidate fine-tuning supports, when it runs
+        by_cv: list[tuple] = []  # (fold mean, standard error, simplicity key, model) per backbone
         if options.fine_tune.active:  # fail before any extraction when no backbone or K can be fine-tuned
             from .finetune import check_candidates, supported
 
@@ -197,7 +198,12 @@ class Classifier:
             network_s = network.get("train_s", 0.0)  # training a trained-per-run backbone counts as training
             extract_s += t1 - t0 - network_s
             train_s += t2 - t1 + network_s
-            if len(validation):
+            if isinstance(head_selection, CVSelection):  # the chosen head's fold mean (val is not held out)
+                cv = head_selection.chosen_result
+                scores[name] = {"cv_mean": round(cv.mean, 4), "cv_std": round(cv.std, 4), "cv_folds": len(cv.accuracies)}
+                rank = (cv.mean, -float(np.mean(cv.losses)))
+                by_cv.append((cv.mean, cv.stderr, (spec.parameters or 0,), model))
+            elif len(validation):
                 ev = model._evaluate_embeddings(validation, x_val)
                 scores[name] = {"val_accuracy": round(ev.accuracy, 4), "val_loss": round(ev.loss, 4)}
                 rank = (ev.accuracy, -ev.loss)
@@ -209,6 +215,8 @@ class Classifier:
                 tunable = (rank, model)
         assert best is not None
         model = best[1]
+        if len(by_cv) > 1 and len(by_cv) == len(scores):  # backbones too: one standard error, fewer parameters first
+            model = by_cv[one_standard_error(*[[c[i] for c in by_cv] for i in range(3)])][3]
         for m in (model, tunable[1]) if tunable else (model,):
             m.timings = {"extract_s": extract_s, "train_s": train_s}
             m.train_samples, m.val_samples = list(train), list(validation)

@@ -96,6 +96,13 @@ class HParams:
     class_weights: str | None = "auto"  # "auto": balanced weights when classes are imbalanced
     patience: int = 15  # early stopping on validation accuracy, best epoch restored
     seed: int = 0
+    # The head and its settings are chosen by k-fold cross-validation over train + val (tasks/head_choice.py);
+    # cv_folds below 2: chosen on the validation split. cv_group_by: a regex whose first group in a file
+    # name is a source id kept in one fold (e.g. '^(\d+-\d+)' for ESC-50 clips cut from one recording).
+    head: str | None = None  # "softmax" (trained), "probe" (logistic regression); None: chosen
+    probe_c: float | None = None  # the probe's inverse L2 strength; None: chosen
+    cv_folds: int = 5
+    cv_group_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -108,10 +115,28 @@ class HParams:
             raise ValueError("weight_decay must be at least 0")
         if self.class_weights not in (None, "auto", "balanced"):
             raise ValueError("class_weights must be auto, balanced or none")
+        if self.head not in (None, "softmax", "probe"):
+            raise ValueError("head must be softmax, probe or auto")
+        if self.probe_c is not None and not self.probe_c > 0:
+            raise ValueError("the probe's C must be positive")
+        if not 0 <= self.cv_folds <= 20:
+            raise ValueError("cv folds must be within 0..20 (below 2: choose on the validation split)")
+        if self.cv_group_by is not None:
+            import re
+
+            try:
+                re.compile(self.cv_group_by)
+            except re.error as exc:
+                raise ValueError(f"--cv-group-by {self.cv_group_by!r} is not a regular expression ({exc})") from None
 
     def given(self) -> dict:
         """The head-selection settings fixed here (not None), by name."""
-        return {k: getattr(self, k) for k in ("weight_decay", "label_smoothing") if getattr(self, k) is not None}
+        given = {k: getattr(self, k) for k in ("weight_decay", "label_smoothing") if getattr(self, k) is not None}
+        if self.head is not None:
+            given["head"] = self.head
+        if self.probe_c is not None:
+            given["C"] = self.probe_c
+        return given
 
 
 @dataclass(frozen=True)
