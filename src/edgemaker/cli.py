@@ -73,6 +73,14 @@ def _engine(options):
 @click.option("--class-weights", type=click.Choice(["auto", "balanced", "none"]), default=None,
               help="auto: balanced weights when classes are imbalanced.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, augmentation and training.")
+@click.option("--head", "head_kind", type=click.Choice(["auto", "softmax", "probe"]), default="auto", show_default=True,
+              help="The trained softmax head or a logistic-regression probe; auto: chosen by cross-validation.")
+@click.option("--cv-folds", type=int, default=None,
+              help="Folds of the cross-validation over train+val that chooses the head (default 5; 0: choose on "
+                   "the validation split).")
+@click.option("--cv-group-by", default=None, metavar="REGEX",
+              help="Files whose names share this regex's first group stay in one fold, e.g. '^(\\d+-\\d+)' "
+                   "for ESC-50 clips cut from one recording.")
 @click.option("--augment/--no-augment", default=None,
               help="Train on flip/rotate/zoom views (sounds: gain/noise/shift) or on clean embeddings only. "
                    "Default: chosen on the validation split.")
@@ -122,7 +130,8 @@ def _engine(options):
 def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rate, dropout, label_smoothing,
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
           base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
-          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json, engine, ray_address, ray_actors) -> None:
+          distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json, engine, ray_address, ray_actors,
+          head_kind="auto", cv_folds=None, cv_group_by=None) -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
     from dataclasses import replace
@@ -135,7 +144,8 @@ def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rat
     try:
         hp = HParams(seed=seed)
         changes = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                   "dropout": dropout, "label_smoothing": label_smoothing}
+                   "dropout": dropout, "label_smoothing": label_smoothing, "cv_folds": cv_folds,
+                   "cv_group_by": cv_group_by, "head": None if head_kind == "auto" else head_kind}
         hp = replace(hp, **{k: v for k, v in changes.items() if v is not None})
         if class_weights is not None:
             hp = replace(hp, class_weights=None if class_weights == "none" else class_weights)
