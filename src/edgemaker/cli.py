@@ -78,6 +78,9 @@ def _engine(options):
 @click.option("--cv-folds", type=int, default=None,
               help="Folds of the cross-validation over train+val that chooses the head (default 5; 0: choose on "
                    "the validation split).")
+@click.option("--flip-average", type=click.Choice(["off", "auto", "on"]), default="off", show_default=True,
+              help="Images: average each image's and its mirror's probabilities inside the exported graph (twice "
+                   "the inference); auto: only where cross-validation says it wins (embeds every mirror once).")
 @click.option("--cv-group-by", default=None, metavar="REGEX",
               help="Files whose names share this regex's first group stay in one fold, e.g. '^(\\d+-\\d+)' "
                    "for ESC-50 clips cut from one recording.")
@@ -131,7 +134,7 @@ def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rat
           class_weights, seed, augment, augment_views, split_text, formats, input_size, width, grayscale,
           base_model, retrain_last, input_scaling, flip, fine_tune, fine_tune_epochs, max_flash, max_ram, device, auto, budget,
           distill, silence_db, keep_silence, cache_dir, threads, quiet, as_json, engine, ray_address, ray_actors,
-          head_kind="auto", cv_folds=None, cv_group_by=None) -> None:
+          head_kind="auto", cv_folds=None, cv_group_by=None, flip_average="off") -> None:
     """Train on DATA (<class>/<files> or {train,val,test}/<class>/<files>; images or sounds) and
     export to --out."""
     from dataclasses import replace
@@ -145,7 +148,8 @@ def train(data: str, out: Path, task, backbone, epochs, batch_size, learning_rat
         hp = HParams(seed=seed)
         changes = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                    "dropout": dropout, "label_smoothing": label_smoothing, "cv_folds": cv_folds,
-                   "cv_group_by": cv_group_by, "head": None if head_kind == "auto" else head_kind}
+                   "cv_group_by": cv_group_by, "head": None if head_kind == "auto" else head_kind,
+                   "flip_average": flip_average}
         hp = replace(hp, **{k: v for k, v in changes.items() if v is not None})
         if class_weights is not None:
             hp = replace(hp, class_weights=None if class_weights == "none" else class_weights)

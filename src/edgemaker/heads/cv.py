@@ -29,8 +29,8 @@ from ..features.extract import Embeddings
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (training sample indices, held-out sample indices)
 RULE = ("one-standard-error: the simplest candidate whose mean fold accuracy is within one standard error "
-        "(std / sqrt(folds)) of the best mean; simplest = probe < softmax head on clean views < on augmented "
-        "views; within one kind the best mean, then the lowest log loss")
+        "(std / sqrt(folds)) of the best mean; simplest = without flip averaging, then probe < softmax head on "
+        "clean views < on augmented views; within one kind the best mean, then the lowest log loss")
 
 
 def make_folds(labels: Sequence[str], groups: Sequence[str], k: int, seed: int) -> tuple[Folds, str]:
@@ -72,6 +72,7 @@ class CVResult:
     oof: np.ndarray  # (samples, classes) float32, classes in sorted order
     best_epochs: list[int]
     seconds: float
+    mirrored: CVResult | None = None  # the same fits scored on the mean of each image's and its mirror's probabilities
 
     @property
     def mean(self) -> float:
@@ -87,18 +88,20 @@ class CVResult:
 
 
 def cross_validate_head(make_head: Callable[[], object], emb: Embeddings, labels: Sequence[str], folds: Folds,
-                        views: str = "clean") -> CVResult:
+                        views: str = "clean", mirror: Embeddings | None = None) -> CVResult:
     """k-fold CV of a head on cached embeddings. `make_head()`: an unfitted head (SoftmaxHead,
     ProbeHead: `fit(X, y, validation=...)`, `predict_proba`, `classes_`, `best_epoch_`); `emb`: the
     samples' rows (views > 0 are augmented); `labels`: one per sample. Each fold trains on its
     training samples' rows (their augmented views too when `views` is "augmented"), early-stops on
     the held-out samples' clean rows (a SoftmaxHead; the epoch count is recorded) and scores them
-    at sample level (a clip is the mean of its windows)."""
+    at sample level (a clip is the mean of its windows). `mirror`: the samples' mirrored clean rows;
+    the same fits are then also scored with flip averaging (`CVResult.mirrored`)."""
     start = time.perf_counter()
     labels = np.asarray(labels)
     classes = np.array(sorted(set(labels.tolist())))
     column = {c: i for i, c in enumerate(classes.tolist())}
     oof = np.zeros((len(labels), len(classes)), np.float32)
+    oof_mirrored = np.zeros_like(oof)
     accuracies, losses, epochs = [], [], []
     for train_idx, test_idx in folds:
         fit_rows = _rows(emb, train_idx, views != "augmented")
@@ -107,16 +110,30 @@ def cross_validate_head(make_head: Callable[[], object], emb: Embeddings, labels
         x_test, y_test = emb.vectors[test_rows], labels[emb.owner[test_rows]]
         head.fit(emb.vectors[fit_rows], labels[emb.owner[fit_rows]], validation=(x_test, y_test))
         held = Embeddings(x_test, emb.owner[test_rows], emb.view[test_rows], len(labels))
-        proba = held.aggregate(head.predict_proba(x_test))[test_idx]
         cols = [column[c] for c in np.asarray(head.classes_).tolist()]
-        full = np.zeros((len(test_idx), len(classes)))
-        full[:, cols] = proba
-        oof[test_idx] = full
-        truth = np.array([column[c] for c in labels[test_idx].tolist()])
-        accuracies.append(float((full.argmax(1) == truth).mean()))
-        losses.append(float(-np.log(np.clip(full[np.arange(len(truth)), truth], 1e-12, None)).mean()))
+        oof[test_idx[:, None], cols] = held.aggregate(head.predict_proba(x_test))[test_idx]
+        if mirror is not None:
+            m_rows = np.isin(mirror.owner, test_idx)
+            m_held = Embeddings(mirror.vectors[m_rows], mirror.owner[m_rows], mirror.view[m_rows], len(labels))
+            both = (oof[test_idx][:, cols] + m_held.aggregate(head.predict_proba(m_held.vectors))[test_idx]) / 2
+            oof_mirrored[test_idx[:, None], cols] = both
         epochs.append(int(head.best_epoch_))
-    return CVResult(accuracies, losses, oof, epochs, time.perf_counter() - start)
+    accuracies, losses = _fold_scores(oof, labels, classes, folds)
+    result = CVResult(accuracies, losses, oof, epochs, time.perf_counter() - start)
+    if mirror is not None:
+        result.mirrored = CVResult(*_fold_scores(oof_mirrored, labels, classes, folds), oof_mirrored, epochs, 0.0)
+    return result
+
+
+def _fold_scores(oof: np.ndarray, labels: np.ndarray, classes: np.ndarray, folds: Folds) -> tuple[list, list]:
+    """Per held-out fold: accuracy and mean log loss of the out-of-fold probabilities."""
+    truth = np.searchsorted(classes, labels)
+    accuracies, losses = [], []
+    for _, test_idx in folds:
+        p, t = oof[test_idx], truth[test_idx]
+        accuracies.append(float((p.argmax(1) == t).mean()))
+        losses.append(float(-np.log(np.clip(p[np.arange(len(t)), t], 1e-12, None)).mean()))
+    return accuracies, losses
 
 
 @dataclass
@@ -132,12 +149,14 @@ class Candidate:
 
 
 def simplicity(settings: dict) -> tuple:
-    """Sort key, simplest first: the probe, then the softmax head on clean views, then on augmented
-    views. Settings within one kind (C, weight decay, smoothing) are not ranked by simplicity: among
-    those the better mean wins, then the lower log loss."""
+    """Sort key, simplest first: without flip averaging (half the inference) before with it; the
+    probe, then the softmax head on clean views, then on augmented views. Settings within one kind
+    (C, weight decay, smoothing) are not ranked by simplicity: among those the better mean wins,
+    then the lower log loss."""
+    flip = int(bool(settings.get("flip_average")))
     if settings.get("head") == "probe":
-        return (0, 0)
-    return (1, int(settings.get("views") == "augmented"))
+        return (flip, 0, 0)
+    return (flip, 1, int(settings.get("views") == "augmented"))
 
 
 def one_standard_error(means: Sequence[float], stderrs: Sequence[float], keys: Sequence[tuple],

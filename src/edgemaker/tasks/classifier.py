@@ -27,6 +27,7 @@ from ..export.quantization import Quantization
 from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
+from ..features.flip import FlippedBackbone
 from ..heads.cv import CVSelection, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
@@ -41,11 +42,13 @@ def _head(options: ClassifierOptions, settings: dict | None = None):
 
 
 def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
-                 x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection | CVSelection]:
+                 x_train: Embeddings, x_val: Embeddings, mirrored: tuple | None = None
+                 ) -> tuple[SoftmaxHead, HeadSelection | CVSelection]:
     """Head and settings chosen by cross-validation (tasks/head_choice.py), or on the validation split
     (heads/selection.py) when cv_folds < 2 or the data is too small for 2 folds; what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
-    if options.hparams.cv_folds >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given)):
+    if options.hparams.cv_folds >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given,
+                                                                  mirrored)):
         return by_cv
     if not len(validation):  # nothing to choose on: the defaults
         given = {**DEFAULTS, **given}
@@ -114,6 +117,7 @@ class Classifier:
         self.head_selection: HeadSelection | None = None  # head settings tried on validation, and the winner
         self.fine_tune: dict = {}  # --fine-tune: depths tried, chosen K, head-only vs fine-tuned (see tasks.finetune)
         self.head_only: Classifier | None = None  # the model before fine-tuning, when it ran
+        self.flip_average = False  # images: each image's and its mirror's probabilities averaged (CV-chosen)
 
     @property
     def classes(self) -> list[str]:
@@ -187,12 +191,18 @@ class Classifier:
             x_train = _embed(backbone, train, options.augmentation.active_views, options, cache, progress,
                              f"extract train ({name})")
             x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
+            mirrored = None
+            if options.hparams.flip_average != "off" and spec.image is not None and options.hparams.cv_folds >= 2:
+                mirror = FlippedBackbone(backbone)
+                mirrored = tuple(_embed(mirror, s, 0, options, cache, progress, f"extract {what} mirrored ({name})")
+                                 for s, what in ((train, "train"), (validation, "val")))
             t1 = time.perf_counter()
-            head, head_selection = _select_head(options, train, validation, x_train, x_val)
+            head, head_selection = _select_head(options, train, validation, x_train, x_val, mirrored)
             for record in head.history_:  # the winner's epochs, for live charts
                 progress.epoch(name, record)
             model = cls(backbone, head, _resolved(options, head_selection.chosen), cache, progress)
             model.head_selection = head_selection
+            model.flip_average = bool(head_selection.chosen.get("flip_average"))
             model.network = network
             t2 = time.perf_counter()
             network_s = network.get("train_s", 0.0)  # training a trained-per-run backbone counts as training
@@ -236,15 +246,24 @@ class Classifier:
         return evaluate_predictions(self.classes, [s.label for s in samples], proba)
 
     def evaluate(self, data: Sequence[Sample]) -> Evaluation:
-        """The in-memory float model on `data`; a sample's result is the mean over its windows."""
-        return self._evaluate_embeddings(data, self.embed(data, "extract test"))
+        """The in-memory float model on `data`; a sample's result is the mean over its windows (and,
+        with flip averaging, over the image and its mirror)."""
+        emb = self.embed(data, "extract test")
+        if not self.flip_average:
+            return self._evaluate_embeddings(data, emb)
+        mirror = self._embed_with(FlippedBackbone(self.backbone), data, "extract test mirrored")
+        proba = (self.head.predict_proba(emb.vectors) + self.head.predict_proba(mirror.vectors)) / 2
+        return evaluate_predictions(self.classes, [s.label for s in data], emb.aggregate(proba))
+
+    def _embed_with(self, backbone, samples: Sequence[Sample], desc: str) -> Embeddings:
+        return _embed(backbone, samples, 0, self.options, self.cache, self.progress, desc)
 
     def float_model(self) -> FloatModel:
         """What export needs of this classifier: backbone spec, linear head, labels."""
         silence = self.options.silence
         return FloatModel(self.spec, self.head.coef_, self.head.intercept_, tuple(self.classes),
                           silence.threshold_db if self.modality == "audio" and silence.enabled else None,
-                          self.options.cache_dir)
+                          self.options.cache_dir, self.flip_average)
 
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
         return self.float_model().metadata(quantization, frontend)

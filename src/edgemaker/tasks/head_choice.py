@@ -58,10 +58,12 @@ def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
     return np.array([samples[i].label for i in emb.owner])
 
 
-def _memo_key(options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray, groups: list[str]) -> str:
+def _memo_key(options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray, groups: list[str],
+              mirror: Embeddings | None) -> str:
     h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, C_GRID, sorted(given.items()), options.hparams,
                              options.fine_tune.active, "cv-1")).encode())
-    for a in (emb.vectors, emb.owner, emb.view, labels):
+    extra = (mirror.vectors, mirror.owner) if mirror is not None else ()
+    for a in (emb.vectors, emb.owner, emb.view, labels, *extra):
         h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
     h.update("\n".join(groups).encode())
     return h.hexdigest()
@@ -93,17 +95,24 @@ def _remember(path: Path, selection: CVSelection) -> None:
 
 
 def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray,
-            folds) -> None:
+            folds, mirror: Embeddings | None) -> None:
     """The candidates: the softmax head's settings staged as heads/selection.py does (one setting at a
-    time, the others at their best mean so far), and the probe at every C of the grid."""
-    tried: dict[tuple, Candidate] = {}
+    time, the others at their best mean so far), and the probe at every C of the grid; with `mirror`,
+    each also scored with flip averaging (the same fits, so it costs no training)."""
+    tried: dict[tuple, tuple[dict, object]] = {}
+    only_flip = options.hparams.flip_average == "on"
 
-    def run(settings: dict) -> Candidate:
+    def run(settings: dict):
         key = tuple(sorted(settings.items()))
         if key not in tried:
-            result = cross_validate_head(lambda: head_for(options, settings), emb, labels, folds, settings["views"])
-            tried[key] = Candidate(dict(settings), result)
-            selection.candidates.append(tried[key])
+            result = cross_validate_head(lambda: head_for(options, settings), emb, labels, folds, settings["views"],
+                                         mirror)
+            if not only_flip:
+                plain = {**settings, "flip_average": False} if mirror is not None else dict(settings)
+                selection.candidates.append(Candidate(plain, result))
+            if mirror is not None:
+                selection.candidates.append(Candidate({**settings, "flip_average": True}, result.mirrored))
+            tried[key] = (settings, result.mirrored if only_flip else result)
         return tried[key]
 
     head = given.get("head")
@@ -119,27 +128,29 @@ def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb
             if name in given:
                 continue
             for value in values:
-                candidate = run({**best.settings, name: value})
-                if candidate.result.mean > best.result.mean:
+                candidate = run({**best[0], name: value})
+                if candidate[1].mean > best[1].mean:
                     best = candidate
 
 
 def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
-                   x_train: Embeddings, x_val: Embeddings, given: dict):
-    """(the refitted head, its CVSelection), or None when the data is too small for 2 folds."""
+                   x_train: Embeddings, x_val: Embeddings, given: dict, mirrored: tuple | None = None):
+    """(the refitted head, its CVSelection), or None when the data is too small for 2 folds.
+    `mirrored`: (train, val) embeddings of the mirrored images, when flip averaging is a candidate."""
     start = time.perf_counter()
     samples = [*train, *validation]
     labels = np.array([s.label for s in samples])
     groups = source_groups(samples, options.hparams.cv_group_by)
     emb = merge(x_train, x_val)
+    mirror = merge(*mirrored) if mirrored else None
     folds, how = make_folds(labels, groups, options.hparams.cv_folds, options.hparams.seed)
     if not folds:
         return None
-    path = _memo_path(options, _memo_key(options, given, emb, labels, groups))
+    path = _memo_path(options, _memo_key(options, given, emb, labels, groups, mirror))
     selection = _recall(path)
     if selection is None:
         selection = CVSelection(len(folds), how, classes=sorted(set(labels.tolist())))
-        _search(selection, options, given, emb, labels, folds)
+        _search(selection, options, given, emb, labels, folds, mirror)
         selection.choose()
     chosen = selection.chosen
     on_val = bool(len(validation)) and not options.fine_tune.active
@@ -147,7 +158,7 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
     if chosen.get("views") != "augmented":
         rows = rows.clean()
     fit_samples = samples if on_val else list(train)
-    head = head_for(options, chosen, selection.epochs)
+    head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
     head.fit(rows.vectors, _labels(fit_samples, rows))
     what = "train + val" if on_val else "train"
     selection.refit = (f"refitted on {what}" + (f" for {selection.epochs} epochs (median of the folds' best), "

@@ -103,6 +103,9 @@ class HParams:
     probe_c: float | None = None  # the probe's inverse L2 strength; None: chosen
     cv_folds: int = 5
     cv_group_by: str | None = None
+    # Images: average the probabilities of each image and its mirror inside the exported graph (twice the
+    # inference). "auto": only where cross-validation says it wins; it embeds every image's mirror once more.
+    flip_average: str = "off"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -117,6 +120,8 @@ class HParams:
             raise ValueError("class_weights must be auto, balanced or none")
         if self.head not in (None, "softmax", "probe"):
             raise ValueError("head must be softmax, probe or auto")
+        if self.flip_average not in ("off", "auto", "on"):
+            raise ValueError("flip averaging must be off, auto or on")
         if self.probe_c is not None and not self.probe_c > 0:
             raise ValueError("the probe's C must be positive")
         if not 0 <= self.cv_folds <= 20:
