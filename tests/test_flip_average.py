@@ -63,3 +63,14 @@ def test_the_exported_graph_averages_the_image_and_its_mirror(flipped, tmp_path,
     direct, mirrored = single.predict_proba(x), single.predict_proba(x[:, :, ::-1].copy())
     assert np.abs(direct - mirrored).max() > 1e-3  # the two views really differ
     np.testing.assert_allclose(both.predict_proba(x), (direct + mirrored) / 2, atol=2e-4 if runtime == "onnx" else 2e-3)
+
+
+def test_the_int8_onnx_file_keeps_the_flip_averaging(flipped, tmp_path):
+    from edgemaker import Quantization
+
+    splits, clf = flipped
+    int8 = ExportedModel(clf.export(tmp_path, Quantization.for_int8([s.path for s in splits.train])))
+    assert "flip_average" in int8.metadata and int8.metadata["quantization"] == "int8"
+    paths = [s.path for s in splits.test]
+    agree = (int8.predict_files(paths).argmax(1) == clf.evaluate(splits.test).probabilities.argmax(1)).mean()
+    assert agree >= 0.9
