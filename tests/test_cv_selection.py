@@ -102,8 +102,8 @@ def test_cv_chooses_on_train_plus_val_and_exposes_out_of_fold_probabilities(tmp_
     keep = emb.owner < n_train
     x_train = Embeddings(emb.vectors[keep], emb.owner[keep], emb.view[keep], n_train)
     x_val = Embeddings(emb.vectors[~keep], emb.owner[~keep] - n_train, emb.view[~keep], len(val))
-    options = ClassifierOptions(hparams=HParams(epochs=15, patience=5, cv_folds=3), cache_dir=tmp_path)
-    head, sel = _select_head(options, train, val, x_train, x_val, )
+    options = ClassifierOptions(hparams=HParams(epochs=15, patience=5, cv_folds=3, refit_on_val=True), cache_dir=tmp_path)
+    head, sel = _select_head(options, train, val, x_train, x_val)
     assert sel.folds == 3 and sel.oof_probabilities.shape == (len(samples), 3)
     heads = {c.settings["head"] for c in sel.candidates}
     assert heads == {"probe", "softmax"}
@@ -113,10 +113,11 @@ def test_cv_chooses_on_train_plus_val_and_exposes_out_of_fold_probabilities(tmp_
     assert again.reused and again.chosen == sel.chosen
     np.testing.assert_allclose(again.oof_probabilities, sel.oof_probabilities, atol=1e-4)
     np.testing.assert_allclose(again_head.coef_, head.coef_, atol=1e-6)
-    # A head kind the user gave is the only kind tried.
+    # A head kind the user gave is the only kind tried; by default (the API) validation stays held out.
     given = ClassifierOptions(hparams=HParams(epochs=15, patience=5, cv_folds=3, head="softmax"), cache_dir=tmp_path)
-    _, sel = _select_head(given, train, val, x_train, x_val)
+    head, sel = _select_head(given, train, val, x_train, x_val)
     assert {c.settings["head"] for c in sel.candidates} == {"softmax"}
+    assert "refitted on train for" in sel.refit and len(head.history_) == sel.epochs
 
 
 def test_the_probe_folds_its_standardisation_into_one_linear_layer():
@@ -152,6 +153,7 @@ def test_the_cli_records_the_cv_table_and_exports_the_probe(tmp_path):
     cv = metrics["training"]["cv_selection"]
     assert metrics["training"]["head_selection"] is None
     assert cv["folds"] == 3 and "one-standard-error" in cv["rule"]
+    assert "train + val" in cv["refit"] and metrics["val"]["held_out"] is False
     cands = cv["candidates"]
     assert {c["head"] for c in cands} == {"probe", "softmax"}
     for c in cands:  # mean and std are those of the recorded fold accuracies

@@ -164,7 +164,8 @@ def train_run(
                 formats = (*formats, "tflite-int8")
         else:
             job_s = _ray_job(classifier_for(report.modality), splits, options, cache, progress)
-            clf = classifier_for(report.modality).create(splits.train, splits.val, options, progress, cache)
+            refit = replace(options, hparams=replace(options.hparams, refit_on_val=True))  # all labelled data for the final head
+            clf = classifier_for(report.modality).create(splits.train, splits.val, refit, progress, cache)
             if job_s:
                 clf.timings["extract_s"] = clf.timings.get("extract_s", 0.0) + job_s  # the splits' embeddings came from the one Ray job
         distill_record = None
@@ -498,7 +499,8 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, option
             "history": [vars(h) for h in clf.head.history_],
         },
         "fine_tune": clf.fine_tune or None,
-        "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},
+        "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4),
+                "held_out": "train + val" not in getattr(clf.head_selection, "refit", "")},
         "test": test,
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],

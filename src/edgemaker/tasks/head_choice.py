@@ -1,10 +1,12 @@
 """The classifier's head: which kind (trained softmax or logistic-regression probe) and its settings,
 chosen by k-fold cross-validation over train + val on the cached embeddings (heads/cv.py).
 
-The refit: the chosen head is fitted again on train + val (all the labelled data the run may learn
-from), for the softmax head with the median of the folds' best epoch counts and no early stopping
-(there is no split left to stop on). With --fine-tune the refit uses the training split only, so
-fine-tuning still compares its models on a held-out validation split.
+The refit: the chosen head is fitted again, the softmax head for the median of the folds' best epoch
+counts with no early stopping (the same rule on every split it is fitted on). `edgemaker train`
+refits on train + val (all the labelled data the run may learn from; HParams.refit_on_val), except
+with --fine-tune, which compares its models on the held-out validation split; everything else
+(--auto, budget search, distillation, the Python API's default) refits on train, so validation
+stays held out for what compares models on it afterwards.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
         _search(selection, options, given, emb, labels, folds, mirror)
         selection.choose()
     chosen = selection.chosen
-    on_val = bool(len(validation)) and not options.fine_tune.active
+    on_val = options.hparams.refit_on_val and bool(len(validation)) and not options.fine_tune.active
     rows = (emb if on_val else x_train)
     if chosen.get("views") != "augmented":
         rows = rows.clean()

@@ -106,6 +106,9 @@ class HParams:
     # Images: average the probabilities of each image and its mirror inside the exported graph (twice the
     # inference). "auto": only where cross-validation says it wins; it embeds every image's mirror once more.
     flip_average: str = "off"
+    # The CV-chosen head refitted on train + val (True) or on train (False: validation stays held out for
+    # whatever compares models on it afterwards: --auto, budget search, distillation, fine-tuning).
+    refit_on_val: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
