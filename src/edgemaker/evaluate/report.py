@@ -323,9 +323,12 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         out.append("</details>")
 
     out.append("<h2>Training</h2>")
-    out.append(f"<p>Best epoch {metrics['training']['best_epoch']} of {metrics['training']['epochs_run']} run "
-               f"(early stopping on validation, best epoch restored); {metrics['training']['augmented_views']} "
-               f"augmented views per training {'clip' if audio else 'image'}.</p>")
+    cv = metrics["training"].get("cv_selection")
+    how = (f"{_e(cv['refit'])}" if cv else f"best epoch {metrics['training']['best_epoch']} of "
+           f"{metrics['training']['epochs_run']} run (early stopping on validation, best epoch restored)")
+    out.append(f"<p>Head {how}; {metrics['training']['augmented_views']} "
+               f"augmented views per training {'clip' if audio else 'image'}"
+               f"{'' if metrics['val'].get('held_out', True) else '; validation is part of its training data, so the cross-validation accuracy is the held-out estimate'}.</p>")
     sel = metrics["training"].get("head_selection")
     if sel:
         out.append(f"<p>{_e(sel['summary'])}.</p>")

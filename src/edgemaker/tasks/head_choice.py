@@ -7,6 +7,9 @@ refits on train + val (all the labelled data the run may learn from; HParams.ref
 with --fine-tune, which compares its models on the held-out validation split; everything else
 (--auto, budget search, distillation, the Python API's default) refits on train, so validation
 stays held out for what compares models on it afterwards.
+
+Validation samples are embedded clean only, so in the folds of an "augmented views" candidate they
+train on their clean rows (the training split's samples on their augmented views too).
 """
 
 from __future__ import annotations
