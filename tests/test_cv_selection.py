@@ -187,3 +187,14 @@ def test_the_probe_head_is_exported_through_the_same_files(tmp_path):
                                atol=1e-4)
     int8 = ExportedModel(clf.export(tmp_path / "out", Quantization.for_int8([s.path for s in splits.train])))
     assert (int8.predict_files(paths).argmax(1) == fp32.predict_files(paths).argmax(1)).mean() >= 0.9
+
+
+def test_large_sets_use_three_folds_unless_the_user_says():
+    from edgemaker.tasks.options import LARGE_FOR_CV
+
+    assert HParams().folds_for(LARGE_FOR_CV - 1) == 5 and HParams().folds_for(LARGE_FOR_CV) == 3
+    assert HParams(cv_folds=5).folds_for(10 * LARGE_FOR_CV) == 5 and HParams(cv_folds=0).folds_for(10) == 0
+    with pytest.raises(ValueError):
+        HParams(cv_folds=-1)
+    with pytest.raises(ValueError, match="regular expression"):
+        HParams(cv_group_by="(")

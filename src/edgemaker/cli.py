@@ -76,8 +76,8 @@ def _engine(options):
 @click.option("--head", "head_kind", type=click.Choice(["auto", "softmax", "probe"]), default="auto", show_default=True,
               help="The trained softmax head or a logistic-regression probe; auto: chosen by cross-validation.")
 @click.option("--cv-folds", type=int, default=None,
-              help="Folds of the cross-validation over train+val that chooses the head (default 5; 0: choose on "
-                   "the validation split).")
+              help="Folds of the cross-validation over train+val that chooses the head (default 5, or 3 from "
+                   "1,000 samples; 0: choose on the validation split).")
 @click.option("--flip-average", type=click.Choice(["off", "auto", "on"]), default="off", show_default=True,
               help="Images: average each image's and its mirror's probabilities inside the exported graph (twice "
                    "the inference); auto: only where cross-validation says it wins (embeds every mirror once).")

@@ -47,7 +47,7 @@ def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation
     """Head and settings chosen by cross-validation (tasks/head_choice.py), or on the validation split
     (heads/selection.py) when cv_folds < 2 or the data is too small for 2 folds; what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
-    if options.hparams.cv_folds >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given,
+    if options.hparams.folds_for(len(train) + len(validation)) >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given,
                                                                   mirrored)):
         return by_cv
     if not len(validation):  # nothing to choose on: the defaults
@@ -192,7 +192,8 @@ class Classifier:
                              f"extract train ({name})")
             x_val = _embed(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
             mirrored = None
-            if options.hparams.flip_average != "off" and spec.image is not None and options.hparams.cv_folds >= 2:
+            if (options.hparams.flip_average != "off" and spec.image is not None
+                    and options.hparams.folds_for(len(train) + len(validation)) >= 2):
                 mirror = FlippedBackbone(backbone)
                 mirrored = tuple(_embed(mirror, s, 0, options, cache, progress, f"extract {what} mirrored ({name})")
                                  for s, what in ((train, "train"), (validation, "val")))

@@ -30,7 +30,7 @@ from ..heads.cv import Candidate, CVSelection, cross_validate_head, make_folds, 
 from ..heads.probe import C_GRID, ProbeHead
 from ..heads.selection import DEFAULTS, STAGES
 from ..heads.softmax import SoftmaxHead
-from .options import ClassifierOptions
+from .options import LARGE_FOR_CV, ClassifierOptions
 
 
 def head_for(options: ClassifierOptions, settings: dict | None = None, epochs: int | None = None):
@@ -148,7 +148,10 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
     groups = source_groups(samples, options.hparams.cv_group_by)
     emb = merge(x_train, x_val)
     mirror = merge(*mirrored) if mirrored else None
-    folds, how = make_folds(labels, groups, options.hparams.cv_folds, options.hparams.seed)
+    k = options.hparams.folds_for(len(samples))
+    folds, how = make_folds(labels, groups, k, options.hparams.seed)
+    if options.hparams.cv_folds is None and k == 3 and folds:
+        how += f" (3 folds from {LARGE_FOR_CV} samples: each held-out fold is large enough, the search costs 3/5)"
     if not folds:
         return None
     path = _memo_path(options, _memo_key(options, given, emb, labels, groups, mirror))

@@ -84,6 +84,9 @@ class AugmentationOptions:
         return 0 if self.enabled is False else self.views
 
 
+LARGE_FOR_CV = 1000
+
+
 @dataclass(frozen=True)
 class HParams:
     epochs: int = 100
@@ -97,11 +100,12 @@ class HParams:
     patience: int = 15  # early stopping on validation accuracy, best epoch restored
     seed: int = 0
     # The head and its settings are chosen by k-fold cross-validation over train + val (tasks/head_choice.py);
-    # cv_folds below 2: chosen on the validation split. cv_group_by: a regex whose first group in a file
+    # cv_folds None: 5, or 3 from LARGE_FOR_CV samples (a fold of 333+ samples resolves the candidates, and
+    # the search costs 3/5); below 2: chosen on the validation split. cv_group_by: a regex whose first group in a file
     # name is a source id kept in one fold (e.g. '^(\d+-\d+)' for ESC-50 clips cut from one recording).
     head: str | None = None  # "softmax" (trained), "probe" (logistic regression); None: chosen
     probe_c: float | None = None  # the probe's inverse L2 strength; None: chosen
-    cv_folds: int = 5
+    cv_folds: int | None = None
     cv_group_by: str | None = None
     # Images: average the probabilities of each image and its mirror inside the exported graph (twice the
     # inference). "auto": only where cross-validation says it wins; it embeds every image's mirror once more.
@@ -127,7 +131,7 @@ class HParams:
             raise ValueError("flip averaging must be off, auto or on")
         if self.probe_c is not None and not self.probe_c > 0:
             raise ValueError("the probe's C must be positive")
-        if not 0 <= self.cv_folds <= 20:
+        if self.cv_folds is not None and not 0 <= self.cv_folds <= 20:
             raise ValueError("cv folds must be within 0..20 (below 2: choose on the validation split)")
         if self.cv_group_by is not None:
             import re
@@ -136,6 +140,12 @@ class HParams:
                 re.compile(self.cv_group_by)
             except re.error as exc:
                 raise ValueError(f"--cv-group-by {self.cv_group_by!r} is not a regular expression ({exc})") from None
+
+    def folds_for(self, samples: int) -> int:
+        """The cross-validation folds for `samples` train + val samples (see cv_folds)."""
+        if self.cv_folds is not None:
+            return self.cv_folds
+        return 3 if samples >= LARGE_FOR_CV else 5
 
     def given(self) -> dict:
         """The head-selection settings fixed here (not None), by name."""
