@@ -179,6 +179,9 @@ def test_the_probe_head_is_exported_through_the_same_files(tmp_path):
                                      hparams=HParams(head="probe", cv_folds=3))
     clf = ImageClassifier.create(splits.train, splits.val, options)
     assert isinstance(clf.head, ProbeHead) and clf.head_selection.chosen["head"] == "probe"
+    samples, oof, classes = clf.out_of_fold
+    assert samples == [*splits.train, *splits.val] and oof.shape == (len(samples), 3) and classes == clf.classes
+    assert (oof.argmax(1) == [classes.index(s.label) for s in samples]).mean() > 0.8
     assert clf.options.hparams.probe_c == clf.head_selection.chosen["C"]  # later fits (int8 head) reuse it
     assert head_for(clf.options).C == clf.head.C
     paths = [s.path for s in splits.test]

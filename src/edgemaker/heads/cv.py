@@ -215,17 +215,19 @@ class CVSelection:
         d = {"folds": self.folds, "how": self.how, "rule": RULE, "chosen": self.chosen, "best_mean": self.best,
              "epochs": self.epochs, "refit": self.refit, "seconds": round(self.seconds, 2), "reused": self.reused,
              "summary": self.summary(), "classes": self.classes, "candidates": [c.to_dict() for c in self.candidates]}
-        if with_oof:
-            d["oof"] = [np.round(c.result.oof, 5).tolist() for c in self.candidates]
+        if with_oof:  # the chosen candidate's only: the others' are not needed once the choice is made
+            d["oof"] = np.round(self.oof_probabilities, 5).tolist()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CVSelection:
         keys = ("mean", "std", "fold_accuracies", "mean_loss", "best_epochs", "seconds")
         cands = []
-        for c, oof in zip(d["candidates"], d["oof"]):
-            result = CVResult(list(c["fold_accuracies"]), [c["mean_loss"]] * len(c["fold_accuracies"]),
-                              np.asarray(oof, np.float32), list(c["best_epochs"]), c["seconds"])
-            cands.append(Candidate({k: v for k, v in c.items() if k not in keys}, result))
+        for c in d["candidates"]:
+            settings = {k: v for k, v in c.items() if k not in keys}
+            oof = np.asarray(d["oof"] if settings == d["chosen"] else np.zeros((0, len(d["classes"]))), np.float32)
+            result = CVResult(list(c["fold_accuracies"]), [c["mean_loss"]] * len(c["fold_accuracies"]), oof,
+                              list(c["best_epochs"]), c["seconds"])
+            cands.append(Candidate(settings, result))
         return cls(d["folds"], d["how"], cands, dict(d["chosen"]), dict(d["best_mean"]), d["epochs"], d["refit"],
                    d["seconds"], False, list(d["classes"]))

@@ -127,6 +127,15 @@ class Classifier:
     def spec(self):
         return self.backbone.spec
 
+    @property
+    def out_of_fold(self) -> tuple[list[Sample], np.ndarray, list[str]] | None:
+        """(train + val samples, the chosen head's out-of-fold probabilities for each, their column
+        labels) when cross-validation chose the head, else None: what finding label errors needs."""
+        sel = self.head_selection
+        if not isinstance(sel, CVSelection):
+            return None
+        return [*self.train_samples, *self.val_samples], sel.oof_probabilities, list(sel.classes)
+
     @staticmethod
     def open_cache(options: ClassifierOptions) -> FeatureCache:
         return FeatureCache(options.cache_dir / "features.sqlite" if options.cache_dir else None)
