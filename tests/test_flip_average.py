@@ -74,3 +74,36 @@ def test_the_int8_onnx_file_keeps_the_flip_averaging(flipped, tmp_path):
     paths = [s.path for s in splits.test]
     agree = (int8.predict_files(paths).argmax(1) == clf.evaluate(splits.test).probabilities.argmax(1)).mean()
     assert agree >= 0.9
+
+
+def _views(seed: int, n_per_class: int, mirror_noise: float):
+    """Two classes in 32 noisy features; the mirror is another noisy look at the same image (noise
+    `mirror_noise`), or an unrelated one (mirror_noise None)."""
+    from edgemaker.data.validate import Sample
+    from edgemaker.features.extract import Embeddings
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(["a", "b"], n_per_class)
+    centre = np.where(labels[:, None] == "a", 0.35, -0.35) * np.ones((1, 32))
+    x = centre + rng.normal(0, 1, centre.shape)
+    m = centre + rng.normal(0, 1, centre.shape) if mirror_noise else rng.normal(0, 1, centre.shape)
+    samples = [Sample(path=None, label=str(c), content=f"{seed}-{i}") for i, c in enumerate(labels)]
+    ids = np.arange(len(labels))
+    as_emb = lambda v: Embeddings(v.astype(np.float32), ids, np.zeros_like(ids), len(labels))  # noqa: E731
+    return samples, as_emb(x), as_emb(m)
+
+
+@pytest.mark.parametrize("useful", [True, False])
+def test_auto_keeps_flip_averaging_only_where_cv_says_it_wins(tmp_path, useful):
+    from edgemaker.tasks.classifier import _select_head
+    from edgemaker.tasks.options import ClassifierOptions
+
+    train, x_train, m_train = _views(0, 60, 1.0 if useful else None)
+    val, x_val, m_val = _views(1, 20, 1.0 if useful else None)
+    options = ClassifierOptions(hparams=HParams(cv_folds=5, epochs=20, flip_average="auto", head="probe"),
+                                cache_dir=tmp_path)
+    _, sel = _select_head(options, train, val, x_train, x_val, (m_train, m_val))
+    by_flip = {flip: max(c.result.mean for c in sel.candidates if c.settings["flip_average"] == flip)
+               for flip in (False, True)}
+    assert sel.chosen["flip_average"] is useful
+    assert (by_flip[True] > by_flip[False]) is useful
