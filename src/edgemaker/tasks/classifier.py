@@ -47,8 +47,10 @@ def _select_head(options: ClassifierOptions, train: Sequence[Sample], validation
     """Head and settings chosen by cross-validation (tasks/head_choice.py), or on the validation split
     (heads/selection.py) when cv_folds < 2 or the data is too small for 2 folds; what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
-    if options.hparams.folds_for(len(train) + len(validation)) >= 2 and (by_cv := cv_select_head(options, train, validation, x_train, x_val, given,
-                                                                  mirrored)):
+    by_cv = None
+    if options.hparams.folds_for(len(train) + len(validation)) >= 2:
+        by_cv = cv_select_head(options, train, validation, x_train, x_val, given, mirrored)
+    if by_cv is not None:
         return by_cv
     if not len(validation):  # nothing to choose on: the defaults
         given = {**DEFAULTS, **given}
