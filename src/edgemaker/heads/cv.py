@@ -108,7 +108,9 @@ def cross_validate_head(make_head: Callable[[], object], emb: Embeddings, labels
         test_rows = _rows(emb, test_idx, True)
         head = make_head()
         x_test, y_test = emb.vectors[test_rows], labels[emb.owner[test_rows]]
-        head.fit(emb.vectors[fit_rows], labels[emb.owner[fit_rows]], validation=(x_test, y_test))
+        y_fit = labels[emb.owner[fit_rows]]
+        seen = np.isin(y_test, y_fit)  # a class all of whose groups are held out cannot be early-stopped on
+        head.fit(emb.vectors[fit_rows], y_fit, validation=(x_test[seen], y_test[seen]))
         held = Embeddings(x_test, emb.owner[test_rows], emb.view[test_rows], len(labels))
         cols = [column[c] for c in np.asarray(head.classes_).tolist()]
         oof[test_idx[:, None], cols] = held.aggregate(head.predict_proba(x_test))[test_idx]
