@@ -64,7 +64,7 @@ def _engine(options):
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None,
               help="Default: detected from the files (mixing images and sounds is an error).")
 @click.option("--backbone", default=None,
-              help="Feature extractor (see `edgemaker backbones`). Audio default: chosen by validation accuracy.")
+              help="Feature extractor (see `edgemaker backbones`). Audio default: chosen by cross-validation.")
 @click.option("--epochs", type=int, default=None, help="Most epochs (early stopping picks the best).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate", type=float, default=None)
@@ -86,7 +86,7 @@ def _engine(options):
                    "for ESC-50 clips cut from one recording.")
 @click.option("--augment/--no-augment", default=None,
               help="Train on flip/rotate/zoom views (sounds: gain/noise/shift) or on clean embeddings only. "
-                   "Default: chosen on the validation split.")
+                   "Default: chosen by cross-validation.")
 @click.option("--augment-views", type=int, default=None, help="Augmented copies per training sample (default 2).")
 @click.option("--split", "split_text", default="80/10/10", show_default=True,
               help="train/val/test percentages for folders without their own split.")
