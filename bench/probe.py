@@ -4,7 +4,8 @@ For each DATA folder: split as `edgemaker train` does (seed 0), build the classi
 `Classifier.create` (the product's own extraction and feature cache, so a second run is fast), then
 on the very same embeddings report validation and test accuracy (sample level: a sound clip is the
 mean of its windows' probabilities) of
-  default       the head exactly as `edgemaker train` builds it (its head selection included);
+  default       the head exactly as `edgemaker train` builds it (its head choice by cross-validation
+                over train + val included, refitted on train + val: its validation accuracy is not held out);
   fixed         the head with the pre-selection fixed settings (dropout 0.2, label smoothing 0.1,
                 weight decay 1e-4, 2 augmented views), i.e. the defaults before issue 10 part 0;
   probe         LogisticRegression, C by 3-fold CV on the training part (folds grouped by sample),
@@ -12,7 +13,6 @@ mean of its windows' probabilities) of
   probe+aug     the same probe fitted on the augmented views too;
   default+refit the default's chosen settings refitted on train + validation for the chosen
                 number of epochs (its validation accuracy is then not held out: shown in brackets).
-scikit-learn is a `dev` dependency: the product does not need it.
 
     python bench/probe.py [DATA ...] [--json out.json]     (`make bench` runs it on the shared sets)
 """
@@ -94,7 +94,8 @@ def measure(data: Path) -> dict:
                     "val": default.embed(splits.val), "test": default.embed(splits.test)}
         sel = default.head_selection
         row("default", default, embs, default.timings["train_s"], total_s=round(total, 1),
-            backbone=default.spec.name, chosen=sel.chosen, selection_s=round(sel.seconds, 2), fits=len(sel.trials))
+            backbone=default.spec.name, chosen=sel.chosen, selection_s=round(sel.seconds, 2),
+            fits=len(getattr(sel, "trials", None) or getattr(sel, "candidates", [])))
 
         # Refit on train + validation with the chosen settings for the chosen number of epochs.
         chosen, epochs = default.head_selection.chosen, default.head.best_epoch_

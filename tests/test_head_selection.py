@@ -1,4 +1,4 @@
-"""Head selection: settings chosen on validation, reproducible, explicit settings kept as given."""
+"""Head selection on the validation split (--cv-folds 0): settings chosen, reproducible, explicit settings kept."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def flipped_cue_set(n_per_class: int, seed: int, views: int = 2):
 def test_selection_trains_on_clean_embeddings_when_the_augmentation_erases_the_cue():
     train, x_train = flipped_cue_set(100, seed=0)
     val, x_val = flipped_cue_set(30, seed=1, views=0)
-    options = ClassifierOptions(hparams=HParams(epochs=40, patience=10))
+    options = ClassifierOptions(hparams=HParams(cv_folds=0, epochs=40, patience=10))
     head, sel = choose_head(options, train, val, x_train, x_val)
     scores = {t.settings["views"]: t.val_accuracy for t in sel.trials if t.settings["weight_decay"] == 1e-4
               and t.settings["label_smoothing"] == 0.1}
@@ -105,13 +105,13 @@ def test_selection_trains_on_clean_embeddings_when_the_augmentation_erases_the_c
 def test_selection_is_reproducible_and_honours_explicit_hparams():
     train, x_train = flipped_cue_set(20, seed=2)
     val, x_val = flipped_cue_set(10, seed=3, views=0)
-    options = ClassifierOptions(hparams=HParams(epochs=20, patience=5))
+    options = ClassifierOptions(hparams=HParams(cv_folds=0, epochs=20, patience=5))
     a, sel_a = choose_head(options, train, val, x_train, x_val)
     b, sel_b = choose_head(options, train, val, x_train, x_val)
     assert np.array_equal(a.coef_, b.coef_) and sel_a.chosen == sel_b.chosen
     assert [t.val_accuracy for t in sel_a.trials] == [t.val_accuracy for t in sel_b.trials]
 
-    explicit = ClassifierOptions(hparams=HParams(epochs=20, patience=5, weight_decay=0.03, label_smoothing=0.05),
+    explicit = ClassifierOptions(hparams=HParams(cv_folds=0, epochs=20, patience=5, weight_decay=0.03, label_smoothing=0.05),
                                  augmentation=AugmentationOptions(enabled=False))
     head, sel = choose_head(explicit, train, val, x_train, x_val)
     assert sel.searched == [] and len(sel.trials) == 1
@@ -122,7 +122,7 @@ def test_selection_is_reproducible_and_honours_explicit_hparams():
 def test_no_validation_split_uses_the_defaults():
     train, x_train = flipped_cue_set(10, seed=4)
     empty = Embeddings(np.zeros((0, 16), np.float32), np.zeros(0, int), np.zeros(0, int), 0)
-    head, sel = choose_head(ClassifierOptions(hparams=HParams(epochs=5)), train, [], x_train, empty)
+    head, sel = choose_head(ClassifierOptions(hparams=HParams(cv_folds=0, epochs=5)), train, [], x_train, empty)
     assert sel.searched == [] and sel.chosen == DEFAULTS and len(head.history_) == 5
 
 
@@ -144,7 +144,7 @@ def test_the_cli_records_the_choice_and_keeps_what_the_user_gave(tmp_path):
     runs = {}
     for name, extra in (("auto", []), ("given", ["--augment", "--label-smoothing", "0.05"])):
         result = CliRunner().invoke(cli, ["train", str(data), "--out", str(tmp_path / name), "--augment-views", "1",
-                                          "--formats", "onnx-fp32", "--epochs", "20", *extra],
+                                          "--formats", "onnx-fp32", "--epochs", "20", "--cv-folds", "0", *extra],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.output
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())["training"]
@@ -162,7 +162,7 @@ def test_the_cli_records_the_choice_and_keeps_what_the_user_gave(tmp_path):
 def test_an_identical_search_is_remembered_and_any_change_searches_again(tmp_path):
     train, x_train = flipped_cue_set(30, seed=0)
     val, x_val = flipped_cue_set(10, seed=1, views=0)
-    options = ClassifierOptions(hparams=HParams(epochs=10, patience=5), cache_dir=tmp_path)
+    options = ClassifierOptions(hparams=HParams(cv_folds=0, epochs=10, patience=5), cache_dir=tmp_path)
     head, first = choose_head(options, train, val, x_train, x_val)
     assert not first.reused and len(first.trials) == 4
     again_head, again = choose_head(options, train, val, x_train, x_val)
@@ -171,7 +171,7 @@ def test_an_identical_search_is_remembered_and_any_change_searches_again(tmp_pat
     assert "reused" in again.summary() and again.to_dict()["reused"] is True
     np.testing.assert_allclose(again_head.predict_proba(x_val.vectors), head.predict_proba(x_val.vectors), atol=1e-6)
     # Another seed, other embeddings or a corrupt memo file: a new search.
-    other_seed = ClassifierOptions(hparams=HParams(epochs=10, patience=5, seed=1), cache_dir=tmp_path)
+    other_seed = ClassifierOptions(hparams=HParams(cv_folds=0, epochs=10, patience=5, seed=1), cache_dir=tmp_path)
     assert not choose_head(other_seed, train, val, x_train, x_val)[1].reused
     x_shifted = Embeddings(x_train.vectors + 1e-3, x_train.owner, x_train.view, x_train.n_samples)
     assert not choose_head(options, train, val, x_shifted, x_val)[1].reused

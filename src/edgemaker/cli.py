@@ -64,7 +64,7 @@ def _engine(options):
 @click.option("--task", type=click.Choice(["image", "audio"]), default=None,
               help="Default: detected from the files (mixing images and sounds is an error).")
 @click.option("--backbone", default=None,
-              help="Feature extractor (see `edgemaker backbones`). Audio default: chosen by validation accuracy.")
+              help="Feature extractor (see `edgemaker backbones`). Audio default: chosen by cross-validation.")
 @click.option("--epochs", type=int, default=None, help="Most epochs (early stopping picks the best).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--learning-rate", type=float, default=None)
@@ -73,9 +73,20 @@ def _engine(options):
 @click.option("--class-weights", type=click.Choice(["auto", "balanced", "none"]), default=None,
               help="auto: balanced weights when classes are imbalanced.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split, augmentation and training.")
+@click.option("--head", type=click.Choice(["auto", "softmax", "probe"]), default=None,
+              help="The trained softmax head or a logistic-regression probe; auto (default): chosen by cross-validation.")
+@click.option("--cv-folds", type=int, default=None,
+              help="Folds of the cross-validation over train+val that chooses the head (default 5, or 3 from "
+                   "1,000 samples; 0: choose on the validation split).")
+@click.option("--flip-average", type=click.Choice(["off", "auto", "on"]), default=None,
+              help="Images: average each image's and its mirror's probabilities inside the exported graph (twice "
+                   "the inference); default off; auto: only where cross-validation says it wins (embeds every mirror once).")
+@click.option("--cv-group-by", default=None, metavar="REGEX",
+              help="Files whose names share this regex's first group stay in one fold, e.g. '^(\\d+-\\d+)' "
+                   "for ESC-50 clips cut from one recording.")
 @click.option("--augment/--no-augment", default=None,
               help="Train on flip/rotate/zoom views (sounds: gain/noise/shift) or on clean embeddings only. "
-                   "Default: chosen on the validation split.")
+                   "Default: chosen by cross-validation.")
 @click.option("--augment-views", type=int, default=None, help="Augmented copies per training sample (default 2).")
 @click.option("--split", "split_text", default="80/10/10", show_default=True,
               help="train/val/test percentages for folders without their own split.")

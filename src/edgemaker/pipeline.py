@@ -21,6 +21,8 @@ from .errors import EdgemakerError
 from .evaluate.metrics import Evaluation
 from .export.stage import (AUDIO_ONLY, DEFAULT_FORMATS, FORMATS, check_budgets, evaluate_files, export_stage,
                            export_warnings, parse_formats)
+from .heads.cv import CVSelection
+from .heads.selection import HeadSelection
 from .progress import Progress, SilentProgress
 from .strategies import FitContext, get_refiner, get_strategy
 from .tasks.classifier import Classifier, classifier_for
@@ -201,14 +203,16 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, timing
             "best_epoch": clf.head.best_epoch_,
             "epochs_run": len(clf.head.history_),
             "augmented_views": clf.options.augmentation.active_views,  # as chosen (head_selection)
-            "head_selection": clf.head_selection.to_dict() if clf.head_selection else None,
+            "head_selection": clf.head_selection.to_dict() if isinstance(clf.head_selection, HeadSelection) else None,
+            "cv_selection": clf.head_selection.to_dict() if isinstance(clf.head_selection, CVSelection) else None,
             "class_weights": clf.head.class_weights_,
             "int8_head_choice": int8_choice or None,
             "network": clf.network or None,
             "history": [vars(h) for h in clf.head.history_],
         },
         "fine_tune": clf.fine_tune or None,
-        "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4)},
+        "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4),
+                "held_out": "train + val" not in getattr(clf.head_selection, "refit", "")},
         "test": test,
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],

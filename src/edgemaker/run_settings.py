@@ -16,7 +16,7 @@ SETTINGS = (
     "seed", "augment", "augment_views", "split", "formats", "input_size", "width", "grayscale", "base_model",
     "retrain_last", "input_scaling", "flip", "fine_tune", "fine_tune_epochs", "max_flash", "max_ram", "device",
     "auto", "budget", "distill", "silence_db", "keep_silence", "cache_dir", "threads", "engine", "ray_address",
-    "ray_actors", "strategy",
+    "ray_actors", "strategy", "head", "cv_folds", "cv_group_by", "flip_average",
 )
 
 
@@ -47,7 +47,10 @@ def _build(data, out, s: dict) -> RunConfig:
 
     seed = int(s.get("seed", 0))
     hp = replace(HParams(seed=seed), **{k: s[k] for k in ("epochs", "batch_size", "learning_rate", "dropout",
-                                                           "label_smoothing") if k in s})
+                                                           "label_smoothing", "cv_folds", "cv_group_by",
+                                                           "flip_average") if k in s})
+    if s.get("head", "auto") != "auto":
+        hp = replace(hp, head=s["head"])
     if "class_weights" in s:
         hp = replace(hp, class_weights=None if s["class_weights"] == "none" else s["class_weights"])
     aug = AugmentationOptions(enabled=s.get("augment"), flip=s.get("flip", True))

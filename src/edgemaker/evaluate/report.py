@@ -58,6 +58,19 @@ def _line_chart(title: str, series: dict[str, list[float | None]], y_max: float 
     return "".join(parts) + "</svg>"
 
 
+def cv_section(cv: dict | None) -> list[str]:
+    """The cross-validation table: every candidate's fold accuracies, mean and spread, the rule, the choice."""
+    if not cv:
+        return []
+    keys = [k for k in ("head", "views", "C", "weight_decay", "label_smoothing")
+            if any(k in c for c in cv["candidates"])]
+    rows = [[*(c.get(k, "") for k in keys), f"{c['mean']:.4f}", f"{c['std']:.4f}",
+             " ".join(f"{a:.3f}" for a in c["fold_accuracies"]), f"{c['seconds']:.1f}",
+             "chosen" if all(c.get(k) == v for k, v in cv["chosen"].items()) else ""] for c in cv["candidates"]]
+    return [f"<p>{_e(cv['summary'])}. Folds: {_e(cv['how'])}. Rule: {_e(cv['rule'])}.</p>",
+            _table([*keys, "CV accuracy (mean)", "std", "per fold", "seconds", ""], rows)]
+
+
 def _confusion(ev: Evaluation) -> str:
     cm = ev.confusion_matrix
     peak = max(int(cm.max()), 1)
@@ -262,7 +275,12 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                f"{net['weight_layers']} weight layers reset and retrained, the rest frozen")
         out.append(f"<p>The network was {_e(how)}: best epoch {net['best_epoch']} of {net['epochs_run']}, "
                    f"{net['train_s']:.1f} s.</p>")
-    if bb.get("selection"):
+    if bb.get("selection") and all("cv_mean" in v for v in bb["selection"].values()):
+        out.append(f"<p>Backbone chosen by cross-validation on this dataset (one-standard-error rule, fewer "
+                   f"parameters first): <b>{_e(bb['name'])}</b>.</p>")
+        out.append(_table(["backbone", "CV accuracy (mean)", "std", "folds"],
+                          [[k, f"{v['cv_mean']:.4f}", f"{v['cv_std']:.4f}", v["cv_folds"]] for k, v in bb["selection"].items()]))
+    elif bb.get("selection"):
         out.append(f"<p>Backbone chosen by validation accuracy on this dataset: <b>{_e(bb['name'])}</b>.</p>")
         out.append(_table(["backbone", "val accuracy (clips)", "val loss"],
                           [[k, f"{v['val_accuracy']:.4f}", f"{v['val_loss']:.4f}"] for k, v in bb["selection"].items()]))
@@ -305,9 +323,12 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
         out.append("</details>")
 
     out.append("<h2>Training</h2>")
-    out.append(f"<p>Best epoch {metrics['training']['best_epoch']} of {metrics['training']['epochs_run']} run "
-               f"(early stopping on validation, best epoch restored); {metrics['training']['augmented_views']} "
-               f"augmented views per training {'clip' if audio else 'image'}.</p>")
+    cv = metrics["training"].get("cv_selection")
+    how = (f"{_e(cv['refit'])}" if cv else f"best epoch {metrics['training']['best_epoch']} of "
+           f"{metrics['training']['epochs_run']} run (early stopping on validation, best epoch restored)")
+    out.append(f"<p>Head {how}; {metrics['training']['augmented_views']} "
+               f"augmented views per training {'clip' if audio else 'image'}"
+               f"{'' if metrics['val'].get('held_out', True) else '; validation is part of its training data, so the cross-validation accuracy is the held-out estimate'}.</p>")
     sel = metrics["training"].get("head_selection")
     if sel:
         out.append(f"<p>{_e(sel['summary'])}.</p>")
@@ -318,6 +339,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                               [[*(c[k] for k in keys), f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
                                 c["best_epoch"], f"{c['seconds']:.2f}"] for c in sel["candidates"]]))
             out.append("</details>")
+    out += cv_section(metrics["training"].get("cv_selection"))
     out += _fine_tune_section(metrics.get("fine_tune"))
     out.append(_line_chart("accuracy", {"train": [h["train_accuracy"] for h in hist],
                                         "val": [h["val_accuracy"] for h in hist]}, 1.0))

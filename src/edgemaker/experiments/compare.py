@@ -97,8 +97,8 @@ def _one_backbone(name: str, modality: str, splits, run_seeds: list[int], out_di
         clf = fitted.clf
         val, test = clf.evaluate(splits.val), clf.evaluate(splits.test)
         history = clf.head.history_
-        trial = next((t for t in clf.head_selection.trials if t.settings == clf.head_selection.chosen), None) \
-            if clf.head_selection else None
+        trial = next((t for t in getattr(clf.head_selection, "trials", []) if t.settings == clf.head_selection.chosen),
+                     None) if clf.head_selection else None
         runs.append({"seed": s, "val_accuracy": round(val.accuracy, 4), "test_accuracy": round(test.accuracy, 4),
                      "best_epoch": int(clf.head.best_epoch_), "epochs_run": len(history),
                      "extract_s": round(fitted.extract_s, 3), "head_train_s": round(fitted.head_s, 3),

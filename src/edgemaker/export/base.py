@@ -41,13 +41,17 @@ class FloatModel:
     classes: tuple[str, ...]
     silence_threshold_db: float | None = None  # sounds: the silence removal the head was trained with
     graph_root: Path | None = None  # where backbone graphs are cached (None: the user cache)
+    flip_average: bool = False  # images: the probabilities of the image and its mirror, averaged in the graph
 
     def with_head(self, head: LinearHead) -> FloatModel:
         return dataclasses.replace(self, coef=np.asarray(head.coef_, np.float32),
                                    intercept=np.asarray(head.intercept_, np.float32))
 
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
-        return model_metadata(self.spec, self.classes, quantization, self.silence_threshold_db, frontend)
+        meta = model_metadata(self.spec, self.classes, quantization, self.silence_threshold_db, frontend)
+        if self.flip_average and self.spec.image is not None:
+            meta["flip_average"] = "inside the graph: mean of the probabilities of the image and its horizontal mirror"
+        return meta
 
 
 def file_input(batch: np.ndarray, metadata: dict) -> np.ndarray:

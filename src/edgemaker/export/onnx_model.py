@@ -30,8 +30,10 @@ def set_metadata(model, metadata: dict) -> None:
     model.producer_version = __version__
 
 
-def stitch(backbone_onnx: Path, coef: np.ndarray, intercept: np.ndarray, metadata: dict):
-    """Append Gemm + Softmax to the backbone's (N, dim) embedding output."""
+def stitch(backbone_onnx: Path, coef: np.ndarray, intercept: np.ndarray, metadata: dict, flip_average: bool = False):
+    """Append Gemm + Softmax to the backbone's (N, dim) embedding output. `flip_average` (images): the
+    batch and its horizontal mirror run as one batch of 2N, and each image's two probability rows are
+    averaged."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -42,16 +44,39 @@ def stitch(backbone_onnx: Path, coef: np.ndarray, intercept: np.ndarray, metadat
         numpy_helper.from_array(np.ascontiguousarray(coef, np.float32), "head_weight"),
         numpy_helper.from_array(np.ascontiguousarray(intercept, np.float32), "head_bias"),
     ])
+    softmax_out = "head_both_views" if flip_average else PROBABILITIES
     graph.node.extend([
         helper.make_node("Gemm", [OUTPUT_NAME, "head_weight", "head_bias"], ["logits"], transB=1, name="head_dense"),
-        helper.make_node("Softmax", ["logits"], [PROBABILITIES], axis=-1, name="head_softmax"),
+        helper.make_node("Softmax", ["logits"], [softmax_out], axis=-1, name="head_softmax"),
     ])
+    if flip_average:
+        _flip_average(graph, n_classes)
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["batch", n_classes]))
     graph.name = "edgemaker_classifier"
     set_metadata(model, metadata)
     onnx.checker.check_model(model)
     return model
+
+
+def _flip_average(graph, n_classes: int) -> None:
+    """Input (N, H, W, C) -> concat(input, input mirrored along W) into the backbone; the head's
+    (2N, classes) softmax -> reshape (2, N, classes) -> mean over the two views."""
+    from onnx import helper, numpy_helper
+
+    source = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = ["tta_batch" if name == source else name for name in node.input]
+    graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), name) for name, v in (
+        ("tta_starts", [-1]), ("tta_ends", [-(2**62)]), ("tta_axes", [2]), ("tta_steps", [-1]),
+        ("tta_shape", [2, -1, n_classes]))])
+    graph.node.insert(0, helper.make_node("Slice", [source, "tta_starts", "tta_ends", "tta_axes", "tta_steps"],
+                                          ["tta_mirror"], name="tta_mirror"))
+    graph.node.insert(1, helper.make_node("Concat", [source, "tta_mirror"], ["tta_batch"], axis=0, name="tta_concat"))
+    graph.node.extend([
+        helper.make_node("Reshape", ["head_both_views", "tta_shape"], ["head_views"], name="head_views"),
+        helper.make_node("ReduceMean", ["head_views"], [PROBABILITIES], axes=[0], keepdims=0, name="head_flip_mean"),
+    ])
 
 
 def save_model(model, target: Path) -> Path:
@@ -217,7 +242,7 @@ class OnnxInt8Backbone:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         batch = file_input(batch, self._meta)
         out = self._session.run([self._output], {self._meta["input"]["name"]: np.ascontiguousarray(batch)})[0]
-        return out.reshape(len(batch), -1).astype(np.float32)
+        return out.reshape(-1, out.shape[-1])[: len(batch)].astype(np.float32)  # flip averaging: the unmirrored half
 
 
 class OnnxExporter(Exporter):
@@ -249,7 +274,8 @@ class OnnxExporter(Exporter):
 
     def convert(self, model: FloatModel, frontend: bool, target: Path) -> Path:
         graph = export_backbone_onnx(model.spec, model.graph_root, frontend)
-        return save_model(stitch(graph, model.coef, model.intercept, model.metadata("none", frontend)), target)
+        return save_model(stitch(graph, model.coef, model.intercept, model.metadata("none", frontend),
+                                 model.flip_average and model.spec.image is not None), target)
 
     def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
                  metadata: dict) -> Path:

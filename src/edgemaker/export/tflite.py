@@ -111,6 +111,7 @@ def torch_classifier(model: FloatModel, frontend: bool = True):
 
         def prepare(x):
             return x
+    flip = model.flip_average and spec.image is not None
     dense = torch.nn.Linear(model.coef.shape[1], model.coef.shape[0])
     with torch.no_grad():
         dense.weight.copy_(torch.from_numpy(np.asarray(model.coef, np.float32)))
@@ -122,6 +123,9 @@ def torch_classifier(model: FloatModel, frontend: bool = True):
             self.body, self.head = body, dense
 
         def forward(self, x):
+            if flip:  # the batch and its mirror (NHWC: width is dim 2) as one batch; each image's two rows averaged
+                both = torch.softmax(self.head(self.body(prepare(torch.cat([x, torch.flip(x, dims=[2])])))), dim=-1)
+                return both.reshape(2, -1, both.shape[-1]).mean(0)
             return torch.softmax(self.head(self.body(prepare(x))), dim=-1)
 
     return Classifier().eval(), example
@@ -295,11 +299,13 @@ def _converted_once(model: FloatModel, frontend: bool) -> Path:
 
     k = len(model.classes)
     path = (model.graph_root or cache_dir()) / "backbones" / (
-        f"{model.spec.cache_id}-k{k}{'' if frontend else '-nofrontend'}-litert.tflite")
+        f"{model.spec.cache_id}-k{k}{'' if frontend else '-nofrontend'}{'-flip' if model.flip_average else ''}"
+        "-litert.tflite")
     if not path.is_file():
         rng = np.random.default_rng(k)
         placeholder = FloatModel(model.spec, rng.normal(0, 0.01, model.coef.shape).astype(np.float32),
-                                 rng.normal(0, 0.01, model.intercept.shape).astype(np.float32), model.classes)
+                                 rng.normal(0, 0.01, model.intercept.shape).astype(np.float32), model.classes,
+                                 flip_average=model.flip_average)
         convert(*torch_classifier(placeholder, frontend), path)
     return path
 
@@ -356,7 +362,8 @@ class TFLiteInt8Backbone:
         rows = []
         for row in x:
             invoke_model(self._it, self._in, self._out, row[None])
-            e = self._it.get_tensor(self._embedding["index"]).reshape(-1).astype(np.float32)
+            e = self._it.get_tensor(self._embedding["index"]).astype(np.float32)
+            e = e.reshape(-1, e.shape[-1])[0]  # flip averaging: the unmirrored row
             rows.append((e - zero) * scale if scale else e)
         return np.stack(rows)
 

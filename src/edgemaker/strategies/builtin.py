@@ -20,7 +20,8 @@ class HeadStrategy:
             from ..features.ray_job import embed_run
 
             job_s = embed_run(ctx.classifier, splits, options, ctx.cache, ctx.progress)
-        clf = ctx.classifier.create(splits.train, splits.val, options, ctx.progress, ctx.cache)
+        refit = replace(options, hparams=replace(options.hparams, refit_on_val=True))  # all labelled data for the final head
+        clf = ctx.classifier.create(splits.train, splits.val, refit, ctx.progress, ctx.cache)
         if job_s:
             clf.timings["extract_s"] = clf.timings.get("extract_s", 0.0) + job_s
         return clf

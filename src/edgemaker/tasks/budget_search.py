@@ -249,8 +249,8 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             f"(predicted flash {human(closest.predicted['flash_bytes'])}, RAM {human(closest.predicted['ram_bytes'])}); "
             "raise the budget to at least that")
     progress.log(f"budget: {len(fitting)} of {len(record.candidates)} candidates fit (predicted)")
-    screen = replace(options, hparams=replace(options.hparams, **{k: v for k, v in SCREEN.items()
-                                                                  if getattr(options.hparams, k) is None}),
+    screen = replace(options, hparams=replace(options.hparams, cv_folds=0, **{k: v for k, v in SCREEN.items()  # one fit
+                                                                              if getattr(options.hparams, k) is None}),
                      augmentation=replace(options.augmentation, enabled=options.augmentation.enabled is not False))
     views = screen.augmentation.active_views
     aug = (screen.augmentation.augmentation() if cls.modality == "image" else screen.augmentation.audio_augmentation()) \

@@ -28,27 +28,31 @@ from ..export.quantization import Quantization
 from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
+from ..features.flip import FlippedBackbone
+from ..heads.cv import CVSelection, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
+from .head_choice import cv_select_head, head_for, resolved_hparams
 from .options import ClassifierOptions, augmentation_for
 
 
-def make_head(options: ClassifierOptions, settings: dict | None = None) -> SoftmaxHead:
+def make_head(options: ClassifierOptions, settings: dict | None = None):
     """The head for `options`; `settings` (from head selection) fill what the options leave open."""
-    hp = options.hparams
-    chosen = {**DEFAULTS, **hp.given(), **(settings or {})}
-    return SoftmaxHead(
-        epochs=hp.epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
-        label_smoothing=chosen["label_smoothing"], weight_decay=chosen["weight_decay"], class_weight=hp.class_weights,
-        patience=hp.patience, random_state=hp.seed,
-    )
+    return head_for(options, settings)
 
 
 def choose_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
-                 x_train: Embeddings, x_val: Embeddings) -> tuple[SoftmaxHead, HeadSelection]:
-    """Head settings chosen on the validation split (heads/selection.py); what the user set is kept."""
+                x_train: Embeddings, x_val: Embeddings, mirrored: tuple | None = None
+                 ) -> tuple[SoftmaxHead, HeadSelection | CVSelection]:
+    """Head and settings chosen by cross-validation (tasks/head_choice.py), or on the validation split
+    (heads/selection.py) when cv_folds < 2 or the data is too small for 2 folds; what the user set is kept."""
     given = {**options.augmentation.given(), **options.hparams.given()}
+    by_cv = None
+    if options.hparams.folds_for(len(train) + len(validation)) >= 2:
+        by_cv = cv_select_head(options, train, validation, x_train, x_val, given, mirrored)
+    if by_cv is not None:
+        return by_cv
     if not len(validation):  # nothing to choose on: the defaults
         given = {**DEFAULTS, **given}
     y_val = label_indices(validation, x_val) if len(validation) else None
@@ -87,7 +91,8 @@ def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embedd
 
 def resolved_options(options: ClassifierOptions, chosen: dict) -> ClassifierOptions:
     """`options` with the selected head settings written in, so later fits (the int8 head) reuse them."""
-    hp = replace(options.hparams, weight_decay=chosen["weight_decay"], label_smoothing=chosen["label_smoothing"])
+    hp = replace(resolved_hparams(options, chosen), weight_decay=chosen.get("weight_decay", DEFAULTS["weight_decay"]),
+                 label_smoothing=chosen.get("label_smoothing", DEFAULTS["label_smoothing"]))
     aug = replace(options.augmentation, enabled=chosen["views"] == "augmented" and options.augmentation.views > 0)
     return replace(options, hparams=hp, augmentation=aug)
 
@@ -115,6 +120,7 @@ class Classifier:
         self.head_selection: HeadSelection | None = None  # head settings tried on validation, and the winner
         self.fine_tune: dict = {}  # --fine-tune: depths tried, chosen K, head-only vs fine-tuned (see tasks.finetune)
         self.head_only: Classifier | None = None  # the model before fine-tuning, when it ran
+        self.flip_average = False  # images: each image's and its mirror's probabilities averaged (CV-chosen)
 
     @property
     def classes(self) -> list[str]:
@@ -123,6 +129,15 @@ class Classifier:
     @property
     def spec(self):
         return self.backbone.spec
+
+    @property
+    def out_of_fold(self) -> tuple[list[Sample], np.ndarray, list[str]] | None:
+        """(train + val samples, the chosen head's out-of-fold probabilities for each, their column
+        labels) when cross-validation chose the head, else None: what finding label errors needs."""
+        sel = self.head_selection
+        if not isinstance(sel, CVSelection):
+            return None
+        return [*self.train_samples, *self.val_samples], sel.oof_probabilities, list(sel.classes)
 
     @staticmethod
     def open_cache(options: ClassifierOptions) -> FeatureCache:
@@ -168,6 +183,7 @@ class Classifier:
         best: tuple | None = None
         scores: dict[str, dict] = {}
         tunable: tuple | None = None  # the best candidate fine-tuning supports, when it runs
+        by_cv: list[tuple] = []  # (fold mean, standard error, simplicity key, model) per backbone
         if options.fine_tune.active:  # fail before any extraction when no backbone or K can be fine-tuned
             from .finetune import check_candidates, supported
 
@@ -188,18 +204,30 @@ class Classifier:
             x_train = embed_samples(backbone, train, options.augmentation.active_views, options, cache, progress,
                              f"extract train ({name})")
             x_val = embed_samples(backbone, validation, 0, options, cache, progress, f"extract val ({name})")
+            mirrored = None
+            if (options.hparams.flip_average != "off" and spec.image is not None
+                    and options.hparams.folds_for(len(train) + len(validation)) >= 2):
+                mirror = FlippedBackbone(backbone)
+                mirrored = tuple(embed_samples(mirror, s, 0, options, cache, progress, f"extract {what} mirrored ({name})")
+                                 for s, what in ((train, "train"), (validation, "val")))
             t1 = time.perf_counter()
-            head, head_selection = choose_head(options, train, validation, x_train, x_val)
+            head, head_selection = choose_head(options, train, validation, x_train, x_val, mirrored)
             for record in head.history_:  # the winner's epochs, for live charts
                 progress.epoch(name, record)
             model = cls(backbone, head, resolved_options(options, head_selection.chosen), cache, progress)
             model.head_selection = head_selection
+            model.flip_average = bool(head_selection.chosen.get("flip_average"))
             model.network = network
             t2 = time.perf_counter()
             network_s = network.get("train_s", 0.0)  # training a trained-per-run backbone counts as training
             extract_s += t1 - t0 - network_s
             train_s += t2 - t1 + network_s
-            if len(validation):
+            if isinstance(head_selection, CVSelection):  # the chosen head's fold mean (val is not held out)
+                cv = head_selection.chosen_result
+                scores[name] = {"cv_mean": round(cv.mean, 4), "cv_std": round(cv.std, 4), "cv_folds": len(cv.accuracies)}
+                rank = (cv.mean, -float(np.mean(cv.losses)))
+                by_cv.append((cv.mean, cv.stderr, (spec.parameters or 0,), model))
+            elif len(validation):
                 ev = model._evaluate_embeddings(validation, x_val)
                 scores[name] = {"val_accuracy": round(ev.accuracy, 4), "val_loss": round(ev.loss, 4)}
                 rank = (ev.accuracy, -ev.loss)
@@ -211,6 +239,8 @@ class Classifier:
                 tunable = (rank, model)
         assert best is not None
         model = best[1]
+        if len(by_cv) > 1 and len(by_cv) == len(scores):  # backbones too: one standard error, fewer parameters first
+            model = by_cv[one_standard_error(*[[c[i] for c in by_cv] for i in range(3)])][3]
         for m in (model, tunable[1]) if tunable else (model,):
             m.timings = {"extract_s": extract_s, "train_s": train_s}
             m.train_samples, m.val_samples = list(train), list(validation)
@@ -230,15 +260,24 @@ class Classifier:
         return evaluate_predictions(self.classes, [s.label for s in samples], proba)
 
     def evaluate(self, data: Sequence[Sample]) -> Evaluation:
-        """The in-memory float model on `data`; a sample's result is the mean over its windows."""
-        return self._evaluate_embeddings(data, self.embed(data, "extract test"))
+        """The in-memory float model on `data`; a sample's result is the mean over its windows (and,
+        with flip averaging, over the image and its mirror)."""
+        emb = self.embed(data, "extract test")
+        if not self.flip_average:
+            return self._evaluate_embeddings(data, emb)
+        mirror = self._embed_with(FlippedBackbone(self.backbone), data, "extract test mirrored")
+        proba = (self.head.predict_proba(emb.vectors) + self.head.predict_proba(mirror.vectors)) / 2
+        return evaluate_predictions(self.classes, [s.label for s in data], emb.aggregate(proba))
+
+    def _embed_with(self, backbone, samples: Sequence[Sample], desc: str) -> Embeddings:
+        return embed_samples(backbone, samples, 0, self.options, self.cache, self.progress, desc)
 
     def float_model(self) -> FloatModel:
         """What export needs of this classifier: backbone spec, linear head, labels."""
         silence = self.options.silence
         return FloatModel(self.spec, self.head.coef_, self.head.intercept_, tuple(self.classes),
                           silence.threshold_db if self.modality == "audio" and silence.enabled else None,
-                          self.options.cache_dir)
+                          self.options.cache_dir, self.flip_average)
 
     def metadata(self, quantization: str = "none", frontend: bool = True) -> dict:
         return self.float_model().metadata(quantization, frontend)

@@ -105,14 +105,15 @@ def distill(cls, twin, splits, options: ClassifierOptions, progress: Progress, c
     x_train = embed_samples(backbone, train, views, student_opts, cache, progress, "extract train (student)")
     x_val = embed_samples(backbone, val, 0, student_opts, cache, progress, "extract val (student)")
     validation = (x_val.vectors, label_indices(val, x_val))
+    soft_head = replace(twin.options, hparams=replace(twin.options.hparams, head="softmax"))  # learns soft targets
     if backbone.spec.audio is not None:  # a clip has many windows: one row each, with its clip and view's targets
-        head = make_head(twin.options).fit(x_train.vectors, label_indices(train, x_train), validation=validation,
+        head = make_head(soft_head).fit(x_train.vectors, label_indices(train, x_train), validation=validation,
                                        soft_targets=soft[x_train.owner, x_train.view][:, None])
     else:
         dim = x_train.vectors.shape[1]
         X = np.zeros((len(train), 1 + views, dim), np.float32)
         X[x_train.owner, x_train.view] = x_train.vectors
-        head = make_head(twin.options).fit(X, np.array([s.label for s in train]), validation=validation,
+        head = make_head(soft_head).fit(X, np.array([s.label for s in train]), validation=validation,
                                        soft_targets=soft)
     student = copy.copy(twin)
     student.backbone, student.head, student._sessions = backbone, head, {}

@@ -87,6 +87,9 @@ class AugmentationOptions:
         return 0 if self.enabled is False else self.views
 
 
+LARGE_FOR_CV = 1000
+
+
 @dataclass(frozen=True)
 class HParams:
     epochs: int = 100
@@ -99,6 +102,20 @@ class HParams:
     class_weights: str | None = "auto"  # "auto": balanced weights when classes are imbalanced
     patience: int = 15  # early stopping on validation accuracy, best epoch restored
     seed: int = 0
+    # The head and its settings are chosen by k-fold cross-validation over train + val (tasks/head_choice.py);
+    # cv_folds None: 5, or 3 from LARGE_FOR_CV samples (a fold of 333+ samples resolves the candidates, and
+    # the search costs 3/5); below 2: chosen on the validation split. cv_group_by: a regex whose first group in a file
+    # name is a source id kept in one fold (e.g. '^(\d+-\d+)' for ESC-50 clips cut from one recording).
+    head: str | None = None  # "softmax" (trained), "probe" (logistic regression); None: chosen
+    probe_c: float | None = None  # the probe's inverse L2 strength; None: chosen
+    cv_folds: int | None = None
+    cv_group_by: str | None = None
+    # Images: average the probabilities of each image and its mirror inside the exported graph (twice the
+    # inference). "auto": only where cross-validation says it wins; it embeds every image's mirror once more.
+    flip_average: str = "off"
+    # The CV-chosen head refitted on train + val (True) or on train (False: validation stays held out for
+    # whatever compares models on it afterwards: --auto, budget search, distillation, fine-tuning).
+    refit_on_val: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -111,10 +128,36 @@ class HParams:
             raise ValueError("weight_decay must be at least 0")
         if self.class_weights not in (None, "auto", "balanced"):
             raise ValueError("class_weights must be auto, balanced or none")
+        if self.head not in (None, "softmax", "probe"):
+            raise ValueError("head must be softmax, probe or auto")
+        if self.flip_average not in ("off", "auto", "on"):
+            raise ValueError("flip averaging must be off, auto or on")
+        if self.probe_c is not None and not self.probe_c > 0:
+            raise ValueError("the probe's C must be positive")
+        if self.cv_folds is not None and not 0 <= self.cv_folds <= 20:
+            raise ValueError("cv folds must be within 0..20 (below 2: choose on the validation split)")
+        if self.cv_group_by is not None:
+            import re
+
+            try:
+                re.compile(self.cv_group_by)
+            except re.error as exc:
+                raise ValueError(f"--cv-group-by {self.cv_group_by!r} is not a regular expression ({exc})") from None
+
+    def folds_for(self, samples: int) -> int:
+        """The cross-validation folds for `samples` train + val samples (see cv_folds)."""
+        if self.cv_folds is not None:
+            return self.cv_folds
+        return 3 if samples >= LARGE_FOR_CV else 5
 
     def given(self) -> dict:
         """The head-selection settings fixed here (not None), by name."""
-        return {k: getattr(self, k) for k in ("weight_decay", "label_smoothing") if getattr(self, k) is not None}
+        given = {k: getattr(self, k) for k in ("weight_decay", "label_smoothing") if getattr(self, k) is not None}
+        if self.head is not None:
+            given["head"] = self.head
+        if self.probe_c is not None:
+            given["C"] = self.probe_c
+        return given
 
 
 @dataclass(frozen=True)

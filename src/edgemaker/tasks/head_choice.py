@@ -1,0 +1,184 @@
+"""The classifier's head: which kind (trained softmax or logistic-regression probe) and its settings,
+chosen by k-fold cross-validation over train + val on the cached embeddings (heads/cv.py).
+
+The refit: the chosen head is fitted again, the softmax head for the median of the folds' best epoch
+counts with no early stopping (the same rule on every split it is fitted on). `edgemaker train`
+refits on train + val (all the labelled data the run may learn from; HParams.refit_on_val), except
+with --fine-tune, which compares its models on the held-out validation split; everything else
+(--auto, budget search, distillation, the Python API's default) refits on train, so validation
+stays held out for what compares models on it afterwards.
+
+Validation samples are embedded clean only, so in the folds of an "augmented views" candidate they
+train on their clean rows (the training split's samples on their augmented views too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.validate import Sample
+from ..features.extract import Embeddings
+from ..heads.cv import Candidate, CVSelection, cross_validate_head, make_folds, merge
+from ..heads.probe import C_GRID, ProbeHead
+from ..heads.selection import DEFAULTS, STAGES
+from ..heads.softmax import SoftmaxHead
+from .options import LARGE_FOR_CV, ClassifierOptions
+
+
+def head_for(options: ClassifierOptions, settings: dict | None = None, epochs: int | None = None):
+    """The unfitted head for `options`; `settings` (chosen) fill what the options leave open."""
+    hp = options.hparams
+    chosen = {**DEFAULTS, **hp.given(), **(settings or {})}
+    if chosen.get("head") == "probe":
+        return ProbeHead(C=float(chosen.get("C") or hp.probe_c or 1.0), class_weight=hp.class_weights,
+                         random_state=hp.seed)
+    return SoftmaxHead(
+        epochs=epochs or hp.epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
+        label_smoothing=chosen["label_smoothing"], weight_decay=chosen["weight_decay"], class_weight=hp.class_weights,
+        patience=hp.patience, random_state=hp.seed,
+    )
+
+
+def source_groups(samples: Sequence[Sample], pattern: str | None) -> list[str]:
+    """One group per sample (a clip's windows are one sample's rows), or per source id: the first
+    group (or the whole match) of `pattern` in the file name; a name without a match is its own group."""
+    if not pattern:
+        return [f"#{i}" for i in range(len(samples))]
+    from ..data.tools.split import group_key
+
+    rx = re.compile(pattern)
+    return [key if (key := group_key(rx, Path(str(s.path)).name)) is not None else f"#{i}"
+            for i, s in enumerate(samples)]
+
+
+def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
+    return np.array([samples[i].label for i in emb.owner])
+
+
+def _memo_key(options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray, groups: list[str],
+              mirror: Embeddings | None) -> str:
+    h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, C_GRID, sorted(given.items()), options.hparams,
+                             options.fine_tune.active, "cv-1")).encode())
+    extra = (mirror.vectors, mirror.owner) if mirror is not None else ()
+    for a in (emb.vectors, emb.owner, emb.view, labels, *extra):
+        h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
+    h.update("\n".join(groups).encode())
+    return h.hexdigest()
+
+
+def _memo_path(options: ClassifierOptions, key: str) -> Path:
+    from ..paths import cache_dir
+
+    return (options.cache_dir or cache_dir()) / "cv-selection" / f"{key}.json"
+
+
+def _recall(path: Path) -> CVSelection | None:
+    try:
+        selection = CVSelection.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: cross-validate again
+    selection.reused = True
+    return selection
+
+
+def _remember(path: Path, selection: CVSelection) -> None:
+    from ..atomic import write_json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, selection.to_dict(with_oof=True))
+    except OSError:
+        pass  # a read-only cache only costs the next retrain its folds
+
+
+def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray,
+            folds, mirror: Embeddings | None) -> None:
+    """The candidates: the softmax head's settings staged as heads/selection.py does (one setting at a
+    time, the others at their best mean so far), and the probe at every C of the grid; with `mirror`,
+    each also scored with flip averaging (the same fits, so it costs no training)."""
+    tried: dict[tuple, tuple[dict, object]] = {}
+    only_flip = options.hparams.flip_average == "on"
+
+    def run(settings: dict):
+        key = tuple(sorted(settings.items()))
+        if key not in tried:
+            result = cross_validate_head(lambda: head_for(options, settings), emb, labels, folds, settings["views"],
+                                         mirror)
+            if not only_flip:
+                plain = {**settings, "flip_average": False} if mirror is not None else dict(settings)
+                selection.candidates.append(Candidate(plain, result))
+            if mirror is not None:
+                selection.candidates.append(Candidate({**settings, "flip_average": True}, result.mirrored))
+            tried[key] = (settings, result.mirrored if only_flip else result)
+        return tried[key]
+
+    head = given.get("head")
+    if head in (None, "probe"):
+        views = given.get("views", "clean")
+        c_values = [given["C"]] if "C" in given else C_GRID
+        for c in c_values:
+            run({"head": "probe", "views": views, "C": float(c)})
+    if head in (None, "softmax"):
+        settings = {"head": "softmax", **{k: v for k, v in {**DEFAULTS, **given}.items() if k in DEFAULTS}}
+        best = run(settings)
+        for name, values in STAGES:
+            if name in given:
+                continue
+            for value in values:
+                candidate = run({**best[0], name: value})
+                if candidate[1].mean > best[1].mean:
+                    best = candidate
+
+
+def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
+                   x_train: Embeddings, x_val: Embeddings, given: dict, mirrored: tuple | None = None):
+    """(the refitted head, its CVSelection), or None when the data is too small for 2 folds.
+    `mirrored`: (train, val) embeddings of the mirrored images, when flip averaging is a candidate."""
+    start = time.perf_counter()
+    samples = [*train, *validation]
+    labels = np.array([s.label for s in samples])
+    groups = source_groups(samples, options.hparams.cv_group_by)
+    emb = merge(x_train, x_val)
+    mirror = merge(*mirrored) if mirrored else None
+    k = options.hparams.folds_for(len(samples))
+    folds, how = make_folds(labels, groups, k, options.hparams.seed)
+    if options.hparams.cv_folds is None and k == 3 and folds:
+        how += f" (3 folds from {LARGE_FOR_CV} samples: each held-out fold is large enough, the search costs 3/5)"
+    if not folds:
+        return None
+    path = _memo_path(options, _memo_key(options, given, emb, labels, groups, mirror))
+    selection = _recall(path)
+    if selection is None:
+        selection = CVSelection(len(folds), how, classes=sorted(set(labels.tolist())))
+        _search(selection, options, given, emb, labels, folds, mirror)
+        selection.choose()
+    chosen = selection.chosen
+    on_val = options.hparams.refit_on_val and bool(len(validation)) and not options.fine_tune.active
+    rows = (emb if on_val else x_train)
+    if chosen.get("views") != "augmented":
+        rows = rows.clean()
+    fit_samples = samples if on_val else list(train)
+    head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
+    head.fit(rows.vectors, _labels(fit_samples, rows))
+    what = "train + val" if on_val else "train"
+    selection.refit = (f"refitted on {what}" + (f" for {selection.epochs} epochs (median of the folds' best), "
+                                                 "no early stopping" if selection.epochs else ""))
+    selection.seconds = time.perf_counter() - start
+    if not selection.reused:
+        _remember(path, selection)
+    return head, selection
+
+
+def resolved_hparams(options: ClassifierOptions, chosen: dict):
+    """The options' HParams with the chosen head kind (and the probe's C) written in."""
+    if "head" not in chosen:
+        return options.hparams
+    return replace(options.hparams, head=chosen["head"], probe_c=chosen.get("C"))
