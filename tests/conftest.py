@@ -188,27 +188,44 @@ def make_tiny_digit_folder(root: Path, per_class: int = 60, seed: int = 0) -> Pa
 # so a new test is marked without anyone remembering to.
 BROWSER_MODULES = {"test_web_e2e", "test_web_runs_e2e"}
 RAY_MODULES = {"test_ray_engine", "test_ray_job"}
-# Calls that train, extract embeddings or export a model: tens of seconds each on a laptop.
-HEAVY_CALLS = ("train_run(", ".create(", "wait_run(", "export_session(", "extract_embeddings(", "invoke(cli, [\"train\"",
-               "_train(", "search(", "fine_tune(", "distill(", "embed_run(", "subprocess.run(", "Popen(")
+# Calls that train, extract embeddings, export a model or start a process: seconds to minutes each.
+HEAVY_CALLS = ("train_run(", ".create(", "wait_run(", "export_session(", "extract_embeddings(", "\"train\"",
+               "search(", "fine_tune(", "distill(", "embed_run(", "subprocess.", "Popen(", "run_compare(", "run_curve(",
+               "embed_samples(", "fit_head(", "train_backbone(", ".export(")
 
 
-def _sources(item) -> str:
+def _sources(item, depth: int = 3) -> str:
+    """The test's source, its fixtures' and (to `depth` calls) the module-level helpers they call."""
     import inspect
+    import re
 
-    parts = []
     fixtures = getattr(item, "_fixtureinfo", None)
-    names = set(fixtures.names_closure) if fixtures else set()
     funcs = [getattr(item, "function", None)]
-    for name in names:
-        for fixdef in item.session._fixturemanager.getfixturedefs(name, item) or ():
-            funcs.append(fixdef.func)
-    for fn in funcs:
-        try:
-            parts.append(inspect.getsource(fn))
-        except (OSError, TypeError):
-            pass
+    for defs in (fixtures.name2fixturedefs.values() if fixtures else ()):
+        funcs += [d.func for d in defs]
+    seen, parts = set(), []
+    for _ in range(depth):
+        found = []
+        for fn in funcs:
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            try:
+                text = inspect.getsource(fn)
+            except (OSError, TypeError):
+                continue
+            parts.append(text)
+            scope = getattr(fn, "__globals__", {})
+            for name in set(re.findall(r"\b([A-Za-z_]\w*)\(", text)):
+                helper = scope.get(name)
+                if inspect.isfunction(helper) and getattr(helper, "__module__", "").split(".")[0] != "edgemaker":
+                    found.append(helper)
+        funcs = found
     return "\n".join(parts)
+
+
+MEASURED_SLOW = {line.strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+                 if line.strip() and not line.startswith("#")}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -221,5 +238,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
         if "shared_data(" in source:
             item.add_marker(pytest.mark.real_data)
-        if any(call in source for call in HEAVY_CALLS):
+        if any(call in source for call in HEAVY_CALLS) or item.nodeid.split("[")[0] in MEASURED_SLOW:
             item.add_marker(pytest.mark.slow)
