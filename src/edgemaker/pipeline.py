@@ -182,6 +182,7 @@ def train_run(
         t_eval = time.perf_counter() - t0
         progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
         explanations = _explain(clf, splits, test_eval, progress)
+        label_issues = _label_issues(clf, report, progress)
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +251,7 @@ def train_run(
         **({"fine_tune_s": clf.timings["fine_tune_s"]} if "fine_tune_s" in clf.timings else {}),
         "evaluate_s": t_eval,
         "gradcam_s": explanations.seconds,
+        "label_issues_s": label_issues.seconds,
         "export_s": t_export,
     }
     timings["total_s"] = time.perf_counter() - start
@@ -276,6 +278,7 @@ def train_run(
         write_text(out_dir / "frontier.svg", frontier_svg(metrics["budget_search"]))
     metrics["budget"] = {"max_flash_bytes": max_flash, "max_ram_bytes": max_ram, "problems": budget_problems}
     metrics["explanations"] = explanations.to_dict()
+    metrics["label_issues"] = label_issues.to_dict()
     write_json(out_dir / "metrics.json", metrics)
     write_report(out_dir / "report.html", metrics, splits, test_eval, explanations=explanations.overlays())
     if budget_problems:
@@ -294,6 +297,21 @@ def _explain(clf: Classifier, splits: Splits, test_eval: Evaluation, progress: P
                            total_wrong=int((test_eval.y_pred != test_eval.y_true).sum()))
     if out.items:
         progress.log(f"Grad-CAM: {len(out.items)} misclassified test images explained ({out.seconds:.1f} s)")
+    return out
+
+
+def _label_issues(clf: Classifier, report: ValidationReport, progress: Progress):
+    """Likely label errors of train + validation (evaluate/label_issues.py); never fails a run."""
+    from .evaluate.label_issues import LabelIssues, for_run
+
+    t0 = time.perf_counter()
+    try:
+        out = for_run(clf, report._rel)
+    except Exception as exc:  # noqa: BLE001 - a data hint must never cost the user the trained model
+        out = LabelIssues(skipped=f"label-issue search failed ({type(exc).__name__}: {exc})")
+    out.seconds = time.perf_counter() - t0
+    if out.issues:
+        progress.log(f"likely label errors: {len(out.issues)} of {out.samples} training files (report.html lists them)")
     return out
 
 

@@ -156,3 +156,17 @@ def summary_lines(record: dict, limit: int = 15) -> list[str]:
     if len(items) > limit:
         lines.append(f"  ... and {len(items) - limit} more (--json or --out for all)")
     return lines
+
+
+def for_run(clf, name: Callable[[object], str]) -> LabelIssues:
+    """The likely label errors of a trained classifier's training data (train + validation), on the
+    embeddings its head was fitted on (the head-only model's when it was fine-tuned: those are cached)."""
+    model = clf.head_only if getattr(clf, "head_only", None) is not None else clf
+    samples = [*model.train_samples, *model.val_samples]
+    if model.spec.weights.kind == "trained":
+        return LabelIssues(samples=len(samples), backbone=model.spec.name,
+                           skipped="its backbone was trained on these very samples, so their out-of-fold "
+                                   "probabilities would be too confident; `edgemaker data inspect --label-issues` "
+                                   "uses a pretrained one")
+    return label_issues(samples, model.embed(samples, "extract train+val (label issues)"), name, model.spec.name,
+                        seed=model.options.hparams.seed)
