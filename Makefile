@@ -68,6 +68,7 @@ browser:
 bench: install
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/probe.py --json bench-probe.json
+	$(BIN)/python bench/quality.py --json bench-quality.json
 
 clean:
-	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json bench-probe.json .pytest_cache
+	rm -rf demo-run demo-run-audio $(DEMO) bench-results.json bench-probe.json bench-quality.json bench-quality.tmp .pytest_cache

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from edgemaker.backbones import get_spec
 from edgemaker.backbones.runtime import Backbone
@@ -105,7 +106,8 @@ def run_probe(data: Path, files: list[dict], backbone: str) -> dict:
         fit = extract_embeddings(fit_samples, model, cache, 0, None, SilentProgress())
         test = extract_embeddings(test_samples, model, cache, 0, None, SilentProgress())
         y_fit = np.array([fit_samples[i].label for i in fit.owner])
-        clf, c = probe(fit.vectors, y_fit, fit.owner)
+        with threadpool_limits(1):  # small matrices: a second BLAS thread only spins (see pyproject.toml)
+            clf, c = probe(fit.vectors, y_fit, fit.owner)
         proba = test.aggregate(clf.predict_proba(test.vectors))
         predicted = np.asarray(clf.classes_)[proba.argmax(1)]
         correct = [str(p) == s.label for p, s in zip(predicted, test_samples)]
