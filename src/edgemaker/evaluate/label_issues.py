@@ -163,7 +163,9 @@ def for_run(clf, name: Callable[[object], str]) -> LabelIssues:
     embeddings its head was fitted on (the head-only model's when it was fine-tuned: those are cached)."""
     model = clf.head_only if getattr(clf, "head_only", None) is not None else clf
     samples = [*model.train_samples, *model.val_samples]
-    if model.spec.weights.kind == "trained":
+    if not samples:
+        return LabelIssues(backbone=model.spec.name, skipped="no training samples recorded with the model")
+    if getattr(model, "network", None):  # small_cnn, --base-model: weights trained by this run
         return LabelIssues(samples=len(samples), backbone=model.spec.name,
                            skipped="its backbone was trained on these very samples, so their out-of-fold "
                                    "probabilities would be too confident; `edgemaker data inspect --label-issues` "
