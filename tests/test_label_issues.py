@@ -159,6 +159,8 @@ def test_train_run_lists_planted_label_errors(tmp_path):
     listed = {x["path"]: x for x in record["issues"]}
     assert seen <= set(listed), (seen, list(listed))  # generated patterns: found, not always ranked first
     assert all(listed[p]["suggested"] == planted[p] for p in seen)
+    split_of = {f["path"]: f["split"] for f in split["files"]}
+    assert all(x["split"] == split_of[x["path"]] for x in record["issues"])
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Likely label errors in the training data" in page and all(p in page for p in seen)
     assert metrics["timings"]["label_issues_s"] > 0

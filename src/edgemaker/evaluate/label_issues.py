@@ -67,7 +67,8 @@ def out_of_fold_probabilities(vectors: np.ndarray, owner: np.ndarray, labels: Se
 
     y = np.asarray(labels, int)
     n = len(y)
-    smallest = np.bincount(y, minlength=n_classes)[np.bincount(y, minlength=n_classes) > 0].min()
+    counts = np.bincount(y, minlength=n_classes)
+    smallest = int(counts[counts > 0].min())
     k = int(min(folds, smallest))
     if k < MIN_PER_CLASS:
         raise ValueError(f"a class has {smallest} sample(s); out-of-fold probabilities need {MIN_PER_CLASS}")
@@ -119,9 +120,10 @@ def issues_table(probabilities: np.ndarray, labels: Sequence[int], classes: Sequ
 
 
 def label_issues(samples: Sequence, embeddings, name: Callable[[object], str], backbone: str | None = None,
-                 groups: Sequence | None = None, seed: int = 0) -> LabelIssues:
+                 groups: Sequence | None = None, seed: int = 0, splits: Sequence[str | None] | None = None) -> LabelIssues:
     """Likely label errors among `samples` (objects with .path, .label, .split) from their cached
-    embeddings (features.extract.Embeddings; clean views). `name(path)` writes a path for the table."""
+    embeddings (features.extract.Embeddings; clean views). `name(path)` writes a path for the table;
+    `splits` names each sample's split where .split does not (a run's own split)."""
     t0 = time.perf_counter()
     classes = sorted({s.label for s in samples})
     index = {c: i for i, c in enumerate(classes)}
@@ -137,7 +139,8 @@ def label_issues(samples: Sequence, embeddings, name: Callable[[object], str], b
         result.skipped = str(exc)
         return result
     result.oof_accuracy = round(float((proba.argmax(1) == y).mean()), 4)
-    result.issues = issues_table(proba, y, classes, [name(s.path) for s in samples], [s.split for s in samples])
+    result.issues = issues_table(proba, y, classes, [name(s.path) for s in samples],
+                                 splits if splits is not None else [s.split for s in samples])
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -171,4 +174,5 @@ def for_run(clf, name: Callable[[object], str]) -> LabelIssues:
                                    "probabilities would be too confident; `edgemaker data inspect --label-issues` "
                                    "uses a pretrained one")
     return label_issues(samples, model.embed(samples, "extract train+val (label issues)"), name, model.spec.name,
-                        seed=model.options.hparams.seed)
+                        seed=model.options.hparams.seed,
+                        splits=["train"] * len(model.train_samples) + ["val"] * len(model.val_samples))
