@@ -15,6 +15,7 @@ from .atomic import remove_stale, write_json, write_text
 from .data.splits import SplitOptions, Splits, make_splits
 from .data.validate import ValidationReport, validate_folder
 from .errors import EdgemakerError
+from .evaluate.label_issues import for_run
 from .evaluate.metrics import Evaluation, evaluate_predictions, paired_loss
 from .export.quantization import Quantization
 from .export.runtime import ExportedModel, load_exported
@@ -182,7 +183,7 @@ def train_run(
         t_eval = time.perf_counter() - t0
         progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
         explanations = _explain(clf, splits, test_eval, progress)
-        label_issues = _label_issues(clf, report, progress)
+        label_issues = for_run(clf, report._rel, progress)  # evaluate/label_issues.py; never fails a run
 
         t0 = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,21 +298,6 @@ def _explain(clf: Classifier, splits: Splits, test_eval: Evaluation, progress: P
                            total_wrong=int((test_eval.y_pred != test_eval.y_true).sum()))
     if out.items:
         progress.log(f"Grad-CAM: {len(out.items)} misclassified test images explained ({out.seconds:.1f} s)")
-    return out
-
-
-def _label_issues(clf: Classifier, report: ValidationReport, progress: Progress):
-    """Likely label errors of train + validation (evaluate/label_issues.py); never fails a run."""
-    from .evaluate.label_issues import LabelIssues, for_run
-
-    t0 = time.perf_counter()
-    try:
-        out = for_run(clf, report._rel)
-    except Exception as exc:  # noqa: BLE001 - a data hint must never cost the user the trained model
-        out = LabelIssues(skipped=f"label-issue search failed ({type(exc).__name__}: {exc})")
-    out.seconds = time.perf_counter() - t0
-    if out.issues:
-        progress.log(f"likely label errors: {len(out.issues)} of {out.samples} training files (report.html lists them)")
     return out
 
 

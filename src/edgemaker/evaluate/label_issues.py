@@ -161,10 +161,22 @@ def summary_lines(record: dict, limit: int = 15) -> list[str]:
     return lines
 
 
-def for_run(clf, name: Callable[[object], str]) -> LabelIssues:
+def for_run(clf, name: Callable[[object], str], progress=None) -> LabelIssues:
     """The likely label errors of a trained classifier's training data (train + validation), on the
-    embeddings its head was fitted on (the head-only model's when it was fine-tuned: those are cached)."""
-    model = clf.head_only if getattr(clf, "head_only", None) is not None else clf
+    embeddings its head was fitted on (the head-only model's when it was fine-tuned: those are cached).
+    Never raises: a data hint must not cost the user the trained model."""
+    t0 = time.perf_counter()
+    try:
+        out = _for_model(clf.head_only if getattr(clf, "head_only", None) is not None else clf, name)
+    except Exception as exc:  # noqa: BLE001
+        out = LabelIssues(skipped=f"label-issue search failed ({type(exc).__name__}: {exc})")
+    out.seconds = time.perf_counter() - t0
+    if out.issues and progress is not None:
+        progress.log(f"likely label errors: {len(out.issues)} of {out.samples} training files (report.html lists them)")
+    return out
+
+
+def _for_model(model, name: Callable[[object], str]) -> LabelIssues:
     samples = [*model.train_samples, *model.val_samples]
     if not samples:
         return LabelIssues(backbone=model.spec.name, skipped="no training samples recorded with the model")
