@@ -164,3 +164,22 @@ def test_train_run_lists_planted_label_errors(tmp_path):
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Likely label errors in the training data" in page and all(p in page for p in seen)
     assert metrics["timings"]["label_issues_s"] > 0
+
+
+def test_a_run_is_never_failed_by_the_search_and_trained_backbones_are_skipped():
+    from types import SimpleNamespace
+
+    from edgemaker.evaluate.label_issues import for_run
+
+    def broken_embed(samples, desc):
+        raise OSError("disk gone")
+
+    samples = [SimpleNamespace(path=f"a/{i}.png", label="ab"[i % 2], split=None) for i in range(10)]
+    model = SimpleNamespace(head_only=None, train_samples=samples[:8], val_samples=samples[8:], network={},
+                            spec=SimpleNamespace(name="efficientnet_lite0"), embed=broken_embed,
+                            options=SimpleNamespace(hparams=SimpleNamespace(seed=0)))
+    record = for_run(model, str).to_dict()
+    assert record["skipped"] == "label-issue search failed (OSError: disk gone)" and record["issues"] == []
+    model.network = {"train_s": 1.0}  # small_cnn: trained on these very samples
+    record = for_run(model, str).to_dict()
+    assert record["samples"] == 10 and "trained on these very samples" in record["skipped"]
