@@ -90,7 +90,9 @@ def run_product(data: Path, split: int, fine_tune: bool, work: Path) -> dict:
     wrong = {m["path"] for m in metrics["misclassified"]}
     return {"accuracy": metrics["test"]["accuracy"], "seconds": round(seconds, 1),
             "backbone": metrics["backbone"]["name"], "correct": [p not in wrong for p in test], "test": test,
-            "files": files, "chosen_k": (metrics.get("fine_tune") or {}).get("chosen_k")}
+            "files": files, "chosen_k": (metrics.get("fine_tune") or {}).get("chosen_k"),
+            "label_issues": {"count": (metrics.get("label_issues") or {}).get("count"),
+                             "seconds": metrics["timings"].get("label_issues_s")}}
 
 
 def run_probe(data: Path, files: list[dict], backbone: str) -> dict:
