@@ -86,8 +86,8 @@ def out_of_fold_probabilities(vectors: np.ndarray, owner: np.ndarray, labels: Se
             p[:, model.classes_] = model.predict_proba(vectors[test_rows])  # a class absent from a fold scores 0
             sums = np.zeros((n, n_classes))
             np.add.at(sums, rows_of[test_rows], p)
-            counts = np.bincount(rows_of[test_rows], minlength=n)
-            proba[test_idx] = sums[test_idx] / np.maximum(counts[test_idx], 1)[:, None]
+            windows = np.bincount(rows_of[test_rows], minlength=n)
+            proba[test_idx] = sums[test_idx] / np.maximum(windows[test_idx], 1)[:, None]
     return proba, k
 
 
