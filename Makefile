@@ -75,9 +75,10 @@ browser:
 bench: install
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/probe.py --json bench-probe.json
+	$(BIN)/python bench/quality.py --json bench-quality.json
 
 clean:
-	rm -rf demo-run demo-run-audio site bench-results.json bench-probe.json .pytest_cache
+	rm -rf demo-run demo-run-audio site bench-results.json bench-probe.json bench-quality.json bench-quality.tmp .pytest_cache
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict fails on any warning, as tests/test_docs.py does.
 docs: install

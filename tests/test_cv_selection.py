@@ -14,7 +14,7 @@ from edgemaker.data.validate import Sample
 from edgemaker.features.extract import Embeddings
 from edgemaker.heads.cv import cross_validate_head, make_folds, one_standard_error, simplicity
 from edgemaker.heads.probe import ProbeHead
-from edgemaker.tasks.classifier import _select_head
+from edgemaker.tasks.classifier import choose_head
 from edgemaker.tasks.head_choice import source_groups
 from edgemaker.tasks.options import ClassifierOptions, HParams
 
@@ -103,19 +103,19 @@ def test_cv_chooses_on_train_plus_val_and_exposes_out_of_fold_probabilities(tmp_
     x_train = Embeddings(emb.vectors[keep], emb.owner[keep], emb.view[keep], n_train)
     x_val = Embeddings(emb.vectors[~keep], emb.owner[~keep] - n_train, emb.view[~keep], len(val))
     options = ClassifierOptions(hparams=HParams(epochs=15, patience=5, cv_folds=3, refit_on_val=True), cache_dir=tmp_path)
-    head, sel = _select_head(options, train, val, x_train, x_val)
+    head, sel = choose_head(options, train, val, x_train, x_val)
     assert sel.folds == 3 and sel.oof_probabilities.shape == (len(samples), 3)
     heads = {c.settings["head"] for c in sel.candidates}
     assert heads == {"probe", "softmax"}
     assert type(head).__name__ == ("ProbeHead" if sel.chosen["head"] == "probe" else "SoftmaxHead")
     assert "train + val" in sel.refit
-    again_head, again = _select_head(options, train, val, x_train, x_val)
+    again_head, again = choose_head(options, train, val, x_train, x_val)
     assert again.reused and again.chosen == sel.chosen
     np.testing.assert_allclose(again.oof_probabilities, sel.oof_probabilities, atol=1e-4)
     np.testing.assert_allclose(again_head.coef_, head.coef_, atol=1e-6)
     # A head kind the user gave is the only kind tried; by default (the API) validation stays held out.
     given = ClassifierOptions(hparams=HParams(epochs=15, patience=5, cv_folds=3, head="softmax"), cache_dir=tmp_path)
-    head, sel = _select_head(given, train, val, x_train, x_val)
+    head, sel = choose_head(given, train, val, x_train, x_val)
     assert {c.settings["head"] for c in sel.candidates} == {"softmax"}
     assert "refitted on train for" in sel.refit and len(head.history_) == sel.epochs
 

@@ -95,14 +95,14 @@ def _views(seed: int, n_per_class: int, mirror_noise: float):
 
 @pytest.mark.parametrize("useful", [True, False])
 def test_auto_keeps_flip_averaging_only_where_cv_says_it_wins(tmp_path, useful):
-    from edgemaker.tasks.classifier import _select_head
+    from edgemaker.tasks.classifier import choose_head
     from edgemaker.tasks.options import ClassifierOptions
 
     train, x_train, m_train = _views(0, 60, 1.0 if useful else None)
     val, x_val, m_val = _views(1, 20, 1.0 if useful else None)
     options = ClassifierOptions(hparams=HParams(cv_folds=5, epochs=20, flip_average="auto", head="probe"),
                                 cache_dir=tmp_path)
-    _, sel = _select_head(options, train, val, x_train, x_val, (m_train, m_val))
+    _, sel = choose_head(options, train, val, x_train, x_val, (m_train, m_val))
     by_flip = {flip: max(c.result.mean for c in sel.candidates if c.settings["flip_average"] == flip)
                for flip in (False, True)}
     assert sel.chosen["flip_average"] is useful

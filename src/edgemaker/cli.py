@@ -365,13 +365,17 @@ _link_option = click.option("--link", is_flag=True,
               help="Classes with fewer usable files are reported as tiny.")
 @click.option("--near-bits", type=click.IntRange(min=0), default=None,
               help="Near-duplicate threshold in fingerprint bits (default: 16 of 128 for images, 10%% for sounds).")
+@click.option("--label-issues", is_flag=True,
+              help="Also list likely label errors (out-of-fold probabilities on pretrained embeddings).")
+@click.option("--backbone", default=None, help="Backbone for --label-issues (default: efficientnet_lite0 / aisfx).")
 @_task_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True)
-def data_inspect(folder: Path, out: Path | None, tiny: int, near_bits: int | None, task: str | None,
-                 as_json: bool, quiet: bool) -> None:
+def data_inspect(folder: Path, out: Path | None, tiny: int, near_bits: int | None, label_issues: bool,
+                 backbone: str | None, task: str | None, as_json: bool, quiet: bool) -> None:
     """Counts per class (and split), formats, sizes or durations, unusable files, exact and near
-    duplicates, the same content under two labels, class balance and tiny classes."""
+    duplicates, the same content under two labels, class balance and tiny classes; with
+    --label-issues, files whose label the other files contradict."""
     from .atomic import write_json, write_text
     from .data.tools.html import render
     from .data.tools.inspect import inspect_folder, summary_text
@@ -381,7 +385,10 @@ def data_inspect(folder: Path, out: Path | None, tiny: int, near_bits: int | Non
         check_out(folder, out, must_be_new=False)
         if out.exists() and not out.is_dir():
             raise EdgemakerError(f"--out {out}: is a file; give a folder for inspect.json and inspect.html")
-    result = inspect_folder(folder, task, _progress(quiet, as_json), tiny=tiny, near_bits=near_bits)
+    if backbone and not label_issues:
+        raise EdgemakerError("--backbone chooses the embeddings of --label-issues; add --label-issues")
+    result = inspect_folder(folder, task, _progress(quiet, as_json), tiny=tiny, near_bits=near_bits,
+                            label_issues=label_issues, backbone=backbone)
     text = summary_text(result)
     if out is not None:
         write_json(out / "inspect.json", result)

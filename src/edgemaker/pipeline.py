@@ -18,6 +18,7 @@ from .config import ExportOptions, RunConfig
 from .data.splits import Splits, make_splits
 from .data.validate import ValidationReport, validate_folder
 from .errors import EdgemakerError
+from .evaluate.label_issues import for_run
 from .evaluate.metrics import Evaluation
 from .export.stage import (AUDIO_ONLY, DEFAULT_FORMATS, FORMATS, check_budgets, evaluate_files, export_stage,
                            export_warnings, parse_formats)
@@ -77,6 +78,7 @@ def _run(config: RunConfig, progress: Progress) -> dict:
         t_eval = time.perf_counter() - t0
         progress.log(f"test accuracy (float model): {test_eval.accuracy:.4f}")
         explanations = _explain(clf, splits, test_eval, progress)
+        label_issues = for_run(clf, report._rel, progress)  # evaluate/label_issues.py; never fails a run
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale(out_dir)  # a killed earlier run's temporary files
         session = clf.export_session(out_dir)
@@ -90,7 +92,8 @@ def _run(config: RunConfig, progress: Progress) -> dict:
         progress.log(f"WARNING: {w}")
     timings = {"validate_s": t_validate, "extract_s": clf.timings["extract_s"], "train_s": clf.timings["train_s"],
                **({"fine_tune_s": clf.timings["fine_tune_s"]} if "fine_tune_s" in clf.timings else {}),
-               "evaluate_s": t_eval, "gradcam_s": explanations.seconds, "export_s": result.seconds,
+               "evaluate_s": t_eval, "gradcam_s": explanations.seconds,
+               "label_issues_s": label_issues.seconds, "export_s": result.seconds,
                "total_s": time.perf_counter() - start}
     timings = {k: round(v, 3) for k, v in timings.items()}
     timings["export_steps"] = dict(session.timings)
@@ -108,6 +111,7 @@ def _run(config: RunConfig, progress: Progress) -> dict:
     metrics.update({key: record.to_dict() for key, record in ctx.records.items()})
     metrics["budget"] = {"max_flash_bytes": budget.max_flash, "max_ram_bytes": budget.max_ram, "problems": problems}
     metrics["explanations"] = explanations.to_dict()
+    metrics["label_issues"] = label_issues.to_dict()
     write_json(out_dir / "metrics.json", metrics)
     from .evaluate.report import write_report
 

@@ -198,6 +198,37 @@ def _explanations_section(record: dict | None, overlays: dict[int, str], splits:
     return out + ["<div class=thumbs>" + "".join(figs) + "</div>"]
 
 
+def _label_issues_section(record: dict | None, root: str, audio: bool, max_thumbs: int) -> list[str]:
+    """Training files whose label the other training files contradict (evaluate/label_issues.py)."""
+    if not record:
+        return []
+    noun = "clips" if audio else "images"
+    out = [f"<h2>Likely label errors in the training data ({record['count']})</h2>"]
+    if record.get("skipped"):
+        return out + [f"<p class=muted>Not sought: {_e(record['skipped'])}.</p>"]
+    out.append(f"<p class=muted>Train + validation {noun} whose given label gets a low probability from models that "
+               f"never saw them ({_e(record['probabilities'])}; {_e(record['method'])}; out-of-fold accuracy "
+               f"{record['out_of_fold_accuracy']:.3f}, {record['seconds']:.1f} s). Look at them: a wrong label "
+               "teaches the model the wrong thing; `edgemaker data inspect --label-issues` lists them for any folder."
+               "</p>")
+    if not record["issues"]:
+        return out + [f"<p>None found among {record['samples']} {noun}.</p>"]
+    from ..data.sources import data_root
+
+    base = data_root(root)
+    figs = []
+    for x in record["issues"][:max_thumbs]:
+        path = base / x["path"]
+        media = _audio_figure(path) if audio else f'<img alt="{_e(x["path"])}" src="{_thumb(path)}">'
+        figs.append(f'<figure{" class=clip" if audio else ""}>{media}<figcaption>labelled <b>{_e(x["label"])}</b> '
+                    f"({x['label_probability']:.0%})<br>looks like <b>{_e(x['suggested'])}</b> "
+                    f"({x['suggested_probability']:.0%})<br><span class=muted>{_e(x['path'])}</span></figcaption></figure>")
+    out.append("<div class=thumbs>" + "".join(figs) + "</div>")
+    if len(record["issues"]) > max_thumbs:
+        out.append(f"<p class=muted>... and {len(record['issues']) - max_thumbs} more in metrics.json.</p>")
+    return out
+
+
 def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluation, max_thumbs: int = 40,
                  explanations: dict[int, str] | None = None) -> None:
     hist = metrics["training"]["history"]
@@ -367,6 +398,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
     else:
         out.append(f"<p>None: every test {noun[:-1]} was classified correctly.</p>")
     out += _explanations_section(metrics.get("explanations"), explanations or {}, splits)
+    out += _label_issues_section(metrics.get("label_issues"), data["root"], audio, max_thumbs)
     out.append("</main></body></html>")
     write_text(target, "\n".join(out))
 

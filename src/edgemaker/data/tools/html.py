@@ -75,6 +75,12 @@ def render(result: dict, text: str) -> str:
         + "".join(media(c, "copy: " + c) for c in x["copies"]) + "</div>" for x in p["exact_duplicates"]])
     if result["modality"] == "audio":
         section("Silent clips", [f'<div class="row">{media(x["path"])}</div>' for x in p["silent"]])
+    issues = result.get("label_issues")
+    if issues and not issues.get("skipped"):
+        section("Likely label errors (most suspicious first)", [
+            f'<div class="row">{media(x["path"], x["path"])}<span>labelled <b>{html.escape(x["label"])}</b> '
+            f'({x["label_probability"]:.2f}), looks like <b>{html.escape(x["suggested"])}</b> '
+            f'({x["suggested_probability"]:.2f})</span></div>' for x in issues["issues"]])
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}pre{background:#f5f5f5;padding:1em;"
              "overflow-x:auto}.row{display:flex;flex-wrap:wrap;gap:8px;align-items:center;border-bottom:1px solid #ddd;"
              "padding:6px 0}figure{margin:0;max-width:260px}figcaption{font-size:12px;word-break:break-all}"

@@ -57,8 +57,10 @@ class _Groups:
 
 
 def inspect_folder(root: Path, task: str | None = None, progress: Progress | None = None,
-                   tiny: int = TINY_CLASS, near_bits: int | None = None, workers: int | None = None) -> dict:
-    """Everything `data inspect` reports, as a JSON-ready dict (paths relative to `root`)."""
+                   tiny: int = TINY_CLASS, near_bits: int | None = None, workers: int | None = None,
+                   label_issues: bool = False, backbone: str | None = None) -> dict:
+    """Everything `data inspect` reports, as a JSON-ready dict (paths relative to `root`).
+    `label_issues`: also rank likely label errors on `backbone`'s embeddings (data/tools/label_issues.py)."""
     progress = progress or SilentProgress()
     report = load(root, task, progress)  # a folder or an fsspec URL (data/sources.py)
     r = lambda p: rel(report, p)  # noqa: E731
@@ -156,7 +158,7 @@ def inspect_folder(root: Path, task: str | None = None, progress: Progress | Non
     if report.presplit:
         per_split = {sp: {c: sum(1 for s in samples if s.label == c and s.split == sp) for c in counts}
                      for sp in SPLITS}
-    return {
+    result = {
         "root": str(report.root), "modality": modality,
         "layout": "presplit" if report.presplit else "class-folders",
         "usable": len(samples), "classes": counts, "per_split": per_split, "facts": facts,
@@ -175,6 +177,11 @@ def inspect_folder(root: Path, task: str | None = None, progress: Progress | Non
                        "fingerprint": "pHash+dHash, 128 bits" if modality == "image"
                        else f"log-mel sign bits, {SOUND_BITS} bits"},
     }
+    if label_issues:
+        from .label_issues import folder_label_issues
+
+        result["label_issues"] = folder_label_issues(report, r, backbone, progress)
+    return result
 
 
 def _split_of(report, path: Path) -> str | None:
@@ -244,4 +251,8 @@ def summary_text(result: dict, limit: int = 15) -> str:
         section("silent clips", p["silent"], lambda x: x["path"])
     if p["not_fingerprinted"]:
         section("not fingerprinted", p["not_fingerprinted"], lambda x: f"{x['path']}: {x['reason']}")
+    if "label_issues" in result:
+        from ...evaluate.label_issues import summary_lines
+
+        lines.extend(summary_lines(result["label_issues"], limit))
     return "\n".join(lines)
