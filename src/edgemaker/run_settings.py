@@ -109,7 +109,7 @@ def fine_tune_options(value, epochs: int | None):
             depth = int(text)
         else:
             depth = "auto"
-    return FineTuneOptions(depth=depth, **({"epochs": epochs} if epochs is not None else {}))
+    return FineTuneOptions(depth=depth, **({"epochs": epochs, "paired_epochs": epochs} if epochs is not None else {}))
 
 
 def engine_options(engine: str, ray_address: str | None, ray_actors: int | None):

@@ -160,16 +160,34 @@ def _fine_tune_section(ft: dict | None) -> list[str]:
     def acc(d: dict, key: str) -> str:
         return f"{d[key]:.4f}" if d.get(key) is not None else "–"
 
+    paired = ft.get("paired")
+    lost = "it did not beat it across folds" if paired else "no depth beat it on validation"
     chosen = (f"the last <b>{ft['chosen_k']}</b> of {ft['blocks']} blocks fine-tuned ({_e(ft['augmentation'])} inputs)"
-              if ft["chosen_k"] else "<b>head only</b> (no depth beat it on validation)")
+              if ft["chosen_k"] else f"<b>head only</b> ({lost})")
     out = [f"<p>Fine-tuning (requested {_e(ft['requested'])}): {chosen}; {ft['extra_s']:.1f} s extra, "
-           f"{ft['activations']['computed']} cut activations computed, {ft['activations']['reused']} reused.</p>",
-           _table(["model", "val accuracy", "test accuracy"],
-                  [["head only", acc(before, "val_accuracy"), acc(before, "test_accuracy")],
-                   ["chosen", acc(after, "val_accuracy"), acc(after, "test_accuracy")]]),
-           _table(["blocks fine-tuned", "inputs", "val accuracy", "val loss", "best epoch", "seconds"],
-                  [[c["k"], c["augmentation"], f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
-                    c.get("best_epoch", "–"), f"{c['seconds']:.1f}"] for c in ft["candidates"]])]
+           f"{ft['activations']['computed']} cut activations computed, {ft['activations']['reused']} reused.</p>"]
+    if ft.get("path"):
+        out.append(f"<p class=muted>Path: {_e(ft['path'])} — {_e(ft['path_reason'])}.</p>")
+    out.append(_table(["model", "val accuracy", "test accuracy"],
+                      [["head only", acc(before, "val_accuracy"), acc(before, "test_accuracy")],
+                       ["chosen", acc(after, "val_accuracy"), acc(after, "test_accuracy")]]))
+    if ft["candidates"]:
+        out.append(_table(["blocks fine-tuned", "inputs", "val accuracy", "val loss", "best epoch", "seconds"],
+                          [[c["k"], c["augmentation"], f"{c['val_accuracy']:.4f}", f"{c['val_loss']:.4f}",
+                            c.get("best_epoch", "–"), f"{c['seconds']:.1f}"] for c in ft["candidates"]]))
+    if paired:
+        out.append(f"<p>Paired comparison on {paired['folds']} folds of train+val ({paired['samples']} samples): "
+                   f"<b>{_e(paired['decision'])}</b> — {_e(paired['reason'])}.</p>")
+        for d in paired["depths"]:
+            rows = [[r["fold"] + 1, r["fit"], r["held_out"], f"{r['head_only']:.4f}",
+                     "not run" if r["gain"] is None else f"{r['fine_tuned']:.4f}",
+                     "–" if r["gain"] is None else f"{r['gain']:+.4f}", f"{r.get('seconds', 0.0):.1f}"]
+                    for r in d["folds"]]
+            tuned = "–" if d["mean_fine_tuned"] is None else f"{d['mean_fine_tuned']:.4f}"
+            rows.append(["mean", "", "", f"{d['mean_head_only']:.4f}", tuned,
+                         f"{d['mean_gain']:+.4f} (std {d['std_gain']:.4f}, SE {d['se_gain']:.4f})", ""])
+            out.append(f"<p class=muted>Last {d['k']} blocks: {_e(d['reason'])}.</p>")
+            out.append(_table(["fold", "fit", "held out", "head only", "fine-tuned", "gain", "seconds"], rows))
     return out
 
 

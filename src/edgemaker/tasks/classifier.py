@@ -247,9 +247,9 @@ class Classifier:
             m.selection = scores if len(scores) > 1 else {}
         progress.log(model.head_selection.summary())
         if tunable is not None:  # the head-only winner stays the model to beat, fine-tunable or not
-            from .finetune import fine_tune
+            from .finetune_paired import fine_tune_auto
 
-            model = fine_tune(tunable[1], progress, baseline=model)
+            model = fine_tune_auto(tunable[1], progress, baseline=model)
         return model
 
     def embed(self, samples: Sequence[Sample], desc: str = "extract") -> Embeddings:

@@ -72,12 +72,12 @@ def _built(spec: BackboneSpec):
     return module, (module.net if spec.image is not None else module.network.lite.net)
 
 
-def _trunk(spec: BackboneSpec):
+def trunk(spec: BackboneSpec):
     """The EfficientNet inside the registered builder's module, pretrained weights loaded, eval mode."""
     return _built(spec)[1].eval()
 
 
-def _prefix_module(spec: BackboneSpec, cut: int):
+def prefix_module(spec: BackboneSpec, cut: int):
     """The backbone up to block `cut`: from float NCHW for images, from the waveform window (front
     end and patch-as-image included) for sounds."""
     import torch
@@ -102,7 +102,7 @@ def _prefix_module(spec: BackboneSpec, cut: int):
     return Prefix().eval()
 
 
-def _tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
+def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
     import torch
 
     class Tail(torch.nn.Module):
@@ -131,7 +131,7 @@ def _tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropo
     return tail.eval()  # BatchNorm statistics frozen; dropout is switched on per training step
 
 
-def _advance(net, acts: Embeddings, start: int, stop: int, batch: int = 64) -> Embeddings:
+def advance(net, acts: Embeddings, start: int, stop: int, batch: int = 64) -> Embeddings:
     """Run frozen blocks[start:stop] over cached activation rows, once."""
     import torch
 
@@ -147,7 +147,7 @@ def _advance(net, acts: Embeddings, start: int, stop: int, batch: int = 64) -> E
     return dataclasses.replace(acts, vectors=np.concatenate(out))
 
 
-def _validate(tail, xv: Embeddings, yv: np.ndarray, batch: int = 64) -> tuple[float, float]:
+def validate(tail, xv: Embeddings, yv: np.ndarray, batch: int = 64) -> tuple[float, float]:
     """Sample-level (accuracy, log loss): a sample's probabilities are the mean over its windows."""
     import torch
 
@@ -181,7 +181,7 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
             return loss_fn(logits, torch.from_numpy(y[owners]))
         return -(targets[torch.from_numpy(owners)] * torch.log_softmax(logits, 1)).sum(1).mean()
 
-    acc, loss = _validate(tail, xv, yv)
+    acc, loss = validate(tail, xv, yv)
     best = ((acc, -loss), copy.deepcopy(tail.state_dict()), 0)
     history = [{"epoch": 0, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)}]
     waited, n_views = 0, int(x.view.max(initial=0)) + 1
@@ -196,7 +196,7 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
             opt.zero_grad()
             loss_b.backward()
             opt.step()
-        acc, loss = _validate(tail, xv, yv)
+        acc, loss = validate(tail, xv, yv)
         history.append({"epoch": epoch, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)})
         if (acc, -loss) > best[0]:
             best, waited = ((acc, -loss), copy.deepcopy(tail.state_dict()), epoch), 0
@@ -270,7 +270,7 @@ def fine_tune(clf, progress: Progress, baseline=None):
     augmentation = augmentation_for(spec, opts) if views else None
     silence = default_silence(spec, opts.silence)
     extra = "|".join(filter(None, (silence_tag(silence), f"cut{cut}")))
-    run = PrefixRunner(prefix_onnx(spec, cut, _prefix_module, opts.cache_dir), opts.threads)
+    run = PrefixRunner(prefix_onnx(spec, cut, prefix_module, opts.cache_dir), opts.threads)
     store = ActivationStore(clf.cache.path) if clf.cache is not None else None
     try:
         def tag_of(v: int) -> str:
@@ -298,19 +298,19 @@ def fine_tune(clf, progress: Progress, baseline=None):
     candidates = [{"k": 0, "augmentation": "views" if views else "clean", "val_accuracy": round(base_acc, 4),
                    "val_loss": round(base_loss, 4), "seconds": 0.0}]
     best = (rank0, 0, None, None, None)  # (rank, k, net state, fc, augmentation)
-    net = _trunk(spec)
+    net = trunk(spec)
     original = copy.deepcopy(net.state_dict())
     modes = ["clean", "views"] if views else ["clean"]
     previous = None
     for k in depths:
         net.load_state_dict(original)
         start = n_blocks - k
-        x, xv = _advance(net, a_train, cut, start), _advance(net, a_val, cut, start)
+        x, xv = advance(net, a_train, cut, start), advance(net, a_val, cut, start)
         results = []
         for mode in modes:
             net.load_state_dict(original)
             t0 = time.perf_counter()
-            tail = _tail_module(net, start, clf.head.coef_, clf.head.intercept_, hp.dropout)
+            tail = tail_module(net, start, clf.head.coef_, clf.head.intercept_, hp.dropout)
             record = train_tail(tail, x, y, xv, yv, mode == "views", ft, hp, class_weights)
             record.update(k=k, augmentation=mode, seconds=round(time.perf_counter() - t0, 2))
             rank = record.pop("rank")
@@ -339,28 +339,43 @@ def fine_tune(clf, progress: Progress, baseline=None):
         "head_only_backbone": baseline.spec.name, "head_only": {"val_accuracy": round(base_acc, 4)},
     }
     if chosen == 0:
-        baseline.head_only = baseline
-        report["fine_tuned"] = {"val_accuracy": round(base_acc, 4)}
-        report["extra_s"] = round(time.perf_counter() - start_time, 2)
-        baseline.fine_tune = report
-        baseline.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
-        progress.log(f"fine-tune: head only kept (val accuracy {base_acc:.4f} not beaten)")
-        return baseline
-
+        return keep_head_only(baseline, report, base_acc, start_time, progress)
     net.load_state_dict(best[2])
+    return fine_tuned_model(clf, baseline, net, best[3], report, best[0][0], start_time, progress)
+
+
+def keep_head_only(baseline, report: dict, base_acc: float, start_time: float, progress: Progress):
+    """The head-only model, carrying the fine-tune `report` (what was tried and why it lost)."""
+    baseline.head_only = baseline
+    report["fine_tuned"] = {"val_accuracy": round(base_acc, 4)}
+    report["extra_s"] = round(time.perf_counter() - start_time, 2)
+    baseline.fine_tune = report
+    baseline.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
+    progress.log(f"fine-tune: head only kept (val accuracy {base_acc:.4f} not beaten)")
+    return baseline
+
+
+def fine_tuned_model(clf, baseline, net, fc: tuple, report: dict, val_accuracy: float, start_time: float,
+                     progress: Progress):
+    """`clf` with `net` (its trunk, the last `report['chosen_k']` blocks trained) and head `fc` =
+    (weight, bias): the weights saved content-addressed, a new spec, the ONNX model checked on validation."""
+    opts, spec, chosen = clf.options, clf.spec, report["chosen_k"]
     path, sha = save_weights(spec, net, opts.cache_dir)
     new_spec = dataclasses.replace(spec, weights=WeightsSource("file", str(path), sha),
                                    description=f"{spec.description}; last {chosen} blocks fine-tuned")
     head = copy.copy(clf.head)
-    head.coef_, head.intercept_ = best[3][0].astype(np.float32), best[3][1].astype(np.float32)
+    head.coef_, head.intercept_ = fc[0].astype(np.float32), fc[1].astype(np.float32)
     model = type(clf)(Backbone(new_spec, opts.threads, opts.cache_dir), head, opts, clf.cache, progress)
     model.train_samples, model.val_samples, model.selection = clf.train_samples, clf.val_samples, clf.selection
     model.head_only = baseline
-    onnx_val = model.evaluate(clf.val_samples)
-    report["fine_tuned"] = {"val_accuracy": round(best[0][0], 4), "val_accuracy_onnx": round(onnx_val.accuracy, 4)}
+    onnx_val = model.evaluate(clf.val_samples) if clf.val_samples else None
+    report["fine_tuned"] = {"val_accuracy": round(val_accuracy, 4),
+                            "val_accuracy_onnx": round(onnx_val.accuracy, 4) if onnx_val else None}
     report["weights"] = str(path)
     report["extra_s"] = round(time.perf_counter() - start_time, 2)
     model.fine_tune = report
     model.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
-    progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {base_acc:.4f} -> {onnx_val.accuracy:.4f}")
+    before = report["head_only"]["val_accuracy"]
+    progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {before:.4f} -> "
+                 f"{onnx_val.accuracy if onnx_val else val_accuracy:.4f}")
     return model

@@ -174,8 +174,19 @@ class FineTuneOptions:
     patience: int = 2  # early stopping on validation accuracy, best state restored
     learning_rate: float = 2e-4
     batch_size: int = 32
+    # auto with fewer validation samples than paired_below_val: accepted only when it beats head-only
+    # across paired_folds folds of train+val (tasks/finetune_paired.py), a fixed-epoch recipe on views.
+    paired_below_val: int = 200
+    paired_folds: int = 3
+    paired_depths: tuple[int, ...] = (3,)
+    paired_epochs: int = 10
+    paired_views: int = 6
 
     def __post_init__(self) -> None:
+        if self.paired_folds < 2 or self.paired_epochs < 1 or not 0 <= self.paired_views <= 16:
+            raise ValueError("fine-tune paired_folds must be at least 2, paired_epochs at least 1, views 0..16")
+        if not self.paired_depths or min(self.paired_depths) < 1:
+            raise ValueError("fine-tune paired_depths must be positive block counts")
         if self.depth is not None and self.depth != "auto" and not (isinstance(self.depth, int) and self.depth >= 0):
             raise ValueError("fine-tune depth must be a number of blocks (0, 1, 2, ...) or 'auto'")
         if not self.candidates or min(self.candidates) < 0:
