@@ -34,7 +34,7 @@ def test_flip_averaging_is_scored_by_cv_and_the_float_model_averages(flipped):
 
 
 def _runtime_files(clf, tmp_path, runtime):
-    from edgemaker.export.base import exporter_for
+    from edgemaker.export.exporters import exporter_for
 
     exporter = exporter_for(runtime)
     model = clf.float_model()
