@@ -12,6 +12,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import WebError
+
 # Spaces a name may carry at its ends (trimmed; all are ones str.strip() removes): the Zs category.
 _WS = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
 # Never anywhere in a name: control characters (C0, DEL, C1), what file systems forbid, bidi controls
@@ -233,8 +235,6 @@ class Prediction(BaseModel):
 
 def require_multipart(request, field: str) -> None:
     """An upload is multipart/form-data (what the schema declares); anything else is 415, before reading it."""
-    from .projects import WebError
-
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "multipart/form-data":
         raise WebError(415, "unsupported_media_type", f"send the upload as multipart/form-data with the file(s) in form "
@@ -243,8 +243,6 @@ def require_multipart(request, field: str) -> None:
 
 def check_fields(form, field: str) -> None:
     """The upload's form holds only `field` (the schema's additionalProperties: false)."""
-    from .errors import WebError
-
     other = sorted(set(form.keys()) - {field})
     if other:
         raise WebError(400, "bad_upload", f"unexpected form field {other[0][:40]!r}; send the file(s) as form field {field!r}")
