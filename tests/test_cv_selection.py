@@ -140,8 +140,6 @@ def test_the_cli_records_the_cv_table_and_exports_the_probe(tmp_path):
     from click.testing import CliRunner
 
     from edgemaker.cli import cli
-    from edgemaker.export.runtime import ExportedModel
-    from edgemaker.tasks.head_choice import head_for
 
     data = make_image_folder(tmp_path / "data", per_class=10)
     out = tmp_path / "run"

@@ -303,7 +303,7 @@ def test_tflite_micro_sound_snippet_compiles(audio_run, image_run, tmp_path):
 def docs_examples() -> dict[str, str]:
     """The snippets the docs pages show, generated for a representative model (Lite0, 224 px, int8)."""
     from edgemaker.backbones import get_spec
-    from edgemaker.export.onnx_model import model_metadata
+    from edgemaker.export.metadata import model_metadata
 
     meta = model_metadata(get_spec("efficientnet_lite0"), ["cat", "dog"], "int8")
     got = {s.key: s.code for s in sn.snippets_for(meta, "model_int8.onnx", project="pets")}

@@ -137,7 +137,7 @@ def test_toy_strategy_trains_through_the_web_api(data, tmp_path, monkeypatch):
     api = Api(create_app(WebConfig(home=tmp_path / "projects")))
     assert api.post("/api/v1/projects", json={"name": "toys", "task": "image"}).status_code == 201
     for label in ("stripes", "checks", "blobs"):
-        assert api.post(f"/api/v1/projects/toys/classes", json={"name": label}).status_code == 201
+        assert api.post("/api/v1/projects/toys/classes", json={"name": label}).status_code == 201
         files = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((data / label).iterdir())]
         assert api.post(f"/api/v1/projects/toys/classes/{label}/samples", files=files).status_code == 201
     r = api.post("/api/v1/projects/toys/train", json={"options": {"strategy": "toy"}, "formats": ["onnx-fp32"]})

@@ -14,11 +14,11 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..backbones.runtime import INPUT_NAME, OUTPUT_NAME, export_backbone_onnx
-from ..backbones.spec import BackboneSpec
+from ..backbones.runtime import OUTPUT_NAME, export_backbone_onnx
 from .base import Exporter, FloatModel, file_input
-from .metadata import METADATA_KEY, PROBABILITIES, model_metadata
+from .metadata import METADATA_KEY, PROBABILITIES
 from .quantization import Quantization
+
 
 def set_metadata(model, metadata: dict) -> None:
     import onnx

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ import numpy as np
 from ..backbones.runtime import make_session
 from ..errors import EdgemakerError
 from .metadata import METADATA_KEY, PROBABILITIES
-from .model_file import ModelFile, prepare_windows
+from .model_file import ModelFile
 
 
 class ExportedModel(ModelFile):
