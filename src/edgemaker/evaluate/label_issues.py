@@ -120,13 +120,10 @@ def issues_table(probabilities: np.ndarray, labels: Sequence[int], classes: Sequ
 
 
 def label_issues(samples: Sequence, embeddings, name: Callable[[object], str], backbone: str | None = None,
-                 groups: Sequence | None = None, seed: int = 0, splits: Sequence[str | None] | None = None,
-                 out_of_fold: tuple[np.ndarray, Sequence[str], int] | None = None) -> LabelIssues:
+                 groups: Sequence | None = None, seed: int = 0, splits: Sequence[str | None] | None = None) -> LabelIssues:
     """Likely label errors among `samples` (objects with .path, .label, .split) from their cached
     embeddings (features.extract.Embeddings; clean views). `name(path)` writes a path for the table;
-    `splits` names each sample's split where .split does not (a run's own split). `out_of_fold`:
-    (probabilities, their column labels, folds) a run's own cross-validation already made; then
-    no second cross-validation runs and `embeddings` may be None."""
+    `splits` names each sample's split where .split does not (a run's own split)."""
     t0 = time.perf_counter()
     classes = sorted({s.label for s in samples})
     index = {c: i for i, c in enumerate(classes)}
@@ -135,17 +132,12 @@ def label_issues(samples: Sequence, embeddings, name: Callable[[object], str], b
     if len(classes) < 2:
         result.skipped = "fewer than two classes"
         return result
-    if out_of_fold is not None:
-        given, columns, result.folds = out_of_fold
-        proba = np.asarray(given, float)[:, [list(columns).index(c) for c in classes]]
-    else:
-        clean = embeddings.clean()
-        try:
-            proba, result.folds = out_of_fold_probabilities(clean.vectors, clean.owner, y, len(classes), groups,
-                                                            seed=seed)
-        except ValueError as exc:
-            result.skipped = str(exc)
-            return result
+    clean = embeddings.clean()
+    try:
+        proba, result.folds = out_of_fold_probabilities(clean.vectors, clean.owner, y, len(classes), groups, seed=seed)
+    except ValueError as exc:
+        result.skipped = str(exc)
+        return result
     result.oof_accuracy = round(float((proba.argmax(1) == y).mean()), 4)
     result.issues = issues_table(proba, y, classes, [name(s.path) for s in samples],
                                  splits if splits is not None else [s.split for s in samples])
@@ -193,11 +185,6 @@ def _for_model(model, name: Callable[[object], str]) -> LabelIssues:
                            skipped="its backbone was trained on these very samples, so their out-of-fold "
                                    "probabilities would be too confident; `edgemaker data inspect --label-issues` "
                                    "uses a pretrained one")
-    splits = ["train"] * len(model.train_samples) + ["val"] * len(model.val_samples)
-    cv = model.out_of_fold() if hasattr(model, "out_of_fold") else None
-    if cv is not None:  # the head's own cross-validation already predicted every sample out of fold
-        _, proba, columns = cv
-        return label_issues(samples, None, name, model.spec.name, splits=splits,
-                            out_of_fold=(proba, columns, model.head_selection.folds))
     return label_issues(samples, model.embed(samples, "extract train+val (label issues)"), name, model.spec.name,
-                        seed=model.options.hparams.seed, splits=splits)
+                        seed=model.options.hparams.seed,
+                        splits=["train"] * len(model.train_samples) + ["val"] * len(model.val_samples))
