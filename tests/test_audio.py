@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from conftest import shared_data, tree_digest
 from edgemaker import validate_folder
-from edgemaker.backbones import get_builder, get_spec
+from edgemaker.backbones import DEFAULT_AUDIO_BACKBONES, get_builder, get_spec
 from edgemaker.backbones.audio_backbones import FRONTENDS
 from edgemaker.backbones.spec import AudioInput
 from edgemaker.backbones.weights import resolve_weights
@@ -194,7 +194,7 @@ def test_audio_cli_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["task"] == "audio_classification"
-    assert set(metrics["backbone"]["selection"]) == {"aisfx", "efficientnet_lite0_mel"}
+    assert set(metrics["backbone"]["selection"]) == set(DEFAULT_AUDIO_BACKBONES)
     assert metrics["backbone"]["name"] in metrics["backbone"]["selection"]
     formats = {e["format"]: e for e in metrics["exports"]}
     assert set(formats) == {"onnx-fp32", "onnx-int8", "onnx-int8-nofrontend"}
