@@ -349,4 +349,3 @@ class MobileNetV2(nn.Module):
 
 def mobilenet_v2(in_channels: int = 3, bn: bool = True) -> MobileNetV2:
     return MobileNetV2(in_channels, bn)
-
