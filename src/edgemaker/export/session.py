@@ -34,7 +34,7 @@ class ExportSession:
             self.timings[step] = round(self.timings.get(step, 0.0) + time.perf_counter() - t0, 3)
 
     def float_file(self, exporter: Exporter, frontend: bool = True) -> Path:
-        """The float file of this runtime, converted the first time it is needed in this session."""
+        """The float file of this runtime, converted the first time this export needs it."""
         key = (exporter.runtime, frontend)
         path = self._float.get(key)
         if path is None or not path.is_file():
