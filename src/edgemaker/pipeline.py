@@ -132,8 +132,10 @@ def _check_out_dir(data_dir: Path, out_dir: Path) -> None:
 
 def _log_training(clf, progress: Progress) -> None:
     if clf.selection:
-        progress.log("backbones by validation accuracy: " + ", ".join(
-            f"{name} {v['val_accuracy']:.3f}" for name, v in clf.selection.items()) + f"; chose {clf.spec.name}")
+        by_cv = all("cv_mean" in v for v in clf.selection.values())
+        progress.log(f"backbones by {'cross-validated' if by_cv else 'validation'} accuracy: " + ", ".join(
+            f"{name} {v['cv_mean' if by_cv else 'val_accuracy']:.3f}" for name, v in clf.selection.items())
+            + f"; chose {clf.spec.name}")
     progress.log(f"trained: best epoch {clf.head.best_epoch_} of {len(clf.head.history_)} run")
 
 
