@@ -202,7 +202,8 @@ def test_audio_cli_end_to_end(tmp_path):
     assert all(0 <= e["test_accuracy"] <= 1 for e in formats.values())
     assert tree_digest(data) == before
     html = (out / "report.html").read_text()
-    assert "Sound classifier report" in html and "val accuracy (clips)" in html
+    assert "Sound classifier report" in html and "CV accuracy (mean)" in html  # the backbones' cross-validation table
+    assert all("cv_mean" in v for v in metrics["backbone"]["selection"].values())
 
     long_clip = tmp_path / "long.wav"
     sf.write(long_clip, np.concatenate([np.asarray(sf.read(p)[0], np.float32) for p in sorted(data.glob("*/*_00*.wav"))]), 16000)
