@@ -170,8 +170,10 @@ def _logmel(backbone: str) -> str:
            else f"np.log10(mel * 1e4 + 1.0) / {s.log_scale!r}")
     ret = f"    return ({log}).astype(np.float32)"
     if s.standardise:  # backbones/frontends.py standardise_patch: part of the front end, not of the model
-        ret = (f"    out = {log}\n"
-               "    centred = out - out.mean(axis=(1, 2), keepdims=True)  # each patch standardised:\n"
+        # In float32, as the product: standardising the float64 log-mel rounds differently (~4e-7),
+        # enough to move an int8 input that sits on a rounding boundary.
+        ret = (f"    out = ({log}).astype(np.float32)\n"
+               "    centred = out - out.mean(axis=(1, 2), keepdims=True)  # each patch standardised (float32):\n"
                f"    spread = np.maximum(np.abs(centred).mean(axis=(1, 2), keepdims=True) * {MAD_TO_STD!r}, {SPREAD_FLOOR!r})\n"
                "    return (centred / spread * 0.5).astype(np.float32)")
     return f'''# Log-mel front end of backbone {backbone}, as edgemaker computes it:
