@@ -31,7 +31,9 @@ SIZE = 64
 
 def _options(cache: Path, **ft) -> ClassifierOptions:
     # No label smoothing: on data the head already separates, fine-tuning then wins on validation loss.
-    return ClassifierOptions(model=ModelOptions(input_size=SIZE), hparams=HParams(label_smoothing=0.0),
+    # cv_folds=0: the head (and the use of the augmented views) chosen on the validation split, as the
+    # fine-tuned candidates are compared there; these tests rely on the views being used (2 views + clean).
+    return ClassifierOptions(model=ModelOptions(input_size=SIZE), hparams=HParams(label_smoothing=0.0, cv_folds=0),
                              threads=2, cache_dir=cache, fine_tune=FineTuneOptions(**{"epochs": 2, **ft}))
 
 
@@ -174,11 +176,11 @@ def test_options_validate_depth():
 
 # -- sounds: efficientnet_lite0_mel, activations per window, clip-level validation ----------------
 
-def _sound_options(cache: Path, **ft) -> ClassifierOptions:
+def _sound_options(cache: Path, hparams: dict | None = None, **ft) -> ClassifierOptions:
     # A head stopped after one epoch leaves room on validation that fine-tuning must win back. The
     # augmented views are used (not chosen on validation: a near tie on these tones), so both modes run.
     return ClassifierOptions(model=ModelOptions(backbone="efficientnet_lite0_mel"),
-                             hparams=HParams(epochs=1, label_smoothing=0.0, weight_decay=0.0),
+                             hparams=HParams(**{"epochs": 1, "label_smoothing": 0.0, "weight_decay": 0.0, **(hparams or {})}),
                              augmentation=AugmentationOptions(enabled=True, views=1), threads=2, cache_dir=cache,
                              fine_tune=FineTuneOptions(**{"epochs": 3, **ft}))
 
@@ -193,7 +195,9 @@ def sound_setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sound_tuned(sound_setup):
     base, splits = sound_setup
-    return _tuned(AudioClassifier, splits, _sound_options(base / "cache", depth=1), 1)
+    # cv_folds=0: the one-epoch softmax head chosen on the validation split (cross-validation would refit
+    # the head for the folds' median epoch count, or pick the probe, and leave fine-tuning nothing to win).
+    return _tuned(AudioClassifier, splits, _sound_options(base / "cache", hparams={"cv_folds": 0}, depth=1), 1)
 
 
 def _clip_windows(samples, spec) -> list[np.ndarray]:
