@@ -98,9 +98,7 @@ def test_no_fold_is_fine_tuned_when_head_only_is_right_on_every_held_out_sample(
     base, splits = setup
     calls = []
     monkeypatch.setattr(finetune_paired, "train_recipe", lambda *a, **k: calls.append(1))
-    # The softmax head chosen on the validation split (cv_folds=0): the fold head-only models are softmax
-    # heads, and on these easy patterns they are right on every held-out sample.
-    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", hparams={"cv_folds": 0}))
+    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache"))
     ft = clf.fine_tune
     (depth,) = ft["paired"]["depths"]
     assert [r["head_only"] for r in depth["folds"]] == [1.0, 1.0, 1.0]  # these patterns are easy
@@ -125,7 +123,8 @@ def test_a_recipe_that_does_not_improve_on_head_only_is_declined(setup, monkeypa
 def test_fine_tuning_that_recovers_what_frozen_features_lack_is_accepted(setup, monkeypatch):
     base, splits = setup
     _rank_one(monkeypatch)
-    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache"))
+    # The softmax head (the recipe starts from it); the probe's folded standardisation is another start.
+    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", hparams={"head": "softmax"}))
     ft = clf.fine_tune
     depth = _check_record(ft, len(splits.train) + len(splits.val), 3)
     assert depth["accepted"] and depth["mean_gain"] > depth["se_gain"] > 0

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..features.activations import ActivationStore, PrefixRunner, extract_activations, prefix_onnx
 from ..features.extract import Embeddings, cache_tag, default_silence, silence_tag
+from ..heads.probe import ProbeHead
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress
 from .finetune import (advance, block_count, check_supported, fine_tune, fine_tuned_model, keep_head_only,
@@ -174,8 +175,12 @@ def can_still_gain(gains: list[float], remaining_head_only: list[float]) -> bool
     return float(np.mean(gains + [1.0 - a for a in remaining_head_only])) > 0
 
 
-def _fold_head(hp, epochs: int, feats: np.ndarray, labels: np.ndarray) -> SoftmaxHead:
-    """Head-only as create() trains it, on fold-train rows, for the epoch count the real head stopped at."""
+def _fold_head(hp, epochs: int, feats: np.ndarray, labels: np.ndarray, like=None):
+    """Head-only as create() trains it, on fold-train rows: the probe with its chosen C where `like` (the
+    real head) is one, else the softmax head for the epoch count the real head stopped at."""
+    if isinstance(like, ProbeHead):
+        return ProbeHead(C=like.C, class_weight=like.class_weight, max_iter=like.max_iter,
+                         random_state=like.random_state).fit(feats, labels)
     return SoftmaxHead(epochs=epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
                        label_smoothing=hp.label_smoothing or 0.0, weight_decay=hp.weight_decay or 0.0,
                        class_weight=hp.class_weights, random_state=hp.seed).fit(feats, labels)
@@ -238,7 +243,7 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
         for f in range(ft.paired_folds):
             fit_idx, held_idx = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             rows = _rows(x, fit_idx, head_views)
-            head = _fold_head(hp, head_epochs, feats[rows], np.array(classes)[y[x.owner[rows]]])
+            head = _fold_head(hp, head_epochs, feats[rows], np.array(classes)[y[x.owner[rows]]], clf.head)
             held = subset(x, held_idx, 0)
             proba = held.aggregate(head.predict_proba(feats[_rows(x, held_idx, 0)]).astype(np.float64))
             heads.append((fit_idx, held_idx, held, head, float((proba.argmax(1) == y[held_idx]).mean())))
@@ -277,7 +282,8 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
         "recipe": {"epochs": epochs, "views": views, "head_lr": hp.learning_rate * HEAD_LR_SCALE,
                    "trunk_lr": hp.learning_rate * TRUNK_LR_SCALE, "weight_decay": WEIGHT_DECAY,
                    "schedule": "cosine", "batchnorm": "frozen statistics", "start": "the trained head",
-                   "head_only_epochs": head_epochs},
+                   "head_only": "probe" if isinstance(clf.head, ProbeHead) else "softmax",
+                   "head_only_epochs": None if isinstance(clf.head, ProbeHead) else head_epochs},
         "paired": {"folds": ft.paired_folds, "samples": len(samples), "depths": results,
                    "decision": "fine-tuned" if chosen else "head only", "reason": best["reason"]},
         "candidates": [],
