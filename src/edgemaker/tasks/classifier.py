@@ -292,7 +292,7 @@ class Classifier:
             validation = None
             if self.val_samples:
                 validation = Validation([s.path for s in self.val_samples], [s.label for s in self.val_samples],
-                                        self.evaluate(self.val_samples).probabilities)
+                                        self.evaluate(self.val_samples).probabilities, self._int8_check_head())
             session = ExportSession(self.float_model(), out_dir, validation,
                                     self._fit_int8_head if self.train_samples else None, self.options.threads)
             self._sessions[out_dir] = session
@@ -306,6 +306,26 @@ class Classifier:
         the variant that takes the log-mel patch (for devices with a DSP front end).
         """
         return self.export_session(out_dir).export(runtime, quantization, frontend, int8_aware_head)
+
+    def _int8_check_head(self) -> tuple | None:
+        """When the head was refitted on train + val, the int8 checks cannot judge on validation through
+        it: (coef, intercept, float probabilities on validation) of the same head fitted on train only
+        (the chosen settings and epoch count, no early stopping), without flip averaging (int8 backbones
+        embed the unmirrored image). None when validation is held out from the head."""
+        sel = self.head_selection
+        if not (isinstance(sel, CVSelection) and sel.refit.startswith("refitted on train + val")
+                and self.train_samples and self.val_samples):
+            return None
+        chosen = {k: v for k, v in sel.chosen.items() if k != "flip_average"}
+        views = self.options.augmentation.active_views if chosen.get("views") == "augmented" else 0
+        rows = self._embed(self.train_samples, views, "extract train (int8 check head)")
+        rows = rows if views else rows.clean()
+        head = head_for(self.options, chosen, sel.epochs).fit(rows.vectors, label_indices(self.train_samples, rows))
+        if [str(c) for c in head.classes_] != self.classes:
+            return None  # a class missing from train: no comparable head
+        val = self.embed(self.val_samples, "extract val (int8 check head)")
+        return (np.asarray(head.coef_, np.float32), np.asarray(head.intercept_, np.float32),
+                val.aggregate(head.predict_proba(val.vectors)))
 
     def _fit_int8_head(self, int8_backbone, digest: str) -> SoftmaxHead:
         """A head fitted, as in create(), on the embeddings of the int8 backbone inside an int8 file;
