@@ -244,6 +244,16 @@ def check_candidates(specs: list[BackboneSpec], depths: list[int]) -> None:
         check_supported(spec, depths)
 
 
+
+def head_targets(clf, *groups):
+    """(the head's classes, its class weights in that order or None, one int64 label array per sample
+    group): what a fine-tuned tail trains against, in the trained head's class order."""
+    classes = [str(c) for c in clf.head.classes_]
+    index = {c: i for i, c in enumerate(classes)}
+    cw = clf.head.class_weights_
+    class_weights = None if not cw else np.array([cw[c] for c in classes], np.float32)
+    return classes, class_weights, [np.array([index[s.label] for s in g], np.int64) for g in groups]
+
 def fine_tune(clf, progress: Progress, baseline=None):
     """-> a Classifier whose backbone has its last K blocks fine-tuned, or `baseline` (the head-only
     winner, `clf` itself by default) when K=0 wins on validation; `fine_tune` (the report) and
@@ -285,12 +295,7 @@ def fine_tune(clf, progress: Progress, baseline=None):
             store.close()
     activations_s = time.perf_counter() - start_time
 
-    classes = [str(c) for c in clf.head.classes_]
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[s.label] for s in clf.train_samples], np.int64)
-    yv = np.array([index[s.label] for s in clf.val_samples], np.int64)
-    cw = clf.head.class_weights_
-    class_weights = None if not cw else np.array([cw[c] for c in clf.head.classes_.tolist()], np.float32)
+    classes, class_weights, (y, yv) = head_targets(clf, clf.train_samples, clf.val_samples)
 
     baseline = baseline or clf
     base_acc, base_loss = head_only_score(baseline)

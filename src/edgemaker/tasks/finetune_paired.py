@@ -28,7 +28,7 @@ from ..features.extract import Embeddings, cache_tag, default_silence, silence_t
 from ..heads.probe import ProbeHead
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress
-from .finetune import (advance, block_count, check_supported, fine_tune, fine_tuned_model, keep_head_only,
+from .finetune import (advance, block_count, head_targets, check_supported, fine_tune, fine_tuned_model, keep_head_only,
                        prefix_module, tail_module, trunk)
 from .options import augmentation_for
 
@@ -220,11 +220,7 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
             store.close()
     activations_s = time.perf_counter() - t0
 
-    classes = [str(c) for c in clf.head.classes_]
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[s.label] for s in samples], np.int64)
-    cw = clf.head.class_weights_
-    class_weights = None if not cw else np.array([cw[c] for c in clf.head.classes_.tolist()], np.float32)
+    classes, class_weights, (y,) = head_targets(clf, samples)
     head_views = opts.augmentation.active_views  # the rows the head-only model trains on (resolved in create())
     head_epochs = max(int(getattr(clf.head, "best_epoch_", 0) or hp.epochs), 1)
     epochs = ft.paired_epochs
