@@ -101,21 +101,21 @@ def finetune_epoch(data: Path, n: int = 96, k: int = 3, batch: int = 32) -> dict
     from edgemaker.backbones import DEFAULT_IMAGE_BACKBONE, get_spec
     from edgemaker.data.images import load_for_model
     from edgemaker.features.activations import PrefixRunner, prefix_onnx
-    from edgemaker.tasks.finetune import _prefix_module, _tail_module, _trunk, block_count
+    from edgemaker.tasks.finetune import block_count, prefix_module, tail_module, trunk
 
     samples = validate_folder(data).samples
     samples = samples[:: max(1, len(samples) // n)][:n]
     spec = get_spec(DEFAULT_IMAGE_BACKBONE)
     cut = block_count(spec) - k
     images = np.stack([load_for_model(s.path.read_bytes(), spec.image) for s in samples])
-    acts = PrefixRunner(prefix_onnx(spec, cut, _prefix_module), None)(images)  # the one-off cached part
+    acts = PrefixRunner(prefix_onnx(spec, cut, prefix_module), None)(images)  # the one-off cached part
     labels = torch.from_numpy(np.arange(len(samples)) % 10)
-    net = _trunk(spec)
-    prefix = _prefix_module(spec, cut)
+    net = trunk(spec)
+    prefix = prefix_module(spec, cut)
     mean = torch.tensor(spec.image.mean).view(1, 3, 1, 1)
     inv_std = 1 / torch.tensor(spec.image.std).view(1, 3, 1, 1)
     rng = np.random.default_rng(0)
-    tail = _tail_module(net, cut, rng.normal(0, 0.01, (10, 1280)), np.zeros(10), 0.2)
+    tail = tail_module(net, cut, rng.normal(0, 0.01, (10, 1280)), np.zeros(10), 0.2)
     opt = torch.optim.AdamW([p for p in tail.parameters() if p.requires_grad], lr=1e-4)
 
     def epoch(cached: bool) -> float:
