@@ -194,6 +194,20 @@ HEAVY_CALLS = ("train_run(", ".create(", "wait_run(", "export_session(", "extrac
                "embed_samples(", "fit_head(", "train_backbone(", ".export(")
 
 
+SOURCES: dict[object, str | None] = {}  # a fixture or helper's source, read once for all the tests that use it
+
+
+def _source_of(fn) -> str | None:
+    import inspect
+
+    if fn not in SOURCES:
+        try:
+            SOURCES[fn] = inspect.getsource(fn)
+        except (OSError, TypeError):
+            SOURCES[fn] = None
+    return SOURCES[fn]
+
+
 def _sources(item, depth: int = 3) -> str:
     """The test's source, its fixtures' and (to `depth` calls) the module-level helpers they call."""
     import inspect
@@ -210,9 +224,8 @@ def _sources(item, depth: int = 3) -> str:
             if fn is None or fn in seen:
                 continue
             seen.add(fn)
-            try:
-                text = inspect.getsource(fn)
-            except (OSError, TypeError):
+            text = _source_of(fn)
+            if text is None:
                 continue
             parts.append(text)
             scope = getattr(fn, "__globals__", {})

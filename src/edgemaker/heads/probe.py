@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .softmax import EpochRecord, one_blas_thread
+from ..training.loop import EpochRecord
+from .softmax import one_blas_thread
 
 # Inverse L2 strength on standardised features, from strong to weak (a decade apart, as bench/probe.py).
 C_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

@@ -9,20 +9,11 @@ deployed layer is one plain matrix multiply.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..faults import point
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
+from ..training.loop import EpochRecord, train_epochs
 
 
 class SoftmaxHead:
@@ -131,12 +122,7 @@ class SoftmaxHead:
         adam = _AdamW([W, b], self.learning_rate, self.weight_decay)
         keep = 1.0 - self.dropout
 
-        self.history_: list[EpochRecord] = []
-        best_score = (-1.0, -np.inf)
-        best = (W.copy(), b.copy())
-        self.best_epoch_ = 0
-        waited = 0
-        for epoch in range(1, self.epochs + 1):
+        def train_epoch(epoch: int) -> tuple[float, float]:
             order = rng.permutation(n)
             pick = rng.integers(0, views, size=n)
             total_loss, correct = 0.0, 0
@@ -154,26 +140,26 @@ class SoftmaxHead:
                 correct += int((p.argmax(1) == y_idx[idx]).sum())
                 dz = (p - tb) * (wb / norm)[:, None]
                 adam.step([xb.T @ dz, dz.sum(0)])
-            record = EpochRecord(epoch, total_loss / n, correct / n, None, None)
-            if validation is not None:
-                pv = _softmax(Xv @ W + b)
-                record.val_loss = float(-np.log(np.clip(pv[np.arange(len(yv)), yv], 1e-12, None)).mean())
-                record.val_accuracy = float((pv.argmax(1) == yv).mean())
-                score = (record.val_accuracy, -record.val_loss)
-                if score > best_score:
-                    best_score, best, self.best_epoch_, waited = score, (W.copy(), b.copy()), epoch, 0
-                else:
-                    waited += 1
-            self.history_.append(record)
+            return total_loss / n, correct / n
+
+        def validate() -> tuple[float, float]:
+            pv = _softmax(Xv @ W + b)
+            loss = float(-np.log(np.clip(pv[np.arange(len(yv)), yv], 1e-12, None)).mean())
+            return float((pv.argmax(1) == yv).mean()), loss
+
+        def restore(state) -> None:
+            W[...], b[...] = state
+
+        def on_epoch(record: EpochRecord) -> None:
             point("epoch")
             if callback is not None:
                 callback(record)
-            if validation is not None and waited >= self.patience:
-                break
-        if validation is None:
-            best, self.best_epoch_ = (W, b), len(self.history_)
-        w = best[0].T.astype(np.float64)
-        bias = best[1].astype(np.float64)
+
+        fit = train_epochs(self.epochs, train_epoch, validate if validation is not None else None, self.patience,
+                           lambda: (W.copy(), b.copy()), restore, on_epoch)
+        self.history_, self.best_epoch_ = fit.history, fit.best_epoch
+        w = W.T.astype(np.float64)  # the best epoch's weights (restored) or, without validation, the last
+        bias = b.astype(np.float64)
         # Fold standardisation into the layer: W((x - m) / s) + b = (W / s) x + (b - W m / s).
         self.coef_ = (w / self.scale_).astype(np.float32)
         self.intercept_ = (bias - (w / self.scale_) @ self.mean_).astype(np.float32)

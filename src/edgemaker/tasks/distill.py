@@ -143,6 +143,7 @@ def _distill_small_cnn(twin, train, val, soft: np.ndarray, options: ClassifierOp
     from ..backbones import small_cnn
     from ..backbones.runtime import Backbone
     from ..backbones.spec import WeightsSource
+    from ..training.loop import descend, seeded, state_copy, torch_threads, train_epochs
     from .scratch import ImageSet, save_weights, to_tensor
 
     spec, net_info = twin.spec, twin.network
@@ -154,18 +155,15 @@ def _distill_small_cnn(twin, train, val, soft: np.ndarray, options: ClassifierOp
     views = soft.shape[1]
     stacks = [x_train.clean()] + [x_train._stack(aug, v) for v in range(1, views)]  # the teacher's views
     hp = options.hparams
-    threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads or 1)
-    try:
-        torch.manual_seed(hp.seed)
-        rng = np.random.default_rng(hp.seed)
+    with torch_threads(options.threads or 1):
+        rng = seeded(hp.seed, with_torch=True)
         net = small_cnn.make_network(image.size, net_info["width"], net_info["grayscale"])
         model = torch.nn.Sequential(net, torch.nn.Dropout(hp.dropout), torch.nn.Linear(4 * net_info["width"], len(classes)))
         opt = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=1e-4)
         xv, yv = to_tensor(x_val.clean(), image), torch.from_numpy(x_val.y)
         targets = torch.from_numpy(soft)
-        best, best_state, waited = (-1.0, -np.inf), None, 0
-        for epoch in range(1, hp.epochs + 1):
+
+        def train_epoch(epoch: int) -> None:
             model.train()
             pick = rng.integers(0, views, len(train))
             order = rng.permutation(len(train))
@@ -175,25 +173,16 @@ def _distill_small_cnn(twin, train, val, soft: np.ndarray, options: ClassifierOp
                     continue
                 xb = to_tensor(np.stack([stacks[pick[i]][i] for i in idx]), image)
                 tb = targets[torch.from_numpy(idx), torch.from_numpy(pick[idx])]
-                loss = -(tb * torch.log_softmax(model(xb), 1)).sum(1).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                descend(opt, -(tb * torch.log_softmax(model(xb), 1)).sum(1).mean())
             model.eval()
+
+        def validate() -> tuple[float, float]:
             with torch.no_grad():
                 logits = model(xv)
-            score = (float((logits.argmax(1) == yv).float().mean()), -float(torch.nn.functional.cross_entropy(logits, yv)))
-            progress.log(f"distill small_cnn epoch {epoch}: val accuracy {score[0]:.3f}")
-            if score > best:
-                best, waited = score, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= hp.patience:
-                    break
-    finally:
-        torch.set_num_threads(threads)
-    net.load_state_dict(best_state)
+            return float((logits.argmax(1) == yv).float().mean()), float(torch.nn.functional.cross_entropy(logits, yv))
+
+        train_epochs(hp.epochs, train_epoch, validate, hp.patience, lambda: state_copy(net), net.load_state_dict,
+                     lambda r: progress.log(f"distill small_cnn epoch {r.epoch}: val accuracy {r.val_accuracy:.3f}"))
     path, sha = save_weights(net.state_dict(), small_cnn.NAME, options)
     distilled = dataclasses.replace(spec, weights=WeightsSource("file", str(path), sha),
                                     description=spec.description + ", distilled")

@@ -30,6 +30,7 @@ from ..features.activations import ActivationStore, PrefixRunner, extract_activa
 from ..features.extract import Embeddings, cache_tag, default_silence, silence_tag
 from ..paths import cache_dir
 from ..progress import Progress
+from ..training.loop import descend, seeded, state_copy, train_epochs
 from .options import augmentation_for
 
 # Backbones whose builder holds an EfficientNet trunk (_blocks, _conv_head, _bn1): the image ones
@@ -168,8 +169,7 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
     classes) target probabilities (a teacher's) learnt instead of the labels."""
     import torch
 
-    torch.manual_seed(hp.seed)
-    rng = np.random.default_rng(hp.seed)
+    rng = seeded(hp.seed, with_torch=True)
     params = [p for p in tail.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=ft.learning_rate, weight_decay=hp.weight_decay)
     weight = None if class_weights is None else torch.from_numpy(class_weights.astype(np.float32))
@@ -181,32 +181,24 @@ def train_tail(tail, x: Embeddings, y: np.ndarray, xv: Embeddings, yv: np.ndarra
             return loss_fn(logits, torch.from_numpy(y[owners]))
         return -(targets[torch.from_numpy(owners)] * torch.log_softmax(logits, 1)).sum(1).mean()
 
-    acc, loss = validate(tail, xv, yv)
-    best = ((acc, -loss), copy.deepcopy(tail.state_dict()), 0)
-    history = [{"epoch": 0, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)}]
-    waited, n_views = 0, int(x.view.max(initial=0)) + 1
-    for epoch in range(1, ft.epochs + 1):
+    n_views = int(x.view.max(initial=0)) + 1
+
+    def train_epoch(epoch: int) -> None:
         tail.drop.train()
         pick = rng.integers(0, n_views, x.n_samples) if views else np.zeros(x.n_samples, int)
         order = rng.permutation(np.flatnonzero(x.view == pick[x.owner]))
         for start in range(0, len(order), ft.batch_size):
             idx = order[start : start + ft.batch_size]
             xb = torch.from_numpy(x.vectors[idx].astype(np.float32))
-            loss_b = criterion(tail(xb), x.owner[idx])
-            opt.zero_grad()
-            loss_b.backward()
-            opt.step()
-        acc, loss = validate(tail, xv, yv)
-        history.append({"epoch": epoch, "val_accuracy": round(acc, 4), "val_loss": round(loss, 4)})
-        if (acc, -loss) > best[0]:
-            best, waited = ((acc, -loss), copy.deepcopy(tail.state_dict()), epoch), 0
-        else:
-            waited += 1
-            if waited >= ft.patience:
-                break
-    tail.load_state_dict(best[1])
-    return {"val_accuracy": round(best[0][0], 4), "val_loss": round(-best[0][1], 4), "best_epoch": best[2],
-            "epochs_run": len(history) - 1, "history": history, "rank": best[0]}
+            descend(opt, criterion(tail(xb), x.owner[idx]))
+
+    fit = train_epochs(ft.epochs, train_epoch, lambda: validate(tail, xv, yv), ft.patience,
+                       lambda: state_copy(tail), tail.load_state_dict, score_start=True)
+    history = [{"epoch": r.epoch, "val_accuracy": round(r.val_accuracy, 4), "val_loss": round(r.val_loss, 4)}
+               for r in fit.history]
+    acc, neg_loss = fit.best_score
+    return {"val_accuracy": round(acc, 4), "val_loss": round(-neg_loss, 4), "best_epoch": fit.best_epoch,
+            "epochs_run": len(history) - 1, "history": history, "rank": fit.best_score}
 
 
 def save_weights(spec: BackboneSpec, net, root) -> tuple:

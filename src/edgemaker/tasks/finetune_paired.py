@@ -28,6 +28,7 @@ from ..features.extract import Embeddings, cache_tag, default_silence, silence_t
 from ..heads.probe import ProbeHead
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress
+from ..training.loop import descend, seeded, train_epochs
 from .finetune import (advance, block_count, head_targets, check_supported, fine_tune, fine_tuned_model, keep_head_only,
                        prefix_module, tail_module, trunk)
 from .options import augmentation_for
@@ -113,8 +114,7 @@ def train_recipe(tail, x: Embeddings, y: np.ndarray, epochs: int, hp, class_weig
     eval mode. -> seconds per trained row."""
     import torch
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    rng = seeded(seed, with_torch=True)
     head = list(tail.fc.parameters())
     body = [p for n, p in tail.named_parameters() if not n.startswith("fc.")]
     lr = hp.learning_rate
@@ -128,18 +128,18 @@ def train_recipe(tail, x: Embeddings, y: np.ndarray, epochs: int, hp, class_weig
     t0, rows = time.perf_counter(), 0
     tail.eval()
     tail.drop.train()
-    for _ in range(epochs):
+
+    def train_epoch(epoch: int) -> None:
+        nonlocal rows
         pick = rng.integers(0, n_views, x.n_samples)
         order = rng.permutation(np.flatnonzero(x.view == pick[x.owner]))
         for start in range(0, len(order), hp.batch_size):
             idx = order[start : start + hp.batch_size]
             logits = tail(torch.from_numpy(x.vectors[idx].astype(np.float32)))
-            loss = loss_fn(logits, torch.from_numpy(y[x.owner[idx]]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            descend(opt, loss_fn(logits, torch.from_numpy(y[x.owner[idx]])), sched)
             rows += len(idx)
+
+    train_epochs(epochs, train_epoch)  # fixed epochs: the folds judge the recipe, no early stopping
     tail.eval()
     return (time.perf_counter() - t0) / max(rows, 1)
 

@@ -23,8 +23,9 @@ import numpy as np
 from ..backbones.spec import BackboneSpec, WeightsSource
 from ..data.validate import Sample
 from ..errors import DataError, EdgemakerError
-from ..heads.softmax import EpochRecord, SoftmaxHead
+from ..heads.softmax import SoftmaxHead
 from ..progress import Progress
+from ..training.loop import EpochRecord, descend, seeded, state_copy, torch_threads, train_epochs
 from .options import ClassifierOptions
 
 MIXUP_ALPHA = 0.2  # Beta(a, a) mixing weights: mostly near 0 or 1, a mild regulariser
@@ -113,14 +114,8 @@ def fit_mel_network(width: int, train: MelWindows, val: MelWindows, options: Cla
                     tag: str, soft: np.ndarray | None = None) -> tuple[object, list[EpochRecord]]:
     """A fresh small_cnn_mel trained on `train` (targets: smoothed labels, or `soft` (clips, views,
     classes) probabilities for distillation); returns (its feature network, the epochs)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(options.threads or 1)  # small network: one thread is fastest (see scratch.py)
-    try:
+    with torch_threads(options.threads or 1):  # small network: one thread is fastest (see scratch.py)
         return _fit(width, train, val, options, progress, tag, soft)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit(width, train, val, options, progress, tag, soft):
@@ -131,8 +126,7 @@ def _fit(width, train, val, options, progress, tag, soft):
 
     hp = options.hparams
     settings = {**DEFAULTS, **hp.given()}
-    torch.manual_seed(hp.seed)
-    rng = np.random.default_rng(hp.seed)
+    rng = seeded(hp.seed, with_torch=True)
     k = train.n_classes
     net = small_cnn_mel.make_network(width)
     model = torch.nn.Sequential(net, torch.nn.Dropout(hp.dropout), torch.nn.Linear(4 * width, k))
@@ -145,9 +139,8 @@ def _fit(width, train, val, options, progress, tag, soft):
     targets = torch.from_numpy(np.asarray(soft, np.float32))
     weights = SoftmaxHead(class_weight=hp.class_weights)._sample_weights(train.y, k)  # per clip, the head's rule
     clip_w = torch.from_numpy(np.ones(len(train), np.float32) if weights is None else weights[train.y])
-    history: list[EpochRecord] = []
-    best_score, best_state, waited = (-1.0, -np.inf), None, 0
-    for epoch in range(1, hp.epochs + 1):
+
+    def train_epoch(epoch: int) -> tuple[float, float]:
         model.train()
         x, owner, view = train.epoch_rows(rng)
         order = rng.permutation(len(x))
@@ -164,30 +157,17 @@ def _fit(width, train, val, options, progress, tag, soft):
             logits = model(lam * xb + (1 - lam) * xb[mate])
             per = -((lam * tb + (1 - lam) * tb[mate]) * torch.log_softmax(logits, 1)).sum(1)
             loss = (per * wb).sum() / wb.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            descend(opt, loss)
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == tb.argmax(1)).sum())
             seen += len(idx)
         model.eval()
-        record = EpochRecord(epoch, total / max(seen, 1), correct / max(seen, 1), None, None)
-        if len(val):
-            record.val_accuracy, record.val_loss = clip_scores(model, val)
-            score = (record.val_accuracy, -record.val_loss)
-            if score > best_score:
-                best_score, waited = score, 0
-                best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
-            else:
-                waited += 1
-        history.append(record)
-        progress.epoch(tag, record)
-        if len(val) and waited >= hp.patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        return total / max(seen, 1), correct / max(seen, 1)
+
+    fit = train_epochs(hp.epochs, train_epoch, (lambda: clip_scores(model, val)) if len(val) else None, hp.patience,
+                       lambda: state_copy(model), model.load_state_dict, lambda r: progress.epoch(tag, r))
     model.eval()
-    return net, history
+    return net, fit.history
 
 
 def window_sets(spec: BackboneSpec, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
