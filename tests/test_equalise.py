@@ -70,3 +70,26 @@ def test_relu6_blocks_are_left_alone():
     assert scalable_pairs(layers) == [] and equalise_weights(layers) == 0
     assert all(torch.equal(a, layer.conv.weight) for a, layer in zip(before, layers))
     assert len(scalable_pairs(conv_sequence(tfnet.with_relu(net)))) == len(layers) - 1
+
+
+def test_equalising_into_the_head_keeps_the_classifier_and_evens_the_head(net_and_patches):
+    from edgemaker.backbones.equalise import equalise_into_head, pooled_trunk
+
+    _, patches, _ = net_and_patches
+    body = yamnet.embedding(resolve_weights(get_spec("yamnet").weights))
+    head = torch.nn.Linear(1024, 5)
+    with torch.no_grad():  # a head with standardisation folded in: column ranges 10,000x apart
+        head.weight.mul_(10 ** torch.linspace(-2, 2, 1024)[torch.randperm(1024, generator=torch.Generator().manual_seed(0))])
+        mel = patches[:, 0]
+        embedding, logits = body(mel), head(body(mel))
+    columns = head.weight.detach().abs().amax(dim=0)
+    s = equalise_into_head(body, head)
+    assert s is not None
+    with torch.no_grad():
+        assert relative_error(head(body(mel)), logits) < 1e-4
+        assert relative_error(body(mel) * s, embedding) < 1e-4  # the pooled embedding, divided by s
+    spread = lambda c: float(c.max() / c.median())  # noqa: E731
+    assert spread(head.weight.detach().abs().amax(dim=0)) < spread(columns) / 10
+    # ReLU6 trunks, and bodies that do not say they mean-pool into the head, are left alone
+    relu6 = tfnet.mobilenet_v1(0.25, in_channels=1, bn=False)
+    assert pooled_trunk(relu6) is None and pooled_trunk(tfnet.pooled(tfnet.with_relu(relu6))) is None

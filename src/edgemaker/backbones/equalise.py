@@ -126,3 +126,35 @@ def equalise_activations(layers: Sequence[ConvBlock], ranges: Sequence[torch.Ten
         s = torch.where(alive, (s / top).clamp(min=1.0 / MAX_GAIN), torch.ones_like(s))
         rescale(layers[i], layers[i + 1], s)
     return len(pairs)
+
+
+def pooled_trunk(body: nn.Module) -> MobileNetV1 | None:
+    """The plain-ReLU trunk whose output `body` mean-pools into the classifier's head (a module that
+    says so with `pools_into_head`, as yamnet's embedding does), or None."""
+    for module in body.modules():
+        net = getattr(module, "net", None)
+        if getattr(module, "pools_into_head", False) and isinstance(net, MobileNetV1):
+            return net if can_scale_output(conv_sequence(net)[-1]) else None
+    return None
+
+
+def equalise_into_head(body: nn.Module, head: nn.Linear) -> torch.Tensor | None:
+    """The data-free rule across the trunk's last convolution and the linear head after its mean
+    pooling (both linear in each channel, so the classifier's float function is unchanged; the
+    pooled embedding is rescaled). Why: a head fitted on standardised embeddings has the
+    standardisation folded into its weights, so a channel with a small spread gets a large weight
+    (YAMNet on ESC-10: the largest head column 10,000x the median one); an int8 head has one weight
+    scale per class row, and the other columns round to zero. Returns s (the pooled embedding is now
+    the original one divided by s), or None when the body has no such trunk."""
+    net = pooled_trunk(body)
+    if net is None:
+        return None
+    last = conv_sequence(net)[-1]
+    r1, r2 = output_ranges(last), head.weight.detach().abs().amax(dim=0)
+    ok = (r1 > 0) & (r2 > 0)
+    s = torch.where(ok, torch.sqrt(r1 / r2.clamp(min=1e-30)), torch.ones_like(r1))
+    with torch.no_grad():
+        last.conv.weight.div_(s.view(-1, 1, 1, 1))
+        last.conv.bias.div_(s)
+        head.weight.mul_(s.view(1, -1))
+    return s
