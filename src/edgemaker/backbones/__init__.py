@@ -15,8 +15,8 @@ from . import mobilenet_v2  # noqa: E402,F401
 
 DEFAULT_IMAGE_BACKBONE = "efficientnet_lite0"
 # Audio: each is extracted and the head is fitted on each; cross-validation picks one per dataset.
-# yamnet's full-int8 TFLite file agrees with its float model (esc10-dev9 test: 98.6% of clips, 0.958 vs
-# 0.972; tests/test_yamnet_int8.py), so it is a candidate like the others.
+# yamnet's full-int8 TFLite file agrees with its float model (its head equalised into the trunk,
+# backbones/equalise.py; esc10-dev9 test: 0.958-0.986 vs 0.972 in float), so it is a candidate like the others.
 DEFAULT_AUDIO_BACKBONES = ("aisfx", "efficientnet_lite0_mel", "yamnet")
 
 __all__ = [
