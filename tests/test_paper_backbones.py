@@ -61,10 +61,10 @@ def test_yamnet_hears_speech_in_googles_test_clip(excerpt_window):
     assert gap <= float(stored["excerpt_scores_max_abs_error"]) + 1e-3
 
 
-def test_yamnet_and_mobilenet_v2_are_registered_and_offered_by_auto():
+def test_yamnet_and_mobilenet_v2_are_registered_and_yamnet_is_a_default_sound_candidate():
     from edgemaker.tasks.auto import AUDIO_CANDIDATES, IMAGE_CANDIDATES
 
-    assert "yamnet" in {name for name, _ in AUDIO_CANDIDATES} and "yamnet" not in DEFAULT_AUDIO_BACKBONES
+    assert "yamnet" in {name for name, _ in AUDIO_CANDIDATES} and "yamnet" in DEFAULT_AUDIO_BACKBONES
     assert "mobilenet_v2" in {name for name, _ in IMAGE_CANDIDATES}
     names = {s.name for s in list_backbones("audio")}
     assert {"yamnet", "aisfx", "efficientnet_lite0_mel"} <= names

@@ -38,6 +38,8 @@ def embedding(weights: Path | None = None):
     net = network(weights)
 
     class Embedding(torch.nn.Module):
+        pools_into_head = True  # backbones/equalise.py: the head after the mean may be equalised with `net`
+
         def __init__(self) -> None:
             super().__init__()
             self.net = net

@@ -117,7 +117,15 @@ def torch_classifier(model: FloatModel, frontend: bool = True):
         dense.weight.copy_(torch.from_numpy(np.asarray(model.coef, np.float32)))
         dense.bias.copy_(torch.from_numpy(np.asarray(model.intercept, np.float32)))
 
+    from ..backbones.equalise import equalise_into_head
+
+    # A plain-ReLU trunk (YAMNet) shares its range with the head: the int8 head keeps every column. The
+    # head's input is then the embedding divided by `embedding_scale`, and the trunk fits this head only.
+    scale = equalise_into_head(body, dense)
+
     class Classifier(torch.nn.Module):
+        embedding_scale = None if scale is None else [float(v) for v in scale]
+
         def __init__(self) -> None:
             super().__init__()
             self.body, self.head = body, dense
@@ -255,15 +263,16 @@ class TFLiteExporter(Exporter):
         """The converter takes seconds to tens of seconds; its output differs between runs of one
         backbone only in the head's weights. So each (backbone, class count, input) is converted once,
         with a placeholder head, into the cache, and every run patches its own head into a copy."""
-        if not _patch_head(_converted_once(model, frontend), target, model):
-            convert(*torch_classifier(model, frontend), target)
-        _finish(target, model.metadata("none", frontend))
+        module, example = torch_classifier(model, frontend)
+        if module.embedding_scale is not None or not _patch_head(_converted_once(model, frontend), target, model):
+            convert(module, example, target)
+        _finish(target, with_embedding_scale(model.metadata("none", frontend), module.embedding_scale))
         return target
 
     def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
                  metadata: dict) -> Path:
         quantize(source, target, quantization, calibration)
-        _finish(target, metadata)
+        _finish(target, with_embedding_scale(metadata, (read_metadata(source) or {}).get("embedding_scale")))
         return target
 
     def int8_backbone(self, int8_file: Path, metadata: dict, threads: int | None) -> TFLiteInt8Backbone:
@@ -276,8 +285,10 @@ class TFLiteExporter(Exporter):
         (same shapes, same bytes elsewhere), else the classifier is converted again."""
         source = target.with_name(f".{target.stem}-source.tflite")
         try:
-            if not _patch_head(float_file, source, model):
-                convert(*torch_classifier(model, frontend), source)
+            module, example = torch_classifier(model, frontend)
+            if module.embedding_scale is not None or not _patch_head(float_file, source, model):
+                convert(module, example, source)
+                embed_metadata(source, with_embedding_scale(metadata, module.embedding_scale))
             return self.quantize(source, target, quantization, calibration, metadata)
         finally:
             self.remove(source)
@@ -291,6 +302,11 @@ class TFLiteExporter(Exporter):
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".json").unlink(missing_ok=True)
+
+
+def with_embedding_scale(metadata: dict, scale: list[float] | None) -> dict:
+    """The metadata, with the per-channel factor the head's input was divided by (when it was)."""
+    return metadata if scale is None else {**metadata, "embedding_scale": scale}
 
 
 def _converted_once(model: FloatModel, frontend: bool) -> Path:
@@ -355,6 +371,9 @@ class TFLiteInt8Backbone:
         self._out = self._it.get_output_details()[0]
         embedding = int(_head_op(self._it)["inputs"][0])
         self._embedding = next(t for t in self._it.get_tensor_details() if t["index"] == embedding)
+        # the head's input back in the float backbone's units (a head equalised into its trunk reads it rescaled)
+        scale = (read_metadata(path) or {}).get("embedding_scale")
+        self._rescale = None if scale is None else np.asarray(scale, np.float32)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         x = file_input(batch, self._meta).astype(np.float32)
@@ -365,7 +384,7 @@ class TFLiteInt8Backbone:
             e = self._it.get_tensor(self._embedding["index"]).astype(np.float32)
             e = e.reshape(-1, e.shape[-1])[0]  # flip averaging: the unmirrored row
             rows.append((e - zero) * scale if scale else e)
-        return np.stack(rows)
+        return np.stack(rows) if self._rescale is None else np.stack(rows) * self._rescale
 
 
 def _finish(path: Path, metadata: dict) -> None:
