@@ -21,11 +21,21 @@ from ..progress import Progress
 FILE = "model_int8.tflite"
 
 
+def export_code_id(root: Path | None = None) -> str:
+    """A digest of the code that builds int8 files (export/ and backbones/): a stored file made by other
+    code is not reused, even while the package version stays the same."""
+    root = root or Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*(root / "export").glob("*.py"), *(root / "backbones").glob("*.py")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _key(clf, splits: Splits, quantization) -> str:
     from .. import __version__
 
     h = hashlib.sha256()
-    for part in (clf.spec.cache_id, __version__, repr(quantization.max_samples), repr(quantization.ranges),
+    for part in (clf.spec.cache_id, __version__, export_code_id(), repr(quantization.max_samples), repr(quantization.ranges),
                  "\n".join(clf.classes), repr(clf.options.silence)):
         h.update(part.encode() + b"\0")
     for arr in (clf.head.coef_, clf.head.intercept_):
