@@ -7,7 +7,8 @@ efficientnet_lite0_mel and aisfx cut after each block, backbones/sound_trunks.py
 its graph before any training (backbones/footprint.py); those over budget are not trained. For each
 input size with a fitting depth, one pass through the whole network embeds every depth at once
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
-from scratch (only the largest fitting width: it costs epochs of training). The winner is the best
+from scratch after them (only the largest fitting width: it costs epochs of training), and for images
+only when the screened leader leaves it a chance, with capped epochs (tasks/scratch_gate.py). The winner is the best
 validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
 test split is never looked at. With --fine-tune, the best fitting truncated image candidate then gets
 its last blocks fine-tuned (tasks/budget_finetune.py), kept only when validation improves (off by
@@ -56,6 +57,7 @@ class Candidate:
     val_accuracy: float | None = None
     val_loss: float | None = None
     seconds: float | None = None
+    note: str = ""  # why it was not trained, or trained only in part (tasks/scratch_gate.py)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "input_size": self.size, "width": self.width,
@@ -63,7 +65,7 @@ class Candidate:
                 "predicted": self.predicted, "fits": self.fits,
                 "val_accuracy": None if self.val_accuracy is None else round(self.val_accuracy, 4),
                 "val_loss": None if self.val_loss is None else round(self.val_loss, 4),
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+                "seconds": None if self.seconds is None else round(self.seconds, 2), "note": self.note}
 
 
 @dataclass
@@ -281,14 +283,10 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             if c.fits and (best is None or rank(c) > rank(best[0])):
                 best = (c, None)
     small = [c for c in fitting if c.width is not None]
-    if small:  # from scratch costs epochs: only the largest fitting width
+    if small:  # from scratch costs epochs: only the largest fitting width, gated for images (scratch_gate.py)
         c = max(small, key=lambda c: (c.predicted["flash_bytes"], c.size))
-        t1 = time.perf_counter()
-        opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
-        clf = cls.create(train, validation, opts, progress, cache)
-        _score(c, clf, validation, time.perf_counter() - t1)
-        progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
-        if best is None or rank(c) > rank(best[0]):
+        clf = _from_scratch(cls, c, best[0] if best else None, train, validation, options, progress, cache)
+        if clf is not None and (best is None or rank(c) > rank(best[0])):
             best = (c, clf)
     assert best is not None
     winner = best[0]
@@ -354,6 +352,36 @@ def _screen(spec, train, validation, options: ClassifierOptions, cache, progress
     ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
                               x_val.aggregate(head.predict_proba(x_val.vectors)))
     return ev.accuracy, ev.loss
+
+
+def _from_scratch(cls, c: Candidate, leader: Candidate | None, train, validation, options: ClassifierOptions,
+                  progress: Progress, cache):
+    """The from-scratch candidate trained (its Classifier), or None with c.note saying why not:
+    images follow tasks/scratch_gate.py (skipped, capped, given up against the screened leader)."""
+    from . import scratch_gate
+
+    t1 = time.perf_counter()
+    opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
+    watch = progress
+    if cls.modality == "image":
+        lead_name, lead_acc = (leader.name, leader.val_accuracy) if leader else (None, None)
+        c.note = scratch_gate.skip_reason(lead_name, lead_acc) or ""
+        if c.note:
+            progress.log(f"budget: {c.name} {c.note}")
+            return None
+        opts = scratch_gate.capped(opts)
+        c.note = f"trained from scratch for at most {opts.hparams.epochs} epochs"
+        watch = scratch_gate.Watch(progress, c.backbone, lead_acc)
+    try:
+        clf = cls.create(train, validation, opts, watch, cache)
+    except scratch_gate.GaveUp as stop:
+        assert leader is not None and leader.val_accuracy is not None
+        c.note, c.seconds = scratch_gate.gave_up_note(stop, leader.name, leader.val_accuracy), time.perf_counter() - t1
+        progress.log(f"budget: {c.name} {c.note}")
+        return None
+    _score(c, clf, validation, time.perf_counter() - t1)
+    progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
+    return clf
 
 
 def _score(c: Candidate, clf, validation, seconds: float) -> None:
