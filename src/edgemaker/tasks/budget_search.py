@@ -58,6 +58,7 @@ class Candidate:
     val_loss: float | None = None
     seconds: float | None = None
     note: str = ""  # why it was not trained, or trained only in part (tasks/scratch_gate.py)
+    cv: dict = field(default_factory=dict)  # a finalist's k-fold score over train + val (tasks/budget_cv.py)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "input_size": self.size, "width": self.width,
@@ -65,7 +66,8 @@ class Candidate:
                 "predicted": self.predicted, "fits": self.fits,
                 "val_accuracy": None if self.val_accuracy is None else round(self.val_accuracy, 4),
                 "val_loss": None if self.val_loss is None else round(self.val_loss, 4),
-                "seconds": None if self.seconds is None else round(self.seconds, 2), "note": self.note}
+                "seconds": None if self.seconds is None else round(self.seconds, 2), "note": self.note,
+                "cv": self.cv or None}
 
 
 @dataclass
@@ -258,6 +260,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     aug = (screen.augmentation.augmentation() if cls.modality == "image" else screen.augmentation.audio_augmentation()) \
         if views else None
     best = None
+    screened: dict = {}  # candidate name -> its spec (embeddings cached)
     silence = options.silence
     groups = worth_embedding(fitting)
     skipped = sorted({c.group for c in fitting if c.width is None} - set(groups))
@@ -273,7 +276,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         progress.log(f"budget: every depth of {group} embedded in {time.perf_counter() - t0:.1f} s")
         specs = {spec.name: spec for spec in backbone.specs}
         for c in [c for c in record.candidates if c.group == group and c.width is None]:
-            spec = specs[c.backbone]
+            spec = screened[c.name] = specs[c.backbone]
             t1 = time.perf_counter()
             c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
             c.seconds = time.perf_counter() - t1
@@ -282,20 +285,22 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
                          f"{'' if c.fits else ', over budget'})")
             if c.fits and (best is None or rank(c) > rank(best[0])):
                 best = (c, None)
+    top_val = best[0] if best else None  # the from-scratch gate's leader: the best by validation
+    k = options.hparams.folds_for(len(train) + len(validation))
+    if best is not None and k >= 2:  # the finalists' tie broken on more evidence than one validation split
+        best = (_cv_rerank(record, screened, train, validation, screen, k, cache, progress), None)
     small = [c for c in fitting if c.width is not None]
     if small:  # from scratch costs epochs: only the largest fitting width, gated for images (scratch_gate.py)
         c = max(small, key=lambda c: (c.predicted["flash_bytes"], c.size))
-        clf = _from_scratch(cls, c, best[0] if best else None, train, validation, options, progress, cache)
+        clf = _from_scratch(cls, c, top_val, train, validation, options, progress, cache)
         if clf is not None and (best is None or rank(c) > rank(best[0])):
             best = (c, clf)
     assert best is not None
     winner = best[0]
     record.winner = winner.name
     scored = sorted((c for c in fitting if c.val_accuracy is not None), key=rank, reverse=True)
-    runner = scored[1] if len(scored) > 1 else None
-    record.why = (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
-                  + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
-                  + "; the test split was not used")
+    runner = next((c for c in scored if c is not winner), None)
+    record.why = _why(winner, runner, scored)
     progress.log(f"budget: chose {winner.name}: {record.why}")
     if best[1] is not None:
         clf = best[1]
@@ -352,6 +357,39 @@ def _screen(spec, train, validation, options: ClassifierOptions, cache, progress
     ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
                               x_val.aggregate(head.predict_proba(x_val.vectors)))
     return ev.accuracy, ev.loss
+
+
+def _cv_rerank(record: BudgetRecord, screened: dict, train, validation, screen: ClassifierOptions, k: int, cache,
+               progress: Progress) -> Candidate:
+    """The best of budget_cv.FINALISTS screened candidates by k-fold CV over train + val (their CV in c.cv)."""
+    from . import budget_cv
+    from .classifier import embed_samples
+
+    top = budget_cv.finalists(record.candidates, rank)
+    if len(top) < 2:
+        return top[0]
+    for c in top:
+        holder = _Cached(screened[c.name])
+        c.cv = budget_cv.cross_validate(
+            lambda samples, views, desc: embed_samples(holder, samples, views, screen, cache, progress, desc),
+            train, validation, screen, k)
+        if c.cv:
+            progress.log(f"budget: {c.name} {c.cv['folds']}-fold CV over train + val: {c.cv['mean']:.3f} "
+                         f"(sd {c.cv['std']:.3f}, loss {c.cv['mean_loss']:.3f})")
+    return max(top, key=budget_cv.cv_rank) if any(c.cv for c in top) else top[0]
+
+
+def _why(winner: Candidate, runner: Candidate | None, scored: list[Candidate]) -> str:
+    if winner.cv:
+        cv = sorted((c for c in scored if c.cv), key=lambda c: (c.cv["mean"], -c.cv["mean_loss"]), reverse=True)
+        other = next((c for c in cv if c is not winner), None)
+        return (f"best {winner.cv['folds']}-fold cross-validation accuracy over train + val {winner.cv['mean']:.3f} "
+                f"(sd {winner.cv['std']:.3f}) of the {len(cv)} best fitting candidates by validation accuracy"
+                + (f" (next: {other.name} {other.cv['mean']:.3f})" if other else "")
+                + f"; validation {winner.val_accuracy:.3f}; the test split was not used")
+    return (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
+            + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
+            + "; the test split was not used")
 
 
 def _from_scratch(cls, c: Candidate, leader: Candidate | None, train, validation, options: ClassifierOptions,
