@@ -18,7 +18,7 @@ def splits(tmp_path_factory):
     return make_splits(validate_folder(folder), SplitOptions(seed=0))
 
 
-def _search(splits, monkeypatch, cv_folds):
+def _search(splits, monkeypatch, cv_folds, refit_on_val=False):
     from edgemaker.tasks.classifier import ImageClassifier
 
     monkeypatch.setattr(budget_search, "SIZES", (64,))
@@ -26,11 +26,12 @@ def _search(splits, monkeypatch, cv_folds):
     monkeypatch.setattr(budget_search, "MOBILENET_V1_SIZES", ())
     options = ClassifierOptions(hparams=HParams(epochs=6, cv_folds=cv_folds), augmentation=AugmentationOptions(views=1))
     return budget_search.search(ImageClassifier, splits.train, splits.val, options, SilentProgress(),
-                                ImageClassifier.open_cache(options), 400_000, 256_000)[1]
+                                ImageClassifier.open_cache(options), 400_000, 256_000, refit_on_val=refit_on_val)
 
 
 def test_finalists_are_reranked_by_cross_validation(splits, monkeypatch):
-    record = _search(splits, monkeypatch, 4)
+    clf, record = _search(splits, monkeypatch, 4, refit_on_val=True)
+    assert clf.head_selection.refit.startswith("refitted on train + val")  # as edgemaker train's plain path
     fitting = [c for c in record.candidates if c.fits and c.val_accuracy is not None]
     top = sorted(fitting, key=budget_search.rank, reverse=True)[:budget_cv.FINALISTS]
     assert len(top) == budget_cv.FINALISTS < len(fitting)
@@ -45,7 +46,7 @@ def test_finalists_are_reranked_by_cross_validation(splits, monkeypatch):
 
 
 def test_without_folds_the_validation_split_decides(splits, monkeypatch):
-    record = _search(splits, monkeypatch, 0)
+    clf, record = _search(splits, monkeypatch, 0)
     fitting = [c for c in record.candidates if c.fits and c.val_accuracy is not None]
     assert not any(c.cv for c in record.candidates)
     assert record.winner == max(fitting, key=budget_search.rank).name

@@ -220,10 +220,13 @@ def _all_depths(group: str, options: ClassifierOptions):
 
 
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
-           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None):
+           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None,
+           refit_on_val: bool = False):
     """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits. `finalists`:
     how many of the best fitting truncated image candidates get their trunk fine-tuned (default:
-    budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none)."""
+    budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none).
+    `refit_on_val`: the winner's CV-chosen head is refitted on train + val (as `edgemaker train`'s
+    plain path does) when nothing compares models on validation afterwards (no fine-tuning here)."""
     from ..features.depths import extract_all_depths
     from . import budget_finetune
     from .options import FineTuneOptions
@@ -305,8 +308,9 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     if best[1] is not None:
         clf = best[1]
     else:  # the winner again with the full head-settings selection (its features are cached)
-        clf = cls.create(train, validation, replace(options, model=replace(
-            options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
+        clf = cls.create(train, validation, replace(
+            options, model=replace(options.model, backbone=winner.backbone, input_size=winner.size),
+            hparams=replace(options.hparams, refit_on_val=refit_on_val and not finalists)), progress, cache)
     if finalists:  # accuracy for no bytes: the finalists' trunks trained on this data
         clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
                                                         cache, finalists)
