@@ -7,6 +7,7 @@ from conftest import make_image_folder
 
 from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
+from edgemaker.evaluate.budget_report import report_section
 from edgemaker.progress import SilentProgress
 from edgemaker.tasks import budget_cv, budget_search
 from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
@@ -43,6 +44,8 @@ def test_finalists_are_reranked_by_cross_validation(splits, monkeypatch):
     assert winner is max(top, key=budget_cv.cv_rank)
     assert record.why.startswith(f"best 4-fold cross-validation accuracy over train + val {winner.cv['mean']:.3f}")
     assert record.to_dict()["candidates"][record.candidates.index(winner)]["cv"]["folds"] == 4
+    html = "".join(report_section(record.to_dict()))  # the evidence in the report's candidate table
+    assert f"{winner.cv['mean']:.4f} (sd {winner.cv['std']:.4f}, 4 folds)" in html
 
 
 def test_without_folds_the_validation_split_decides(splits, monkeypatch):

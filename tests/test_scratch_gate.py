@@ -3,11 +3,14 @@ when the screened leader is perfect on validation, given up when it trails by mo
 
 from __future__ import annotations
 
+import html
+
 import pytest
 from conftest import make_image_folder
 
 from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
+from edgemaker.evaluate.budget_report import report_section
 from edgemaker.heads.softmax import EpochRecord
 from edgemaker.progress import SilentProgress
 from edgemaker.tasks import budget_search, scratch_gate
@@ -83,6 +86,7 @@ def test_search_skips_from_scratch_when_the_leader_is_perfect(splits, small_spac
     assert not [e for e in progress.seen if e[0] == "small_cnn"]
     assert record.winner != scratch.name
     assert record.to_dict()["candidates"][record.candidates.index(scratch)]["note"] == scratch.note
+    assert html.escape(scratch.note) in "".join(report_section(record.to_dict()))
 
 
 def test_search_gives_up_on_from_scratch_and_says_so(splits, small_space, monkeypatch):
