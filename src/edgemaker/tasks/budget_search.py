@@ -1,4 +1,4 @@
-"""`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on validation.
+"""`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on train + val only.
 
 Candidates, cheapest first: for images, EfficientNet-Lite0 cut after each block (backbones/truncated.py)
 at each input size, MobileNetV1 0.25 and 0.5 cut after each block (backbones/mobilenet_v1.py) at
@@ -7,12 +7,13 @@ efficientnet_lite0_mel and aisfx cut after each block, backbones/sound_trunks.py
 its graph before any training (backbones/footprint.py); those over budget are not trained. For each
 input size with a fitting depth, one pass through the whole network embeds every depth at once
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
-from scratch after them (only the largest fitting width: it costs epochs of training), and for images
-only when the screened leader leaves it a chance, with capped epochs (tasks/scratch_gate.py). The winner is the best
-validation accuracy among fitting candidates (ties: lower validation loss, then less flash), except
-that the best few frozen candidates are re-ranked by k-fold CV over train + val (tasks/budget_cv.py:
-a small validation split ties them); its head is then refitted on train + val unless something
-compares on validation afterwards. The test split is never looked at. With --fine-tune, the best fitting truncated image candidate then gets
+from scratch after them (only the largest fitting width: it costs epochs of training), and for
+images only when the screened leader leaves it a chance, with capped epochs (tasks/scratch_gate.py).
+The winner is the best validation accuracy among fitting candidates (ties: lower validation loss,
+then less flash), except that the best few frozen candidates are re-ranked by k-fold CV over
+train + val (tasks/budget_cv.py: a small validation split ties them); its head is then refitted on
+train + val unless something compares on validation afterwards. The test split is never looked at.
+With --fine-tune, the best fitting truncated image candidate then gets
 its last blocks fine-tuned (tasks/budget_finetune.py), kept only when validation improves (off by
 default: on caltech-dev10 it cost ~15 minutes and did not raise test accuracy). The pipeline exports the
 model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one
