@@ -8,6 +8,10 @@ def _acc(a: float | None) -> str:
     return "" if a is None else f"{a:.4f}"
 
 
+def _cv(cv: dict | None) -> str:
+    return f"{cv['mean']:.4f} (sd {cv['std']:.4f}, {cv['folds']} folds)" if cv else ""
+
+
 def human(n: int | None) -> str:
     if n is None:
         return "unlimited"
@@ -87,7 +91,8 @@ def report_section(record: dict) -> list[str]:
         acc = _acc(c["val_accuracy"])
         return (f"<tr><td>{escape(c['name'])}{' (winner)' if c['name'] == record['winner'] else ''}</td>"
                 f"<td>{human(p['flash_bytes'])}</td><td>{human(p['ram_bytes'])}</td><td>{p['macs'] / 1e6:.1f} M</td>"
-                f"<td>{'yes' if c['fits'] else 'no'}</td><td>{acc}</td></tr>")
+                f"<td>{'yes' if c['fits'] else 'no'}</td><td>{acc}</td><td>{_cv(c.get('cv'))}</td>"
+                f"<td>{escape(c.get('note') or '')}</td></tr>")
 
     out = [f"<h2>Device budget search</h2><p>Budget: flash {human(record['max_flash_bytes'])}, RAM "
            f"{human(record['max_ram_bytes'])}. Chosen: <b>{escape(record['winner'] or '')}</b>, "
@@ -111,6 +116,6 @@ def report_section(record: dict) -> list[str]:
                          f"<td>{_acc(r['val_accuracy'])}</td></tr>"
                          for r in record["ladder"]) + "</table>")
     out.append("<details><summary>Every candidate (predicted before training)</summary><table><tr><th>candidate</th>"
-               "<th>flash</th><th>RAM</th><th>MACs</th><th>fits</th><th>val accuracy</th></tr>"
+               "<th>flash</th><th>RAM</th><th>MACs</th><th>fits</th><th>val accuracy</th><th>CV over train + val</th><th>note</th></tr>"
                + "".join(row(c) for c in record["candidates"]) + "</table></details>")
     return out

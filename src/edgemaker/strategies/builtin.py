@@ -56,7 +56,7 @@ class BudgetStrategy:
 
         budget = config.search.budget
         clf, record = search(ctx.classifier, splits.train, splits.val, config.options, ctx.progress, ctx.cache,
-                             budget.max_flash, budget.max_ram)
+                             budget.max_flash, budget.max_ram, refit_on_val=not config.search.distill)
         ctx.options = replace(clf.options, hparams=config.options.hparams)
         if not {"tflite-int8", "c-array"} & set(ctx.formats):  # the budget is confirmed on the real int8 file
             ctx.formats = (*ctx.formats, "tflite-int8")

@@ -1,4 +1,4 @@
-"""`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on validation.
+"""`--max-flash/--max-ram` as targets: the most accurate model that fits, chosen on train + val only.
 
 Candidates, cheapest first: for images, EfficientNet-Lite0 cut after each block (backbones/truncated.py)
 at each input size, MobileNetV1 0.25 and 0.5 cut after each block (backbones/mobilenet_v1.py) at
@@ -7,9 +7,13 @@ efficientnet_lite0_mel and aisfx cut after each block, backbones/sound_trunks.py
 its graph before any training (backbones/footprint.py); those over budget are not trained. For each
 input size with a fitting depth, one pass through the whole network embeds every depth at once
 (features/depths.py), so the heads of all depths train on cached features; small_cnn is trained
-from scratch (only the largest fitting width: it costs epochs of training). The winner is the best
-validation accuracy among fitting candidates (ties: lower validation loss, then less flash); the
-test split is never looked at. With --fine-tune, the best fitting truncated image candidate then gets
+from scratch after them (only the largest fitting width: it costs epochs of training), and for
+images only when the screened leader leaves it a chance, with capped epochs (tasks/scratch_gate.py).
+The winner is the best validation accuracy among fitting candidates (ties: lower validation loss,
+then less flash), except that the best few frozen candidates are re-ranked by k-fold CV over
+train + val (tasks/budget_cv.py: a small validation split ties them); its head is then refitted on
+train + val unless something compares on validation afterwards. The test split is never looked at.
+With --fine-tune, the best fitting truncated image candidate then gets
 its last blocks fine-tuned (tasks/budget_finetune.py), kept only when validation improves (off by
 default: on caltech-dev10 it cost ~15 minutes and did not raise test accuracy). The pipeline exports the
 model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one
@@ -56,6 +60,8 @@ class Candidate:
     val_accuracy: float | None = None
     val_loss: float | None = None
     seconds: float | None = None
+    note: str = ""  # why it was not trained, or trained only in part (tasks/scratch_gate.py)
+    cv: dict = field(default_factory=dict)  # a finalist's k-fold score over train + val (tasks/budget_cv.py)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "input_size": self.size, "width": self.width,
@@ -63,7 +69,8 @@ class Candidate:
                 "predicted": self.predicted, "fits": self.fits,
                 "val_accuracy": None if self.val_accuracy is None else round(self.val_accuracy, 4),
                 "val_loss": None if self.val_loss is None else round(self.val_loss, 4),
-                "seconds": None if self.seconds is None else round(self.seconds, 2)}
+                "seconds": None if self.seconds is None else round(self.seconds, 2), "note": self.note,
+                "cv": self.cv or None}
 
 
 @dataclass
@@ -216,10 +223,13 @@ def _all_depths(group: str, options: ClassifierOptions):
 
 
 def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: ClassifierOptions,
-           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None):
+           progress: Progress, cache, max_flash: int | None, max_ram: int | None, finalists: int | None = None,
+           refit_on_val: bool = False):
     """(the winning Classifier, BudgetRecord); raises EdgemakerError when no candidate fits. `finalists`:
     how many of the best fitting truncated image candidates get their trunk fine-tuned (default:
-    budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none)."""
+    budget_finetune.FINALISTS when options.fine_tune is active (`--fine-tune`), else none).
+    `refit_on_val`: the winner's CV-chosen head is refitted on train + val (as `edgemaker train`'s
+    plain path does) when nothing compares models on validation afterwards (no fine-tuning here)."""
     from ..features.depths import extract_all_depths
     from . import budget_finetune
     from .options import FineTuneOptions
@@ -256,6 +266,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     aug = (screen.augmentation.augmentation() if cls.modality == "image" else screen.augmentation.audio_augmentation()) \
         if views else None
     best = None
+    screened: dict = {}  # candidate name -> its spec (embeddings cached)
     silence = options.silence
     groups = worth_embedding(fitting)
     skipped = sorted({c.group for c in fitting if c.width is None} - set(groups))
@@ -271,7 +282,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
         progress.log(f"budget: every depth of {group} embedded in {time.perf_counter() - t0:.1f} s")
         specs = {spec.name: spec for spec in backbone.specs}
         for c in [c for c in record.candidates if c.group == group and c.width is None]:
-            spec = specs[c.backbone]
+            spec = screened[c.name] = specs[c.backbone]
             t1 = time.perf_counter()
             c.val_accuracy, c.val_loss = _screen(spec, train, validation, screen, cache, progress)
             c.seconds = time.perf_counter() - t1
@@ -280,30 +291,29 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
                          f"{'' if c.fits else ', over budget'})")
             if c.fits and (best is None or rank(c) > rank(best[0])):
                 best = (c, None)
+    top_val = best[0] if best else None  # the from-scratch gate's leader: the best by validation
+    k = options.hparams.folds_for(len(train) + len(validation))
+    if best is not None and k >= 2:  # the finalists' tie broken on more evidence than one validation split
+        best = (_cv_rerank(record, screened, train, validation, screen, k, cache, progress), None)
     small = [c for c in fitting if c.width is not None]
-    if small:  # from scratch costs epochs: only the largest fitting width
+    if small:  # from scratch costs epochs: only the largest fitting width, gated for images (scratch_gate.py)
         c = max(small, key=lambda c: (c.predicted["flash_bytes"], c.size))
-        t1 = time.perf_counter()
-        opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
-        clf = cls.create(train, validation, opts, progress, cache)
-        _score(c, clf, validation, time.perf_counter() - t1)
-        progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
-        if best is None or rank(c) > rank(best[0]):
+        clf = _from_scratch(cls, c, top_val, train, validation, options, progress, cache)
+        if clf is not None and (best is None or rank(c) > rank(best[0])):
             best = (c, clf)
     assert best is not None
     winner = best[0]
     record.winner = winner.name
     scored = sorted((c for c in fitting if c.val_accuracy is not None), key=rank, reverse=True)
-    runner = scored[1] if len(scored) > 1 else None
-    record.why = (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
-                  + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
-                  + "; the test split was not used")
+    runner = next((c for c in scored if c is not winner), None)
+    record.why = _why(winner, runner, scored)
     progress.log(f"budget: chose {winner.name}: {record.why}")
     if best[1] is not None:
         clf = best[1]
     else:  # the winner again with the full head-settings selection (its features are cached)
-        clf = cls.create(train, validation, replace(options, model=replace(
-            options.model, backbone=winner.backbone, input_size=winner.size)), progress, cache)
+        clf = cls.create(train, validation, replace(
+            options, model=replace(options.model, backbone=winner.backbone, input_size=winner.size),
+            hparams=replace(options.hparams, refit_on_val=refit_on_val and not finalists)), progress, cache)
     if finalists:  # accuracy for no bytes: the finalists' trunks trained on this data
         clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
                                                         cache, finalists)
@@ -354,6 +364,69 @@ def _screen(spec, train, validation, options: ClassifierOptions, cache, progress
     ev = evaluate_predictions([str(c) for c in head.classes_], [s.label for s in validation],
                               x_val.aggregate(head.predict_proba(x_val.vectors)))
     return ev.accuracy, ev.loss
+
+
+def _cv_rerank(record: BudgetRecord, screened: dict, train, validation, screen: ClassifierOptions, k: int, cache,
+               progress: Progress) -> Candidate:
+    """The best of budget_cv.FINALISTS screened candidates by k-fold CV over train + val (their CV in c.cv)."""
+    from . import budget_cv
+    from .classifier import embed_samples
+
+    top = budget_cv.finalists(record.candidates, rank)
+    if len(top) < 2:
+        return top[0]
+    for c in top:
+        holder = _Cached(screened[c.name])
+        c.cv = budget_cv.cross_validate(
+            lambda samples, views, desc: embed_samples(holder, samples, views, screen, cache, progress, desc),
+            train, validation, screen, k)
+        if c.cv:
+            progress.log(f"budget: {c.name} {c.cv['folds']}-fold CV over train + val: {c.cv['mean']:.3f} "
+                         f"(sd {c.cv['std']:.3f}, loss {c.cv['mean_loss']:.3f})")
+    return max(top, key=budget_cv.cv_rank) if any(c.cv for c in top) else top[0]
+
+
+def _why(winner: Candidate, runner: Candidate | None, scored: list[Candidate]) -> str:
+    if winner.cv:
+        cv = sorted((c for c in scored if c.cv), key=lambda c: (c.cv["mean"], -c.cv["mean_loss"]), reverse=True)
+        other = next((c for c in cv if c is not winner), None)
+        return (f"best {winner.cv['folds']}-fold cross-validation accuracy over train + val {winner.cv['mean']:.3f} "
+                f"(sd {winner.cv['std']:.3f}) of the {len(cv)} best fitting candidates by validation accuracy"
+                + (f" (next: {other.name} {other.cv['mean']:.3f})" if other else "")
+                + f"; validation {winner.val_accuracy:.3f}; the test split was not used")
+    return (f"highest validation accuracy {winner.val_accuracy:.3f} of {len(scored)} fitting candidates"
+            + (f" (next: {runner.name} {runner.val_accuracy:.3f})" if runner else "")
+            + "; the test split was not used")
+
+
+def _from_scratch(cls, c: Candidate, leader: Candidate | None, train, validation, options: ClassifierOptions,
+                  progress: Progress, cache):
+    """The from-scratch candidate trained (its Classifier), or None with c.note saying why not:
+    images follow tasks/scratch_gate.py (skipped, capped, given up against the screened leader)."""
+    from . import scratch_gate
+
+    t1 = time.perf_counter()
+    opts = replace(options, model=replace(options.model, backbone=c.backbone, input_size=c.size, width=c.width))
+    watch = progress
+    if cls.modality == "image":
+        lead_name, lead_acc = (leader.name, leader.val_accuracy) if leader else (None, None)
+        c.note = scratch_gate.skip_reason(lead_name, lead_acc) or ""
+        if c.note:
+            progress.log(f"budget: {c.name} {c.note}")
+            return None
+        opts = scratch_gate.capped(opts)
+        c.note = f"trained from scratch for at most {opts.hparams.epochs} epochs"
+        watch = scratch_gate.Watch(progress, c.backbone, lead_acc)
+    try:
+        clf = cls.create(train, validation, opts, watch, cache)
+    except scratch_gate.GaveUp as stop:
+        assert leader is not None and leader.val_accuracy is not None
+        c.note, c.seconds = scratch_gate.gave_up_note(stop, leader.name, leader.val_accuracy), time.perf_counter() - t1
+        progress.log(f"budget: {c.name} {c.note}")
+        return None
+    _score(c, clf, validation, time.perf_counter() - t1)
+    progress.log(f"budget: {c.name} (from scratch) val accuracy {c.val_accuracy:.3f}")
+    return clf
 
 
 def _score(c: Candidate, clf, validation, seconds: float) -> None:
