@@ -97,10 +97,10 @@ def run_product(data: Path, split: int, fine_tune: bool, work: Path) -> dict:
 
 
 def fine_tune_evidence(record: dict | None) -> dict | None:
-    """What decided `--fine-tune auto` (path, folds, paired samples, seconds), from metrics.json's record."""
+    """What decided `--fine-tune auto` (path, folds, paired samples, head-only and chosen accuracy, seconds)."""
     if not record:
         return None
-    keep = ("path", "path_reason", "chosen_k", "paired", "recipe", "extra_s", "cpu_s")
+    keep = ("path", "path_reason", "chosen_k", "paired", "recipe", "head_only", "fine_tuned", "extra_s", "cpu_s")
     return {k: record[k] for k in keep if k in record}
 
 
