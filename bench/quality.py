@@ -145,7 +145,7 @@ def measure(data: Path, split: int, methods: list[str], done: dict) -> dict:
         work = Path(tmp)
         source = rotated(data, split, work / "data") if presplit(data) else data
         base = row.get("defaults")
-        if base is None or "probe" in methods and "probe" not in row:
+        if ("defaults" in methods and base is None) or ("probe" in methods and "probe" not in row):
             base = run_product(source, split, False, work)
             if "defaults" in methods:
                 row["defaults"] = base
