@@ -91,8 +91,17 @@ def run_product(data: Path, split: int, fine_tune: bool, work: Path) -> dict:
     return {"accuracy": metrics["test"]["accuracy"], "seconds": round(seconds, 1),
             "backbone": metrics["backbone"]["name"], "correct": [p not in wrong for p in test], "test": test,
             "files": files, "chosen_k": (metrics.get("fine_tune") or {}).get("chosen_k"),
+            "fine_tune": fine_tune_evidence(metrics.get("fine_tune")),
             "label_issues": {"count": (metrics.get("label_issues") or {}).get("count"),
                              "seconds": metrics["timings"].get("label_issues_s")}}
+
+
+def fine_tune_evidence(record: dict | None) -> dict | None:
+    """What decided `--fine-tune auto` (path, folds, paired samples, head-only and chosen accuracy, seconds)."""
+    if not record:
+        return None
+    keep = ("path", "path_reason", "chosen_k", "paired", "recipe", "head_only", "fine_tuned", "extra_s", "cpu_s")
+    return {k: record[k] for k in keep if k in record}
 
 
 def run_probe(data: Path, files: list[dict], backbone: str) -> dict:
@@ -136,7 +145,7 @@ def measure(data: Path, split: int, methods: list[str], done: dict) -> dict:
         work = Path(tmp)
         source = rotated(data, split, work / "data") if presplit(data) else data
         base = row.get("defaults")
-        if base is None or "probe" in methods and "probe" not in row:
+        if ("defaults" in methods and base is None) or ("probe" in methods and "probe" not in row):
             base = run_product(source, split, False, work)
             if "defaults" in methods:
                 row["defaults"] = base

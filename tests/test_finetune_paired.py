@@ -55,6 +55,12 @@ def _check_record(ft: dict, n_samples: int, folds: int) -> dict:
     assert depth["mean_gain"] == pytest.approx(np.mean(gains), abs=1e-3)
     if len(gains) > 1:
         assert depth["se_gain"] == pytest.approx(np.std(gains, ddof=1) / np.sqrt(len(gains)), abs=1e-3)
+    samples = depth["paired_samples"]  # the decision's evidence: every held-out sample of the folds run, paired
+    assert samples["n"] == sum(r["held_out"] for r in done)
+    assert samples["mean_gain"] == pytest.approx((samples["fixed"] - samples["broken"]) / samples["n"], abs=1e-3)
+    weighted = sum(r["gain"] * r["held_out"] for r in done) / samples["n"]
+    assert samples["mean_gain"] == pytest.approx(weighted, abs=2e-3)  # the folds' gains, weighted by their size
+    assert depth["accepted"] == (samples["accepted"] and not depth["reason"].startswith("stopped"))
     assert ft["extra_s"] > 0 and ft["cpu_s"] > 0
     json.dumps(ft)  # goes into metrics.json as it is
     return depth
@@ -75,6 +81,18 @@ def test_decision_needs_a_positive_gain_beyond_its_standard_error():
     assert not finetune_paired.decide([0.0, -0.05, 0.02])[0]  # mean not positive
     accept, mean, std, se, reason = finetune_paired.decide([0.30, -0.20, -0.05])  # positive, within noise
     assert not accept and 0 < mean <= se and "standard error" in reason
+
+
+def test_the_sample_level_decision_uses_every_held_out_sample():
+    # 3 folds that agree by chance (fold SE tiny) but rest on 6 fixed vs 4 broken samples of 300: not accepted
+    fixed_broken = np.array([1] * 6 + [-1] * 4 + [0] * 290)
+    accept, mean, _, se, reason = finetune_paired.decide([], fixed_broken)
+    assert finetune_paired.decide([0.0067, 0.0066, 0.0067])[0]  # what the fold means alone would say
+    assert not accept and mean == pytest.approx(2 / 300) and se == pytest.approx(np.std(fixed_broken, ddof=1) / np.sqrt(300))
+    assert "300 held-out samples" in reason
+    record = finetune_paired.paired_samples(np.array([1] * 30 + [-1] * 5 + [0] * 265))
+    assert record["accepted"] and (record["n"], record["fixed"], record["broken"]) == (300, 30, 5)
+    assert record["mean_gain"] == pytest.approx(25 / 300, abs=1e-4) and 0 < record["se_gain"] < record["mean_gain"]
 
 
 def _rank_one(monkeypatch):

@@ -186,7 +186,10 @@ def _fine_tune_section(ft: dict | None) -> list[str]:
             tuned = "–" if d["mean_fine_tuned"] is None else f"{d['mean_fine_tuned']:.4f}"
             rows.append(["mean", "", "", f"{d['mean_head_only']:.4f}", tuned,
                          f"{d['mean_gain']:+.4f} (std {d['std_gain']:.4f}, SE {d['se_gain']:.4f})", ""])
-            out.append(f"<p class=muted>Last {d['k']} blocks: {_e(d['reason'])}.</p>")
+            ps = d.get("paired_samples")
+            counts = (f" Of {ps['n']} held-out samples fine-tuning fixed {ps['fixed']} and broke {ps['broken']} "
+                      f"(mean gain {ps['mean_gain']:+.4f}, SE {ps['se_gain']:.4f}).") if ps else ""
+            out.append(f"<p class=muted>Last {d['k']} blocks: {_e(d['reason'])}.{counts}</p>")
             out.append(_table(["fold", "fit", "held out", "head only", "fine-tuned", "gain", "seconds"], rows))
     return out
 

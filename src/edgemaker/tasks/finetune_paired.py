@@ -3,7 +3,10 @@
 On a small validation split (cars-like data: 19 images) one image decides, so the choice is made by
 stratified k-fold over train+val instead: in every fold a head-only model and a fine-tuned one are
 trained on the same fold-train samples and scored on the same held-out samples, and the fine-tuned
-recipe is accepted when the mean paired gain is positive and larger than its standard error.
+recipe is accepted when the mean paired gain is positive and larger than its standard error. That
+error is taken over the held-out samples (each one's fine-tuned minus head-only correctness, every
+sample held out once): a few hundred paired outcomes measure the noise, where the spread of 3 fold
+means (2 degrees of freedom) can be far too small or large by chance. The fold means are kept as evidence.
 
 The recipe is a practitioner's: start from the trained head (the warm-up), train the last K blocks
 with it for a fixed number of epochs on augmented views (zoomed and shifted crops, flips), BatchNorm
@@ -144,8 +147,8 @@ def train_recipe(tail, x: Embeddings, y: np.ndarray, epochs: int, hp, class_weig
     return (time.perf_counter() - t0) / max(rows, 1)
 
 
-def tail_accuracy(tail, x: Embeddings, y: np.ndarray) -> float:
-    """Sample-level accuracy (mean of a sample's window probabilities) of `tail` on clean rows."""
+def tail_correct(tail, x: Embeddings, y: np.ndarray) -> np.ndarray:
+    """Per sample, whether `tail` is right (mean of a sample's window probabilities) on clean rows."""
     import torch
 
     tail.eval()
@@ -153,20 +156,36 @@ def tail_accuracy(tail, x: Embeddings, y: np.ndarray) -> float:
         logits = torch.cat([tail(torch.from_numpy(x.vectors[i : i + 64].astype(np.float32)))
                             for i in range(0, len(x.vectors), 64)])
     proba = x.aggregate(torch.softmax(logits, 1).numpy().astype(np.float64))
-    return float((proba.argmax(1) == y).mean())
+    return proba.argmax(1) == y
 
 
-def decide(gains: list[float]) -> tuple[bool, float, float, float, str]:
-    """(accept, mean, std, standard error, reason): accept when the mean paired gain is > 0 and > its SE."""
-    g = np.asarray(gains, np.float64)
+def tail_accuracy(tail, x: Embeddings, y: np.ndarray) -> float:
+    """Sample-level accuracy of `tail` on clean rows."""
+    return float(tail_correct(tail, x, y).mean())
+
+
+def decide(gains, differences: np.ndarray | None = None) -> tuple[bool, float, float, float, str]:
+    """(accept, mean, std, standard error, reason): accept when the mean paired gain is > 0 and > its SE.
+
+    `gains`: one per fold; or, with `differences` (per held-out sample, fine-tuned right minus head-only
+    right: -1, 0 or 1), the mean and its error are those of the samples' differences instead."""
+    g = np.asarray(gains if differences is None else differences, np.float64)
     mean = float(g.mean())
     std = float(g.std(ddof=1)) if len(g) > 1 else 0.0
     se = std / math.sqrt(len(g))
+    what = "mean paired gain" if differences is None else f"mean paired gain over {len(g)} held-out samples"
     if mean <= 0:
-        return False, mean, std, se, f"mean paired gain {mean:+.4f} is not positive"
+        return False, mean, std, se, f"{what} {mean:+.4f} is not positive"
     if mean <= se:
-        return False, mean, std, se, f"mean paired gain {mean:+.4f} does not exceed its standard error {se:.4f}"
-    return True, mean, std, se, f"mean paired gain {mean:+.4f} > 0 and exceeds its standard error {se:.4f}"
+        return False, mean, std, se, f"{what} {mean:+.4f} does not exceed its standard error {se:.4f}"
+    return True, mean, std, se, f"{what} {mean:+.4f} > 0 and exceeds its standard error {se:.4f}"
+
+
+def paired_samples(differences: np.ndarray) -> dict:
+    """The sample-level evidence: how many held-out samples fine-tuning fixed and broke, mean and SE."""
+    accept, mean, _, se, why = decide([], differences)
+    return {"n": int(len(differences)), "fixed": int((differences > 0).sum()), "broken": int((differences < 0).sum()),
+            "mean_gain": round(mean, 4), "se_gain": round(se, 4), "accepted": accept, "reason": why}
 
 
 def can_still_gain(gains: list[float], remaining_head_only: list[float]) -> bool:
@@ -242,10 +261,12 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
             head = _fold_head(hp, head_epochs, feats[rows], np.array(classes)[y[x.owner[rows]]], clf.head)
             held = subset(x, held_idx, 0)
             proba = held.aggregate(head.predict_proba(feats[_rows(x, held_idx, 0)]).astype(np.float64))
-            heads.append((fit_idx, held_idx, held, head, float((proba.argmax(1) == y[held_idx]).mean())))
+            right = proba.argmax(1) == y[held_idx]
+            heads.append((fit_idx, held_idx, held, head, float(right.mean()), right))
         per_fold: list[dict] = []
+        differences = []  # per held-out sample of the folds run: fine-tuned right - head-only right
         futile = None
-        for f, (fit_idx, held_idx, held, head, head_acc) in enumerate(heads):
+        for f, (fit_idx, held_idx, held, head, head_acc, head_right) in enumerate(heads):
             record = {"fold": f, "fit": int(len(fit_idx)), "held_out": int(len(held_idx)),
                       "head_only": round(head_acc, 4), "fine_tuned": None, "gain": None}
             per_fold.append(record)
@@ -257,17 +278,22 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
             net.load_state_dict(original)
             tail = tail_module(net, start, head.coef_, head.intercept_, hp.dropout)
             per_row = train_recipe(tail, subset(x, fit_idx, views), y[fit_idx], epochs, hp, class_weights, hp.seed + f)
-            ft_acc = tail_accuracy(tail, held, y[held_idx])
+            tuned_right = tail_correct(tail, held, y[held_idx])
+            differences.append(tuned_right.astype(np.int64) - head_right.astype(np.int64))
+            ft_acc = float(tuned_right.mean())
             record.update(fine_tuned=round(ft_acc, 4), gain=round(ft_acc - head_acc, 4),
                           seconds=round(time.perf_counter() - t1, 2), seconds_per_epoch_row=round(per_row, 5))
             progress.log(f"fine-tune last {k} block(s), fold {f + 1}/{ft.paired_folds}: head only {head_acc:.4f}, "
                          f"fine-tuned {ft_acc:.4f} ({record['seconds']:.1f} s)")
         done = [r for r in per_fold if r["gain"] is not None]
-        accept, mean, std, se, why = decide([r["gain"] for r in done]) if done else (False, 0.0, 0.0, 0.0, "")
+        _, mean, std, se, _ = decide([r["gain"] for r in done]) if done else (False, 0.0, 0.0, 0.0, "")
+        samples_record = paired_samples(np.concatenate(differences)) if differences else None
+        accept, why = (samples_record["accepted"], samples_record["reason"]) if samples_record else (False, "")
         results.append({"k": k, "folds": per_fold,
                         "mean_head_only": round(float(np.mean([r["head_only"] for r in per_fold])), 4),
                         "mean_fine_tuned": round(float(np.mean([r["fine_tuned"] for r in done])), 4) if done else None,
                         "mean_gain": round(mean, 4), "std_gain": round(std, 4), "se_gain": round(se, 4),
+                        "paired_samples": samples_record,
                         "accepted": accept and not futile, "reason": futile or why})
     best = max(results, key=lambda r: (r["accepted"], r["mean_gain"]))
     chosen = best["k"] if best["accepted"] else 0
