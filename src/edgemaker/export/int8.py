@@ -54,8 +54,8 @@ class Validation:
     # head on train + val), the float model is near certain on them and every int8 file "agrees" with it:
     # measured on caltech-hard40, 100% validation agreement for an ONNX int8 file that agreed on 96.6% of
     # test. The checks then score the int8 backbone through this head instead, fitted with the same
-    # settings on train only: (coef, intercept, the float backbone's probabilities through it).
-    check_head: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # settings on train only: (the head, with predict_proba; the float backbone's probabilities through it).
+    check_head: tuple[object, np.ndarray] | None = None
 
     def held_out(self, metadata: dict) -> bool:
         """Whether the checks go through the check head (files fed like the float backbone: images,
@@ -73,18 +73,14 @@ class Validation:
         """An int8 file on the validation split: through its own head, or through the check head."""
         if not self.held_out(meta):
             return self.score(exporter.load(path, threads), inputs)
-        coef, intercept, _ = self.check_head
+        head = self.check_head[0]
         backbone = exporter.int8_backbone(path, meta, threads)
-        rows = []
-        for w in inputs.files(self.paths, meta):
-            z = backbone.embed(w) @ coef.T + intercept
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            rows.append((z / z.sum(axis=1, keepdims=True)).mean(axis=0))
+        rows = [head.predict_proba(backbone.embed(w)).mean(axis=0) for w in inputs.files(self.paths, meta)]
         proba = np.stack(rows) if rows else np.zeros((0, len(classes)))
         return evaluate_predictions(list(classes), list(self.labels), proba)
 
     def float_eval(self, classes: Sequence[str], meta: dict | None = None) -> Evaluation:
-        proba = self.check_head[2] if meta is not None and self.held_out(meta) else self.float_proba
+        proba = self.check_head[1] if meta is not None and self.held_out(meta) else self.float_proba
         return evaluate_predictions(list(classes), list(self.labels), proba)
 
 

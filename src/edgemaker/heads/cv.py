@@ -185,6 +185,7 @@ class CVSelection:
     seconds: float = 0.0
     reused: bool = False
     classes: list[str] = field(default_factory=list)
+    refit_on_val: bool = False  # the shipped head saw validation too (the int8 checks then use a train-only head)
 
     @property
     def chosen_result(self) -> CVResult:

@@ -27,6 +27,9 @@ class ProbeHead:
         self.max_iter = max_iter
         self.random_state = random_state
 
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in ("C", "class_weight", "max_iter", "random_state")}
+
     def fit(self, X, y, validation: tuple | None = None, callback=None) -> ProbeHead:
         """X: (N, dim) rows (augmented views, if any, are just more rows); `validation` only fills
         the one history record (a convex fit has no epochs to stop early)."""

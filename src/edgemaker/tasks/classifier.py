@@ -309,11 +309,11 @@ class Classifier:
 
     def _int8_check_head(self) -> tuple | None:
         """When the head was refitted on train + val, the int8 checks cannot judge on validation through
-        it: (coef, intercept, float probabilities on validation) of the same head fitted on train only
+        it: (the same head fitted on train only, its float probabilities on validation)
         (the chosen settings and epoch count, no early stopping), without flip averaging (int8 backbones
         embed the unmirrored image). None when validation is held out from the head."""
         sel = self.head_selection
-        if not (isinstance(sel, CVSelection) and sel.refit.startswith("refitted on train + val")
+        if not (isinstance(sel, CVSelection) and sel.refit_on_val
                 and self.train_samples and self.val_samples):
             return None
         chosen = {k: v for k, v in sel.chosen.items() if k != "flip_average"}
@@ -324,8 +324,7 @@ class Classifier:
         if [str(c) for c in head.classes_] != self.classes:
             return None  # a class missing from train: no comparable head
         val = self.embed(self.val_samples, "extract val (int8 check head)")
-        return (np.asarray(head.coef_, np.float32), np.asarray(head.intercept_, np.float32),
-                val.aggregate(head.predict_proba(val.vectors)))
+        return head, val.aggregate(head.predict_proba(val.vectors))
 
     def _fit_int8_head(self, int8_backbone, digest: str) -> SoftmaxHead:
         """A head fitted, as in create(), on the embeddings of the int8 backbone inside an int8 file;

@@ -31,7 +31,7 @@ from ..features.extract import Embeddings, cache_tag, default_silence, silence_t
 from ..heads.probe import ProbeHead
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress
-from ..training.loop import descend, seeded, train_epochs
+from ..training.loop import descend, seeded, state_copy, train_epochs
 from .finetune import (advance, block_count, head_targets, check_supported, fine_tune, fine_tuned_model, keep_head_only,
                        prefix_module, tail_module, trunk)
 from .options import augmentation_for
@@ -198,8 +198,7 @@ def _fold_head(hp, epochs: int, feats: np.ndarray, labels: np.ndarray, like=None
     """Head-only as create() trains it, on fold-train rows: the probe with its chosen C where `like` (the
     real head) is one, else the softmax head for the epoch count the real head stopped at."""
     if isinstance(like, ProbeHead):
-        return ProbeHead(C=like.C, class_weight=like.class_weight, max_iter=like.max_iter,
-                         random_state=like.random_state).fit(feats, labels)
+        return ProbeHead(**like.get_params()).fit(feats, labels)
     return SoftmaxHead(epochs=epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, dropout=hp.dropout,
                        label_smoothing=hp.label_smoothing or 0.0, weight_decay=hp.weight_decay or 0.0,
                        class_weight=hp.class_weights, random_state=hp.seed).fit(feats, labels)
@@ -246,7 +245,7 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
     folds = stratified_folds(y, ft.paired_folds, hp.seed)
 
     net = trunk(spec)
-    original = {k: v.clone() for k, v in net.state_dict().items()}
+    original = state_copy(net)
     results = []
     for k in depths:
         net.load_state_dict(original)

@@ -169,6 +169,7 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
     head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
     head.fit(rows.vectors, _labels(fit_samples, rows))
     what = "train + val" if on_val else "train"
+    selection.refit_on_val = on_val
     selection.refit = (f"refitted on {what}" + (f" for {selection.epochs} epochs (median of the folds' best), "
                                                  "no early stopping" if selection.epochs else ""))
     selection.seconds = time.perf_counter() - start
