@@ -6,6 +6,7 @@ cut overlapping windows (padding short clips), optionally augment each window.
 from __future__ import annotations
 
 import io
+import re
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ def _open(source: Path | bytes):
         return sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad input
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # libsndfile's "Error opening <_io.BytesIO object at 0x...>: Format not recognised." -> the reason only
+        text = re.sub(r"^Error opening .*?: ", "", text)
         raise AudioDecodeError(f"not a readable sound file ({text})") from None
 
 
