@@ -100,7 +100,8 @@ def fine_tune_evidence(record: dict | None) -> dict | None:
     """What decided `--fine-tune auto` (path, folds, paired samples, head-only and chosen accuracy, seconds)."""
     if not record:
         return None
-    keep = ("path", "path_reason", "chosen_k", "paired", "recipe", "head_only", "fine_tuned", "extra_s", "cpu_s")
+    keep = ("path", "path_reason", "chosen_k", "paired", "recipe", "refit", "head_only", "fine_tuned", "extra_s",
+            "cpu_s")
     return {k: record[k] for k in keep if k in record}
 
 

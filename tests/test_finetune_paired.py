@@ -18,6 +18,7 @@ from conftest import make_image_folder
 from edgemaker.backbones.stages import stages
 from edgemaker.data.splits import SplitOptions, make_splits
 from edgemaker.data.validate import validate_folder
+from edgemaker.evaluate.report import fine_tune_section
 from edgemaker.tasks import finetune_paired
 from edgemaker.tasks.classifier import ImageClassifier
 from edgemaker.tasks.options import ClassifierOptions, FineTuneOptions, HParams, ModelOptions
@@ -150,6 +151,44 @@ def test_fine_tuning_that_recovers_what_frozen_features_lack_is_accepted(setup, 
     assert ft["chosen_k"] == 3 and ft["paired"]["decision"] == "fine-tuned"
     assert clf.spec.weights.kind == "file" and clf.head_only is not clf
     assert ft["fine_tuned"]["val_accuracy_onnx"] is not None  # the saved trunk runs as an ordinary backbone
+    assert ft["refit"] == {"on": "train", "samples": len(splits.train), "epochs": 8}  # validation held out ...
+    assert ft["fine_tuned"]["val_accuracy"] is not None and not ft["fine_tuned"]["validation_in_refit"]
+
+
+def test_where_the_run_refits_on_all_its_data_the_accepted_recipe_is_refitted_on_train_and_val(setup, monkeypatch):
+    base, splits = setup
+    _rank_one(monkeypatch)
+    sizes = []
+    real = finetune_paired.train_recipe
+
+    def spy(tail, x, y, *a, **k):
+        sizes.append(len(y))
+        return real(tail, x, y, *a, **k)
+
+    monkeypatch.setattr(finetune_paired, "train_recipe", spy)
+    clf = ImageClassifier.create(splits.train, splits.val, _options(
+        base / "cache", hparams={"head": "softmax", "refit_on_val": True}))
+    ft = clf.fine_tune
+    n = len(splits.train) + len(splits.val)
+    assert ft["chosen_k"] == 3 and ft["refit"] == {"on": "train + val", "samples": n, "epochs": 8}
+    assert sizes[-1] == n and all(s < n for s in sizes[:-1])  # the folds fit on part, the refit on all
+    # validation was trained on: no validation accuracy is claimed for the fine-tuned model
+    assert ft["fine_tuned"]["val_accuracy"] is None and ft["fine_tuned"]["validation_in_refit"]
+    html = "".join(fine_tune_section(ft))
+    assert f"refitted on train + val ({n} samples, 8 epochs); validation was trained on" in html
+
+
+def test_a_declined_fine_tune_ships_the_head_refitted_on_train_and_val(setup, monkeypatch):
+    base, splits = setup
+    monkeypatch.setattr(finetune_paired, "train_recipe", lambda *a, **k: pytest.fail("no fold should run"))
+    train_only = ImageClassifier.create(splits.train, splits.val, _options(base / "cache"))
+    clf = ImageClassifier.create(splits.train, splits.val, _options(base / "cache", hparams={"refit_on_val": True}))
+    assert clf.fine_tune["chosen_k"] == 0 and clf.fine_tune["head_only"]["refit"] == "train + val"
+    assert not train_only.head_selection.refit_on_val and clf.head_selection.refit_on_val
+    assert "train + val" in clf.head_selection.refit
+    assert "head-only model's head was refitted on train + val" in "".join(fine_tune_section(clf.fine_tune))
+    assert not np.allclose(clf.head.coef_, train_only.head.coef_)  # fitted on more data
+    assert clf.head.coef_.shape == train_only.head.coef_.shape
 
 
 def test_folds_stop_when_the_gain_can_no_longer_be_positive():

@@ -151,7 +151,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
-def _fine_tune_section(ft: dict | None) -> list[str]:
+def fine_tune_section(ft: dict | None) -> list[str]:
     """--fine-tune: what was chosen, head-only vs fine-tuned accuracy, the extra time, every depth tried."""
     if not ft:
         return []
@@ -168,6 +168,13 @@ def _fine_tune_section(ft: dict | None) -> list[str]:
            f"{ft['activations']['computed']} cut activations computed, {ft['activations']['reused']} reused.</p>"]
     if ft.get("path"):
         out.append(f"<p class=muted>Path: {_e(ft['path'])} — {_e(ft['path_reason'])}.</p>")
+    if ft.get("refit"):
+        r = ft["refit"]
+        out.append(f"<p class=muted>The chosen recipe was refitted on {_e(r['on'])} ({r['samples']} samples, "
+                   f"{r['epochs']} epochs)" + ("; validation was trained on, so it gives no validation accuracy"
+                                               if r["on"] == "train + val" else "") + ".</p>")
+    elif (before.get("refit")):
+        out.append(f"<p class=muted>The head-only model's head was refitted on {_e(before['refit'])}.</p>")
     out.append(_table(["model", "val accuracy", "test accuracy"],
                       [["head only", acc(before, "val_accuracy"), acc(before, "test_accuracy")],
                        ["chosen", acc(after, "val_accuracy"), acc(after, "test_accuracy")]]))
@@ -392,7 +399,7 @@ def write_report(target: Path, metrics: dict, splits: Splits, test_eval: Evaluat
                                 c["best_epoch"], f"{c['seconds']:.2f}"] for c in sel["candidates"]]))
             out.append("</details>")
     out += cv_section(metrics["training"].get("cv_selection"))
-    out += _fine_tune_section(metrics.get("fine_tune"))
+    out += fine_tune_section(metrics.get("fine_tune"))
     out.append(_line_chart("accuracy", {"train": [h["train_accuracy"] for h in hist],
                                         "val": [h["val_accuracy"] for h in hist]}, 1.0))
     out.append(_line_chart("loss", {"train": [h["train_loss"] for h in hist], "val": [h["val_loss"] for h in hist]}))

@@ -29,11 +29,11 @@ from ..export.session import ExportSession
 from ..features.cache import FeatureCache
 from ..features.extract import Embeddings, extract_embeddings
 from ..features.flip import FlippedBackbone
-from ..heads.cv import CVSelection, one_standard_error
+from ..heads.cv import CVSelection, merge, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .head_choice import cv_select_head, head_for, resolved_hparams
+from .head_choice import cv_select_head, head_for, refit_chosen, resolved_hparams
 from .options import ClassifierOptions, augmentation_for
 
 
@@ -306,6 +306,18 @@ class Classifier:
         the variant that takes the log-mel patch (for devices with a DSP front end).
         """
         return self.export_session(out_dir).export(runtime, quantization, frontend, int8_aware_head)
+
+    def refit_head_on_val(self) -> bool:
+        """Fit the cross-validated head again on train + val, as `edgemaker train` ships a head-only model,
+        where it was fitted on train to keep validation for a comparison that ended up not needing it
+        (the paired fine-tune, judged by folds). -> whether it was refitted."""
+        sel = self.head_selection
+        if not (isinstance(sel, CVSelection) and self.train_samples and self.val_samples) or sel.refit_on_val:
+            return False
+        views = self.options.augmentation.active_views if sel.chosen.get("views") == "augmented" else 0
+        emb = merge(self._embed(self.train_samples, views, "extract train"), self.embed(self.val_samples, "extract val"))
+        self.head = refit_chosen(self.options, sel, [*self.train_samples, *self.val_samples], emb, True)
+        return True
 
     def _int8_check_head(self) -> tuple | None:
         """When the head was refitted on train + val, the int8 checks cannot judge on validation through

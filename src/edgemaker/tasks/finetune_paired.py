@@ -317,19 +317,25 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
     progress.log(f"fine-tune: {report['paired']['decision']} ({best['reason']}, last {best['k']} blocks, "
                  f"{ft.paired_folds} folds)")
     if not chosen:
+        if hp.refit_on_val and baseline.refit_head_on_val():  # as the run without --fine-tune ships it
+            report["head_only"]["refit"] = "train + val"
+            progress.log("fine-tune: the head-only model's head refitted on train + val")
         model = keep_head_only(baseline, report, base_acc or 0.0, start_time, progress)
         report["cpu_s"] = round(time.process_time() - start_cpu, 2)  # on a shared machine, the cost itself
         return model
 
-    # Refit the accepted recipe on the training split, from the trained head.
+    # Refit the accepted recipe from the trained head: on train + val where the run refits on all its
+    # labelled data (hparams.refit_on_val; the folds judged the recipe, so no split need stay held out).
     net.load_state_dict(original)
     start = n_blocks - chosen
-    train_idx = np.arange(n_train)
-    x = advance(net, subset(acts, train_idx, views), cut, start)
+    on_val = hp.refit_on_val and bool(clf.val_samples)
+    refit_idx = np.arange(len(samples) if on_val else n_train)
+    x = advance(net, subset(acts, refit_idx, views), cut, start)
     tail = tail_module(net, start, clf.head.coef_, clf.head.intercept_, hp.dropout)
-    train_recipe(tail, x, y[train_idx], epochs, hp, class_weights, hp.seed)
-    val_acc = 0.0
-    if clf.val_samples:
+    train_recipe(tail, x, y[refit_idx], epochs, hp, class_weights, hp.seed)
+    report["refit"] = {"on": "train + val" if on_val else "train", "samples": int(len(refit_idx)), "epochs": epochs}
+    val_acc = None
+    if clf.val_samples and not on_val:
         val_idx = np.arange(n_train, len(samples))
         val_acc = tail_accuracy(tail, advance(net, subset(acts, val_idx, 0), cut, start), y[val_idx])
     fc = (tail.fc.weight.detach().numpy().copy(), tail.fc.bias.detach().numpy().copy())

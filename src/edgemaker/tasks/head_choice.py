@@ -4,7 +4,8 @@ chosen by k-fold cross-validation over train + val on the cached embeddings (hea
 The refit: the chosen head is fitted again, the softmax head for the median of the folds' best epoch
 counts with no early stopping (the same rule on every split it is fitted on). `edgemaker train`
 refits on train + val (all the labelled data the run may learn from; HParams.refit_on_val), except
-with --fine-tune, which compares its models on the held-out validation split; everything else
+with --fine-tune, which may compare its models on the held-out validation split (when the paired,
+fold-judged path runs instead, the model it ships is refitted on train + val afterwards); everything else
 (--auto, budget search, distillation, the Python API's default) refits on train, so validation
 stays held out for what compares models on it afterwards.
 
@@ -160,22 +161,28 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
         selection = CVSelection(len(folds), how, classes=sorted(set(labels.tolist())))
         _search(selection, options, given, emb, labels, folds, mirror)
         selection.choose()
-    chosen = selection.chosen
     on_val = options.hparams.refit_on_val and bool(len(validation)) and not options.fine_tune.active
-    rows = (emb if on_val else x_train)
-    if chosen.get("views") != "augmented":
-        rows = rows.clean()
-    fit_samples = samples if on_val else list(train)
-    head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
-    head.fit(rows.vectors, _labels(fit_samples, rows))
-    what = "train + val" if on_val else "train"
-    selection.refit_on_val = on_val
-    selection.refit = (f"refitted on {what}" + (f" for {selection.epochs} epochs (median of the folds' best), "
-                                                 "no early stopping" if selection.epochs else ""))
+    head = refit_chosen(options, selection, samples if on_val else list(train), emb if on_val else x_train, on_val)
     selection.seconds = time.perf_counter() - start
     if not selection.reused:
         _remember(path, selection)
     return head, selection
+
+
+def refit_chosen(options: ClassifierOptions, selection: CVSelection, samples: Sequence[Sample], emb: Embeddings,
+                 on_val: bool):
+    """The chosen head fitted on `samples` (train, or train + val when `on_val`; `emb` their embeddings,
+    augmented rows used only when the chosen views are) for the folds' epoch count, no early stopping;
+    `selection` records what it was refitted on."""
+    chosen = selection.chosen
+    rows = emb if chosen.get("views") == "augmented" else emb.clean()
+    head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
+    head.fit(rows.vectors, _labels(samples, rows))
+    selection.refit_on_val = on_val
+    selection.refit = (f"refitted on {'train + val' if on_val else 'train'}"
+                       + (f" for {selection.epochs} epochs (median of the folds' best), no early stopping"
+                          if selection.epochs else ""))
+    return head
 
 
 def resolved_hparams(options: ClassifierOptions, chosen: dict):
