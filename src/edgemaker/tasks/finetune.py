@@ -342,7 +342,12 @@ def fine_tune(clf, progress: Progress, baseline=None):
 
 
 def keep_head_only(baseline, report: dict, base_acc: float, start_time: float, progress: Progress):
-    """The head-only model, carrying the fine-tune `report` (what was tried and why it lost)."""
+    """The head-only model, carrying the fine-tune `report` (what was tried and why it lost); its head
+    refitted on train + val where the run refits on all its labelled data, as a run without --fine-tune
+    ships it (validation was held out only for the comparison, which is over)."""
+    if baseline.options.hparams.refit_on_val and baseline.refit_head_on_val():
+        report["head_only"]["refit"] = "train + val"
+        progress.log("fine-tune: the head-only model's head refitted on train + val")
     baseline.head_only = baseline
     report["fine_tuned"] = {"val_accuracy": round(base_acc, 4)}
     report["extra_s"] = round(time.perf_counter() - start_time, 2)

@@ -317,9 +317,6 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
     progress.log(f"fine-tune: {report['paired']['decision']} ({best['reason']}, last {best['k']} blocks, "
                  f"{ft.paired_folds} folds)")
     if not chosen:
-        if hp.refit_on_val and baseline.refit_head_on_val():  # as the run without --fine-tune ships it
-            report["head_only"]["refit"] = "train + val"
-            progress.log("fine-tune: the head-only model's head refitted on train + val")
         model = keep_head_only(baseline, report, base_acc or 0.0, start_time, progress)
         report["cpu_s"] = round(time.process_time() - start_cpu, 2)  # on a shared machine, the cost itself
         return model
