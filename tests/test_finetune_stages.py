@@ -49,6 +49,27 @@ def test_prefix_then_tail_is_the_whole_backbone(name):
     np.testing.assert_allclose(got.numpy(), whole.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1_025_k7", "mobilenet_v1_050_gray_k5", "efficientnet_lite0_k5"])
+def test_a_cut_trunk_prefix_then_tail_is_the_cut_backbone(name):
+    """The budget search's fine-tuning (tasks/budget_finetune.py) sees the whole trunk up to the cut:
+    its prefix then tail (the last two kept blocks, no head) give the cut backbone's features."""
+    from edgemaker.backbones.stages import cut_trunk_view
+
+    spec = get_spec(name).with_image_size(SIZE)
+    view = cut_trunk_view(spec, resolve_weights(spec.weights))
+    depth = view.depth
+    assert len(view.stages.blocks) == depth < len(stages(view.net).blocks)  # the trunk is whole, seen to its cut
+    eye = np.eye(spec.feature_dim, dtype=np.float32)
+    tail = finetune.tail_module(view.net, depth - 2, eye, np.zeros(spec.feature_dim, np.float32), 0.5, depth)
+    assert len(tail.blocks) == 2 and not any(p.requires_grad for p in stages(view.net).blocks[depth].parameters())
+    x = _input(spec, np.random.default_rng(1))
+    with torch.no_grad():
+        whole = get_builder(spec.name)(spec, resolve_weights(spec.weights)).eval()(x)
+        got = tail(finetune.prefix_of(view, depth - 2)(x))
+    assert got.shape == whole.shape == (2, spec.feature_dim)
+    np.testing.assert_allclose(got.numpy(), whole.numpy(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def yamnet_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("finetune-yamnet")

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 
 class Stages:
-    """stem(x) -> blocks[0..n) -> head(x) (before pooling; identity where the network has none)."""
+    """stem(x) -> blocks[0..n) -> head(x) (before pooling; identity where the network has none).
 
-    def __init__(self, net) -> None:
-        self.net = net
+    With `depth`, the trunk as a cut backbone uses it: its first `depth` blocks, pooled straight after
+    the last (no head)."""
+
+    def __init__(self, net, depth: int | None = None) -> None:
+        self.net, self.depth = net, depth
 
     @property
     def blocks(self) -> list:
+        return self.all_blocks()[: self.depth]
+
+    def all_blocks(self) -> list:
         raise NotImplementedError
 
     def stem(self, x):
@@ -27,6 +33,11 @@ class Stages:
     @property
     def head(self):
         """The layers between the last block and the pooling, as one module (trained with the last block)."""
+        import torch
+
+        return self.whole_head() if self.depth is None else torch.nn.Identity()
+
+    def whole_head(self):
         raise NotImplementedError
 
     def output_channels(self) -> list[int]:
@@ -35,57 +46,53 @@ class Stages:
 
 
 class EfficientNetStages(Stages):
-    @property
-    def blocks(self) -> list:
+    def all_blocks(self) -> list:
         return list(self.net._blocks)
 
     def stem(self, x):
         n = self.net
         return n._swish(n._bn0(n._conv_stem(x)))
 
-    @property
-    def head(self):
+    def whole_head(self):
         import torch
 
         n = self.net
         return torch.nn.Sequential(n._conv_head, n._bn1, n._swish)  # 1x1 conv + BN + activation
 
     def output_channels(self) -> list[int]:
-        return [int(b._block_args.output_filters) for b in self.net._blocks]
+        return [int(b._block_args.output_filters) for b in self.blocks]
 
 
 class TfStages(Stages):
     """tfnet's MobileNetV1 (no head conv: the last separable block feeds the pooling) and MobileNetV2
     (a 1x1 conv to 1280 after the last inverted-residual block)."""
 
-    @property
-    def blocks(self) -> list:
+    def all_blocks(self) -> list:
         return list(self.net.blocks)
 
     def stem(self, x):
         return self.net.stem(x)
 
-    @property
-    def head(self):
+    def whole_head(self):
         import torch
 
         head = getattr(self.net, "head", None)
         return head if head is not None else torch.nn.Identity()
 
     def output_channels(self) -> list[int]:
-        return [int((b.pw if hasattr(b, "pw") else b.project).conv.out_channels) for b in self.net.blocks]
+        return [int((b.pw if hasattr(b, "pw") else b.project).conv.out_channels) for b in self.blocks]
 
 
-def stages(net) -> Stages:
-    return EfficientNetStages(net) if hasattr(net, "_blocks") else TfStages(net)
+def stages(net, depth: int | None = None) -> Stages:
+    return (EfficientNetStages if hasattr(net, "_blocks") else TfStages)(net, depth)
 
 
 class TrunkView:
     """The trunk inside a builder's module and the steps from the module's input to the trunk's
     float NCHW input (e.g. a sound's front end, then the log-mel patch as a one-channel image)."""
 
-    def __init__(self, module) -> None:
-        self.module, self.steps = module, []
+    def __init__(self, module, depth: int | None = None) -> None:
+        self.module, self.steps, self.depth = module, [], depth
         net = module
         while getattr(net, "inner", None) is not None:
             step = getattr(net, "to_inner", None)
@@ -101,8 +108,23 @@ class TrunkView:
 
     @property
     def stages(self) -> Stages:
-        return stages(self.net)
+        return stages(self.net, self.depth)
 
 
 def trunk_view(module) -> TrunkView:
     return TrunkView(module)
+
+
+def cut_trunk_view(spec, weights) -> TrunkView:
+    """The whole trunk a cut backbone (mobilenet_v1_025_k7, its grey twin, efficientnet_lite0_k5) is
+    cut from, seen up to its cut: what its fine-tuning trains, and saves whole, so the weights file
+    loads through the cut's builder as the pretrained one does."""
+    from . import mobilenet_v1, truncated
+
+    parsed = mobilenet_v1.parse_name(spec.name)
+    if parsed is not None:
+        variant, depth, gray = parsed
+        net = mobilenet_v1.trunk(variant, weights, 1 if gray else 3)
+        return TrunkView(mobilenet_v1.with_gray_input(net) if gray else net, depth)
+    variant, depth = truncated.parse_name(spec.name)
+    return TrunkView(truncated.trunk(variant, spec.image.size, weights), depth)

@@ -75,10 +75,14 @@ def trunk(spec: BackboneSpec):
 def prefix_module(spec: BackboneSpec, cut: int):
     """The backbone up to block `cut`: from float NCHW for images, from the waveform window (front
     end and patch-as-image included) for sounds."""
+    return prefix_of(_built(spec), cut)
+
+
+def prefix_of(view, cut: int):
+    """The trunk `view` (backbones/stages.py) up to block `cut`, from its module's input."""
     import torch
 
-    view = _built(spec)
-    net = view.net
+    st = view.stages
 
     class Prefix(torch.nn.Module):
         """[front end + patch as image +] stem + blocks[:cut] -> the activation entering block `cut`."""
@@ -88,24 +92,28 @@ def prefix_module(spec: BackboneSpec, cut: int):
             self.module = view.module
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = stages(net).stem(view.to_trunk(x))
-            for block in stages(net).blocks[:cut]:
+            x = st.stem(view.to_trunk(x))
+            for block in st.blocks[:cut]:
                 x = block(x)
             return x
 
     return Prefix().eval()
 
 
-def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
+def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float, depth: int | None = None):
+    """What fine-tuning trains, from block `start` of trunk `net` (seen as a backbone cut after block
+    `depth`, if given); the rest of `net` is frozen."""
     import torch
 
+    st = stages(net, depth)
+
     class Tail(torch.nn.Module):
-        """blocks[start:] + the head layers (if any) + pooling + dropout + linear head: what fine-tuning trains."""
+        """blocks[start:] + the head layers (if any) + pooling + dropout + linear head."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = torch.nn.ModuleList(stages(net).blocks[start:])
-            self.head = stages(net).head
+            self.blocks = torch.nn.ModuleList(st.blocks[start:])
+            self.head = st.head
             self.drop = torch.nn.Dropout(dropout)
             self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
             with torch.no_grad():
