@@ -128,3 +128,31 @@ def test_fine_tuned_yamnet_exports_carry_the_fine_tuned_trunk(yamnet_run):
     int8 = next(e for e in metrics["exports"] if e["format"] == "tflite-int8")
     assert int8["test_accuracy"] is not None and int8["agreement_with_float"] is not None
     assert len(read_metadata(out / Path(int8["path"]).name)["embedding_scale"]) == 1024
+
+
+def test_image_tfnet_fine_tune_reloads_through_its_builder(tmp_path):
+    """mobilenet_v1_025 (Keras BatchNorm kept unfolded): K=1 trains the last separable block only, its
+    BatchNorm statistics stay frozen, and the saved weights load strictly through the builder."""
+    from conftest import make_image_folder
+    from edgemaker.data.splits import SplitOptions, make_splits
+    from edgemaker.data.validate import validate_folder
+    from edgemaker.tasks.classifier import ImageClassifier
+    from edgemaker.tasks.options import ClassifierOptions, FineTuneOptions, HParams, ModelOptions
+
+    splits = make_splits(validate_folder(make_image_folder(tmp_path / "data", per_class=12)), SplitOptions(seed=0))
+    options = ClassifierOptions(model=ModelOptions(backbone="mobilenet_v1_025", input_size=SIZE),
+                                hparams=HParams(epochs=1, label_smoothing=0.0, cv_folds=0), threads=2,
+                                cache_dir=tmp_path / "cache", fine_tune=FineTuneOptions(depth=1, epochs=3))
+    clf = ImageClassifier.create(splits.train, splits.val, options)
+    # One head epoch leaves validation loss that fine-tuning wins back, so K=1 is chosen.
+    assert clf.fine_tune["backbone"] == "mobilenet_v1_025" and clf.fine_tune["cut"] == 12
+    assert clf.fine_tune["chosen_k"] == 1, clf.fine_tune["candidates"]
+    spec = clf.spec
+    before = read_state(resolve_weights(clf.head_only.spec.weights))
+    after = read_state(resolve_weights(spec.weights))
+    assert set(after) >= set(before)
+    changed = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert changed and all(k.startswith("blocks.12.") for k in changed), sorted(changed)[:5]
+    assert not any("running_" in k for k in changed)  # BatchNorm statistics frozen
+    get_builder(spec.name)(spec, resolve_weights(spec.weights))  # strict load of the saved weights
+    assert clf.fine_tune["fine_tuned"]["val_accuracy_onnx"] == clf.fine_tune["fine_tuned"]["val_accuracy"]
