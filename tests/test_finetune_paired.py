@@ -105,7 +105,7 @@ def _rank_one(monkeypatch):
     def rank_one(spec):
         net = real(spec)
         with torch.no_grad():
-            w = stages(net).head_layers[0].weight  # (out, in, 1, 1): every output channel a multiple of one input direction
+            w = stages(net).head[0].weight  # (out, in, 1, 1): every output channel a multiple of one input direction
             scale = torch.randn(w.shape[0], generator=torch.Generator().manual_seed(0))
             w.copy_(scale[:, None, None, None] * w[0][None])
         return net

@@ -34,6 +34,13 @@ def with_frontend(frontend: LogMelSpec, network):
             self.frontend = frontend.torch_module()
             self.network = network
 
+        @property
+        def inner(self):  # backbones/stages.py: the network, fed the front end's log-mel
+            return self.network
+
+        def to_inner(self, x: torch.Tensor) -> torch.Tensor:
+            return self.frontend(x)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.network(self.frontend(x))
 
@@ -131,12 +138,16 @@ def _build_lite0_mel(spec: BackboneSpec, weights: Path):
             super().__init__()
             self.lite = lite
 
-        def forward(self, mel: torch.Tensor) -> torch.Tensor:
-            return self.lite(self.to_image(mel))
+        @property
+        def inner(self):  # backbones/stages.py: Lite0, fed the patch as an image
+            return self.lite
 
-        def to_image(self, mel: torch.Tensor) -> torch.Tensor:
-            """The patch as Lite0's float NCHW input (fine-tuning's prefix starts from here too)."""
+        def to_inner(self, mel: torch.Tensor) -> torch.Tensor:
+            """The patch as Lite0's float NCHW input."""
             return patch_to_image(mel, MEL_IMAGE_SIZE)
+
+        def forward(self, mel: torch.Tensor) -> torch.Tensor:
+            return self.lite(self.to_inner(mel))
 
     return with_frontend(LITE0_MEL_LOGMEL, PatchAsImage().eval())
 

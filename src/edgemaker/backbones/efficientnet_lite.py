@@ -39,6 +39,10 @@ def build_efficientnet_lite(spec: BackboneSpec, weights: Path):
             super().__init__()
             self.net = net
 
+        @property
+        def inner(self):  # backbones/stages.py: the trunk
+            return self.net
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net.extract_features(x).mean(dim=(2, 3))
 

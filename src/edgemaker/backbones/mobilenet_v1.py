@@ -73,14 +73,7 @@ def trunk(variant: str, weights: Path | None = None, in_channels: int = 3):
 
     v = VARIANTS[variant]
     net = tfnet.mobilenet_v1(v.width, bn=v.batchnorm)
-    if weights is None:
-        state = {}
-    elif weights.suffix == ".pth":  # fine-tuned by a run (tasks/budget_finetune.py)
-        from .weights import load_state_dict
-
-        state = load_state_dict(weights)
-    else:
-        state = tfnet.load_weights(weights)
+    state = {} if weights is None else tfnet.read_state(weights)  # a .pth: fine-tuned by a run
     stem = state.get("stem.conv.weight")
     if in_channels == 1 and stem is not None and stem.shape[1] == 1:  # saved already grey
         net.stem.conv = tfnet.rgb_to_gray_stem(net.stem.conv)
@@ -101,8 +94,15 @@ def with_gray_input(net):
             super().__init__()
             self.net = net
 
+        @property
+        def inner(self):  # backbones/stages.py: the trunk, fed the grey channel
+            return self.net
+
+        def to_inner(self, x):
+            return x.mean(dim=1, keepdim=True)
+
         def forward(self, x):
-            return self.net(x.mean(dim=1, keepdim=True))
+            return self.net(self.to_inner(x))
 
     return GrayInput()
 

@@ -26,7 +26,7 @@ def trunk(weights: Path | None = None):
 
     net = tfnet.mobilenet_v2(bn=False)
     if weights is not None:
-        tfnet.load_into(net, tfnet.load_weights(weights), str(weights))
+        tfnet.load_into(net, tfnet.read_state(weights), str(weights))  # a .pth: fine-tuned by a run
     return net
 
 

@@ -185,6 +185,10 @@ def pooled(module: nn.Module) -> nn.Module:
             super().__init__()
             self.net = module
 
+        @property
+        def inner(self):  # backbones/stages.py: the trunk
+            return self.net
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x).mean(dim=(2, 3))
 
@@ -305,6 +309,16 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             continue
         out[name] = torch.from_numpy(np.asarray(value, np.float32))
     return out
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The shipped .npz, or a .pth a run fine-tuned from it (tasks/finetune.py: the whole trunk's
+    state dict, loaded tensors only) -> float state-dict tensors."""
+    if Path(path).suffix == ".npz":
+        return load_weights(path)
+    from .weights import load_state_dict
+
+    return load_state_dict(path)
 
 
 def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:

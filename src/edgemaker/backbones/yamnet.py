@@ -23,11 +23,13 @@ def network(weights: Path | None = None, with_classifier: bool = False):
     from . import tfnet
 
     net = tfnet.with_relu(tfnet.mobilenet_v1(1.0, in_channels=1, bn=False))
-    net.classifier = torch.nn.Linear(EMBEDDING_DIM, CLASSES)  # not called by forward
+    if with_classifier:
+        net.classifier = torch.nn.Linear(EMBEDDING_DIM, CLASSES)  # not called by forward
     if weights is not None:
-        tfnet.load_into(net, tfnet.load_weights(weights), str(weights))
-    if not with_classifier:
-        del net.classifier
+        state = tfnet.read_state(weights)  # a .pth: fine-tuned by a run (the trunk only)
+        if not with_classifier:
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        tfnet.load_into(net, state, str(weights))
     return net.eval()
 
 
@@ -44,7 +46,14 @@ def embedding(weights: Path | None = None):
             super().__init__()
             self.net = net
 
+        @property
+        def inner(self):  # backbones/stages.py: the trunk, fed the patch as a one-channel image
+            return self.net
+
+        def to_inner(self, mel: torch.Tensor) -> torch.Tensor:
+            return mel.unsqueeze(1)
+
         def forward(self, mel: torch.Tensor) -> torch.Tensor:
-            return self.net(mel.unsqueeze(1)).mean(dim=(2, 3))
+            return self.net(self.to_inner(mel)).mean(dim=(2, 3))
 
     return Embedding().eval()

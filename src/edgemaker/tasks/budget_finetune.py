@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..backbones.stages import stages
+from ..backbones.stages import cut_trunk_view
 from ..progress import Progress
 from .options import ClassifierOptions
 
@@ -74,70 +74,12 @@ def teacher_targets(cls, train, validation, options: ClassifierOptions, progress
     return soft[:, 0], teacher.evaluate(validation).accuracy
 
 
-def _trunk_parts(spec, weights):
-    """(the whole trunk, its stem as a function of float NCHW, its blocks, the cut depth) of a
-    truncated EfficientNet-Lite or a MobileNetV1 cut (backbones/mobilenet_v1.py)."""
-    from ..backbones import mobilenet_v1
-
-    parsed = mobilenet_v1.parse_name(spec.name)
-    if parsed is not None:
-        variant, depth, gray = parsed
-        net = mobilenet_v1.trunk(variant, weights, 1 if gray else 3)
-        return net, (lambda x: net.stem(x.mean(dim=1, keepdim=True))) if gray else net.stem, net.blocks, depth
-    from ..backbones.truncated import parse_name, trunk
-
-    variant, depth = parse_name(spec.name)
-    net = trunk(variant, spec.image.size, weights)
-    return net, stages(net).stem, stages(net).blocks, depth
-
-
 def _prefix(spec, cut: int):
     """The truncated backbone up to block `cut` (float NCHW -> the activation entering block `cut`)."""
-    import torch
-
     from ..backbones.weights import resolve_weights
+    from .finetune import prefix_of
 
-    net, stem, blocks, _ = _trunk_parts(spec, resolve_weights(spec.weights))
-
-    class Prefix(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            x = stem(x)
-            for block in blocks[:cut]:
-                x = block(x)
-            return x
-
-    return Prefix().eval()
-
-
-def _tail(net, blocks, start: int, depth: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
-    """blocks[start:depth] + pooling + dropout + the linear head: what is trained (BatchNorm frozen)."""
-    import torch
-
-    class Tail(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.blocks = torch.nn.ModuleList(list(blocks)[start:depth])
-            self.drop = torch.nn.Dropout(dropout)
-            self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
-            with torch.no_grad():
-                self.fc.weight.copy_(torch.from_numpy(np.asarray(coef, np.float32)))
-                self.fc.bias.copy_(torch.from_numpy(np.asarray(intercept, np.float32)))
-
-        def forward(self, a):
-            for block in self.blocks:
-                a = block(a)
-            return self.fc(self.drop(a.mean(dim=(2, 3))))
-
-    for p in net.parameters():
-        p.requires_grad_(False)
-    tail = Tail()
-    for p in tail.parameters():
-        p.requires_grad_(True)
-    return tail.eval()
+    return prefix_of(cut_trunk_view(spec, resolve_weights(spec.weights)), cut)
 
 
 def tune(base, train, validation, options: ClassifierOptions, progress: Progress, epochs: int,
@@ -160,11 +102,12 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
     )
     from ..features.extract import cache_tag
     from .classifier import augmentation_for
-    from .finetune import save_weights, train_tail
+    from .finetune import save_weights, tail_module, train_tail
 
     t0 = time.perf_counter()
     spec = base.spec
-    net, _, blocks, depth = _trunk_parts(spec, resolve_weights(spec.weights))
+    view = cut_trunk_view(spec, resolve_weights(spec.weights))
+    net, depth = view.net, view.depth
     start = max(0, depth - (LAST_BLOCKS if last is None else last))
     opts = tune_options(options, epochs)
     views = max(1, options.augmentation.views)
@@ -187,7 +130,7 @@ def tune(base, train, validation, options: ClassifierOptions, progress: Progress
     yv = np.array([index[s.label] for s in validation], np.int64)
     cw = base.head.class_weights_
     class_weights = None if not cw else np.array([cw[c] for c in base.head.classes_.tolist()], np.float32)
-    tail = _tail(net, blocks, start, depth, base.head.coef_, base.head.intercept_, opts.hparams.dropout)
+    tail = tail_module(net, start, base.head.coef_, base.head.intercept_, opts.hparams.dropout, depth)
     ft = replace(options.fine_tune, epochs=epochs, patience=PATIENCE, learning_rate=LEARNING_RATE)
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads or threads)

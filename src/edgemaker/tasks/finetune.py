@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import io
 import time
@@ -23,7 +24,7 @@ from ..atomic import write_bytes
 from ..backbones import get_builder
 from ..backbones.runtime import Backbone
 from ..backbones.spec import BackboneSpec, WeightsSource
-from ..backbones.stages import stages
+from ..backbones.stages import stages, trunk_view
 from ..backbones.weights import load_state_dict, resolve_weights
 from ..errors import EdgemakerError
 from ..features.activations import ActivationStore, PrefixRunner, extract_activations, prefix_onnx
@@ -33,11 +34,12 @@ from ..progress import Progress
 from ..training.loop import descend, seeded, state_copy, train_epochs
 from .options import augmentation_for
 
-# Backbones whose builder holds an EfficientNet trunk (_blocks, _conv_head, _bn1): the image ones
-# (`.net`) and the sound one that feeds it log-mel patches (`.network.lite.net`, after its front end).
+# Backbones whose builder's trunk has a stage view (backbones/stages.py): EfficientNet-Lite (images,
+# and on log-mel patches) and tfnet's MobileNetV1/V2 (yamnet on its own patches, the image ones whole).
 # aisfx is not here (yet): four VGG-style blocks of about equal compute, the last holding 76% of its
 # weights, so K=1 already retrains most of the network and the cache saves at most 4x per epoch.
-FINE_TUNABLE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_mel")
+FINE_TUNABLE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_mel", "yamnet",
+                "mobilenet_v2", "mobilenet_v1_025", "mobilenet_v1_050")
 
 
 def supported(spec: BackboneSpec) -> bool:
@@ -55,64 +57,63 @@ def check_supported(spec: BackboneSpec, depths: list[int]) -> None:
         raise EdgemakerError(f"--fine-tune {max(depths)}: {spec.name} has {n} blocks; use at most {n} (or auto)")
 
 
+@functools.lru_cache(maxsize=32)
 def block_count(spec: BackboneSpec) -> int:
-    from efficientnet_lite_pytorch import EfficientNet
-
-    if spec.image is not None:
-        variant, size = spec.name.removeprefix("efficientnet_"), spec.image.size
-    else:
-        from ..backbones.audio_backbones import MEL_IMAGE_SIZE
-
-        variant, size = "lite0", MEL_IMAGE_SIZE
-    return len(stages(EfficientNet.from_name(f"efficientnet-{variant}", image_size=size)).blocks)
+    return len(stages(trunk(spec)).blocks)
 
 
 def _built(spec: BackboneSpec):
-    """(the registered builder's module with the spec's weights, the EfficientNet inside it)."""
-    module = get_builder(spec.name)(spec, resolve_weights(spec.weights)).eval()
-    return module, (module.net if spec.image is not None else module.network.lite.net)
+    """The registered builder's module with the spec's weights, seen as its trunk (backbones/stages.py)."""
+    return trunk_view(get_builder(spec.name)(spec, resolve_weights(spec.weights)).eval())
 
 
 def trunk(spec: BackboneSpec):
-    """The EfficientNet inside the registered builder's module, pretrained weights loaded, eval mode."""
-    return _built(spec)[1].eval()
+    """The trunk inside the registered builder's module, pretrained weights loaded, eval mode."""
+    return _built(spec).net.eval()
 
 
 def prefix_module(spec: BackboneSpec, cut: int):
     """The backbone up to block `cut`: from float NCHW for images, from the waveform window (front
     end and patch-as-image included) for sounds."""
+    return prefix_of(_built(spec), cut)
+
+
+def prefix_of(view, cut: int):
+    """The trunk `view` (backbones/stages.py) up to block `cut`, from its module's input."""
     import torch
 
-    module, net = _built(spec)
+    st = view.stages
 
     class Prefix(torch.nn.Module):
         """[front end + patch as image +] stem + blocks[:cut] -> the activation entering block `cut`."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.module = module
+            self.module = view.module
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if spec.audio is not None:
-                x = module.network.to_image(module.frontend(x))
-            x = stages(net).stem(x)
-            for block in stages(net).blocks[:cut]:
+            x = st.stem(view.to_trunk(x))
+            for block in st.blocks[:cut]:
                 x = block(x)
             return x
 
     return Prefix().eval()
 
 
-def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float):
+def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropout: float, depth: int | None = None):
+    """What fine-tuning trains, from block `start` of trunk `net` (seen as a backbone cut after block
+    `depth`, if given); the rest of `net` is frozen."""
     import torch
 
+    st = stages(net, depth)
+
     class Tail(torch.nn.Module):
-        """blocks[start:] + head conv/bn + pooling + dropout + linear head: what fine-tuning trains."""
+        """blocks[start:] + the head layers (if any) + pooling + dropout + linear head."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = torch.nn.ModuleList(stages(net).blocks[start:])
-            self.conv_head, self.bn1, self.act = stages(net).head_layers
+            self.blocks = torch.nn.ModuleList(st.blocks[start:])
+            self.head = st.head
             self.drop = torch.nn.Dropout(dropout)
             self.fc = torch.nn.Linear(coef.shape[1], coef.shape[0])
             with torch.no_grad():
@@ -122,7 +123,7 @@ def tail_module(net, start: int, coef: np.ndarray, intercept: np.ndarray, dropou
         def forward(self, a: torch.Tensor) -> torch.Tensor:
             for block in self.blocks:
                 a = block(a)
-            return self.fc(self.drop(self.act(self.bn1(self.conv_head(a))).mean(dim=(2, 3))))
+            return self.fc(self.drop(self.head(a).mean(dim=(2, 3))))
 
     tail = Tail()
     for p in net.parameters():

@@ -98,7 +98,7 @@ def pooled_features(tail, acts: Embeddings, batch: int = 64) -> np.ndarray:
             a = torch.from_numpy(acts.vectors[i : i + batch].astype(np.float32))
             for block in tail.blocks:
                 a = block(a)
-            out.append(tail.act(tail.bn1(tail.conv_head(a))).mean(dim=(2, 3)).numpy())
+            out.append(tail.head(a).mean(dim=(2, 3)).numpy())
     return np.concatenate(out)
 
 
