@@ -151,11 +151,10 @@ def test_fine_tuning_that_recovers_what_frozen_features_lack_is_accepted(setup, 
     assert ft["chosen_k"] == 3 and ft["paired"]["decision"] == "fine-tuned"
     assert clf.spec.weights.kind == "file" and clf.head_only is not clf
     assert ft["fine_tuned"]["val_accuracy_onnx"] is not None  # the saved trunk runs as an ordinary backbone
-    assert ft["refit"] == {"on": "train", "samples": len(splits.train), "epochs": 8}  # validation held out ...
-    assert ft["fine_tuned"]["val_accuracy"] is not None and not ft["fine_tuned"]["validation_in_refit"]
+    assert ft["refit"] == {"on": "train", "samples": len(splits.train), "epochs": 8}
 
 
-def test_where_the_run_refits_on_all_its_data_the_accepted_recipe_is_refitted_on_train_and_val(setup, monkeypatch):
+def test_the_accepted_recipe_is_refitted_on_train_so_validation_stays_held_out_for_int8(setup, monkeypatch, tmp_path):
     base, splits = setup
     _rank_one(monkeypatch)
     sizes = []
@@ -166,16 +165,16 @@ def test_where_the_run_refits_on_all_its_data_the_accepted_recipe_is_refitted_on
         return real(tail, x, y, *a, **k)
 
     monkeypatch.setattr(finetune_paired, "train_recipe", spy)
+    # Even where the run refits its head on all the labelled data, the fine-tuned blocks do not see validation.
     clf = ImageClassifier.create(splits.train, splits.val, _options(
         base / "cache", hparams={"head": "softmax", "refit_on_val": True}))
     ft = clf.fine_tune
     n = len(splits.train) + len(splits.val)
-    assert ft["chosen_k"] == 3 and ft["refit"] == {"on": "train + val", "samples": n, "epochs": 8}
-    assert sizes[-1] == n and all(s < n for s in sizes[:-1])  # the folds fit on part, the refit on all
-    # validation was trained on: no validation accuracy is claimed for the fine-tuned model
-    assert ft["fine_tuned"]["val_accuracy"] is None and ft["fine_tuned"]["validation_in_refit"]
-    html = "".join(fine_tune_section(ft))
-    assert f"refitted on train + val ({n} samples, 8 epochs); validation was trained on" in html
+    assert ft["chosen_k"] == 3 and ft["refit"] == {"on": "train", "samples": len(splits.train), "epochs": 8}
+    assert sizes[-1] == len(splits.train) and all(s < n for s in sizes)
+    assert ft["fine_tuned"]["val_accuracy"] is not None and not clf.trained_on_val
+    assert "refitted on train (" in "".join(fine_tune_section(ft))
+    assert clf.export_session(tmp_path / "export").validation.check_head is None  # validation is held out
 
 
 def test_a_declined_fine_tune_ships_the_head_refitted_on_train_and_val(setup, monkeypatch):

@@ -218,7 +218,7 @@ def _metrics(report, splits, clf, val_eval, test_eval, exports, warnings, timing
         },
         "fine_tune": clf.fine_tune or None,
         "val": {"accuracy": round(val_eval.accuracy, 4), "loss": round(val_eval.loss, 4),
-                "held_out": "train + val" not in getattr(clf.head_selection, "refit", "")},
+                "held_out": not clf.trained_on_val},
         "test": test,
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],

@@ -171,9 +171,8 @@ def fine_tune_section(ft: dict | None) -> list[str]:
     if ft.get("refit"):
         r = ft["refit"]
         out.append(f"<p class=muted>The chosen recipe was refitted on {_e(r['on'])} ({r['samples']} samples, "
-                   f"{r['epochs']} epochs)" + ("; validation was trained on, so it gives no validation accuracy"
-                                               if r["on"] == "train + val" else "") + ".</p>")
-    elif (before.get("refit")):
+                   f"{r['epochs']} epochs), so that validation stays held out for the int8 checks.</p>")
+    elif before.get("refit"):
         out.append(f"<p class=muted>The head-only model's head was refitted on {_e(before['refit'])}.</p>")
     out.append(_table(["model", "val accuracy", "test accuracy"],
                       [["head only", acc(before, "val_accuracy"), acc(before, "test_accuracy")],

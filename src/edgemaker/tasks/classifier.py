@@ -139,6 +139,12 @@ class Classifier:
             return None
         return [*self.train_samples, *self.val_samples], sel.oof_probabilities, list(sel.classes)
 
+    @property
+    def trained_on_val(self) -> bool:
+        """Whether the shipped model learnt from validation too (its head refitted on train + val): scores
+        on validation are then training scores, and the int8 checks go through a head fitted on train only."""
+        return bool(getattr(self.head_selection, "refit_on_val", False))
+
     @staticmethod
     def open_cache(options: ClassifierOptions) -> FeatureCache:
         return FeatureCache(options.cache_dir / "features.sqlite" if options.cache_dir else None)
@@ -320,12 +326,12 @@ class Classifier:
         return True
 
     def _int8_check_head(self) -> tuple | None:
-        """When the head was refitted on train + val, the int8 checks cannot judge on validation through
-        it: (the same head fitted on train only, its float probabilities on validation)
-        (the chosen settings and epoch count, no early stopping), without flip averaging (int8 backbones
-        embed the unmirrored image). None when validation is held out from the head."""
+        """When the model was trained on validation too (trained_on_val), the int8 checks cannot judge on
+        validation through its head: (the same head fitted on train only, its float probabilities on
+        validation) (the chosen settings and epoch count, no early stopping), without flip averaging (int8
+        backbones embed the unmirrored image). None when validation is held out from the model."""
         sel = self.head_selection
-        if not (isinstance(sel, CVSelection) and sel.refit_on_val
+        if not (isinstance(sel, CVSelection) and self.trained_on_val
                 and self.train_samples and self.val_samples):
             return None
         chosen = {k: v for k, v in sel.chosen.items() if k != "flip_average"}

@@ -358,7 +358,7 @@ def keep_head_only(baseline, report: dict, base_acc: float, start_time: float, p
     return baseline
 
 
-def fine_tuned_model(clf, baseline, net, fc: tuple, report: dict, val_accuracy: float | None, start_time: float,
+def fine_tuned_model(clf, baseline, net, fc: tuple, report: dict, val_accuracy: float, start_time: float,
                      progress: Progress):
     """`clf` with `net` (its trunk, the last `report['chosen_k']` blocks trained) and head `fc` =
     (weight, bias): the weights saved content-addressed, a new spec, the ONNX model checked on validation."""
@@ -370,19 +370,16 @@ def fine_tuned_model(clf, baseline, net, fc: tuple, report: dict, val_accuracy: 
     head.coef_, head.intercept_ = fc[0].astype(np.float32), fc[1].astype(np.float32)
     model = type(clf)(Backbone(new_spec, opts.threads, opts.cache_dir), head, opts, clf.cache, progress)
     model.train_samples, model.val_samples, model.selection = clf.train_samples, clf.val_samples, clf.selection
+    model.head_selection = clf.head_selection  # the head's settings, which the int8 checks' train-only head reuses
     model.head_only = baseline
     onnx_val = model.evaluate(clf.val_samples) if clf.val_samples else None
-    seen = (report.get("refit") or {}).get("on") == "train + val"  # validation trained on: a training score
-    report["fine_tuned"] = {"val_accuracy": None if val_accuracy is None else round(val_accuracy, 4),
-                            "val_accuracy_onnx": round(onnx_val.accuracy, 4) if onnx_val else None,
-                            "validation_in_refit": seen}
+    report["fine_tuned"] = {"val_accuracy": round(val_accuracy, 4),
+                            "val_accuracy_onnx": round(onnx_val.accuracy, 4) if onnx_val else None}
     report["weights"] = str(path)
     report["extra_s"] = round(time.perf_counter() - start_time, 2)
     model.fine_tune = report
     model.timings = {**baseline.timings, "fine_tune_s": report["extra_s"]}
     before = report["head_only"]["val_accuracy"]
-    after = onnx_val.accuracy if onnx_val else val_accuracy
-    progress.log(f"fine-tune: last {chosen} block(s) chosen"
-                 + (f", val accuracy {before:.4f} -> {after:.4f}" if after is not None else "")
-                 + (" (validation was part of the refit: a training score)" if seen else ""))
+    progress.log(f"fine-tune: last {chosen} block(s) chosen, val accuracy {before:.4f} -> "
+                 f"{onnx_val.accuracy if onnx_val else val_accuracy:.4f}")
     return model

@@ -321,18 +321,19 @@ def paired_fine_tune(clf, progress: Progress, baseline, reason: str):
         report["cpu_s"] = round(time.process_time() - start_cpu, 2)  # on a shared machine, the cost itself
         return model
 
-    # Refit the accepted recipe from the trained head: on train + val where the run refits on all its
-    # labelled data (hparams.refit_on_val; the folds judged the recipe, so no split need stay held out).
+    # Refit the accepted recipe from the trained head, on the training split: validation stays held out
+    # from the fine-tuned blocks, so that the int8 checks judge them on images they never saw. (Refitted
+    # on train + val, a cars-dev10 model's int8 file disagreed with float on 17% of test while validation,
+    # memorised by the blocks, showed 98% agreement: its "first conv in float" route was chosen on it.)
     net.load_state_dict(original)
     start = n_blocks - chosen
-    on_val = hp.refit_on_val and bool(clf.val_samples)
-    refit_idx = np.arange(len(samples) if on_val else n_train)
-    x = advance(net, subset(acts, refit_idx, views), cut, start)
+    train_idx = np.arange(n_train)
+    x = advance(net, subset(acts, train_idx, views), cut, start)
     tail = tail_module(net, start, clf.head.coef_, clf.head.intercept_, hp.dropout)
-    train_recipe(tail, x, y[refit_idx], epochs, hp, class_weights, hp.seed)
-    report["refit"] = {"on": "train + val" if on_val else "train", "samples": int(len(refit_idx)), "epochs": epochs}
-    val_acc = None
-    if clf.val_samples and not on_val:
+    train_recipe(tail, x, y[train_idx], epochs, hp, class_weights, hp.seed)
+    report["refit"] = {"on": "train", "samples": n_train, "epochs": epochs}
+    val_acc = 0.0
+    if clf.val_samples:
         val_idx = np.arange(n_train, len(samples))
         val_acc = tail_accuracy(tail, advance(net, subset(acts, val_idx, 0), cut, start), y[val_idx])
     fc = (tail.fc.weight.detach().numpy().copy(), tail.fc.bias.detach().numpy().copy())

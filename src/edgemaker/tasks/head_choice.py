@@ -4,8 +4,8 @@ chosen by k-fold cross-validation over train + val on the cached embeddings (hea
 The refit: the chosen head is fitted again, the softmax head for the median of the folds' best epoch
 counts with no early stopping (the same rule on every split it is fitted on). `edgemaker train`
 refits on train + val (all the labelled data the run may learn from; HParams.refit_on_val), except
-with --fine-tune, which may compare its models on the held-out validation split (once it has
-decided, a head-only model and the paired path's recipe are refitted on train + val); everything else
+with --fine-tune, which compares its models on the held-out validation split (once it has decided
+on head only, that model's head is refitted on train + val); everything else
 (--auto, budget search, distillation, the Python API's default) refits on train, so validation
 stays held out for what compares models on it afterwards.
 
