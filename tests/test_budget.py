@@ -117,6 +117,9 @@ def test_budget_search_run_exports_a_fitting_winner_with_frontier(folder, tmp_pa
     conf = rec["confirmed"]  # measured on the real int8 file (added to the formats to confirm the budget)
     assert conf["fits"] and conf["flash_bytes"] <= 80_000 and conf["ram_bytes"] <= 128_000
     assert m["budget"]["problems"] == [] and any(e["format"] == "tflite-int8" for e in m["exports"])
+    tried = rec["int8_attempts"]  # the winner's int8 file tried before export (tasks/budget_fallback.py)
+    assert [a["candidate"] for a in tried] == [rec["winner"]] and tried[0]["refused"] is None
+    assert tried[0]["flash_bytes"] == conf["flash_bytes"]
     svg = (tmp_path / "run" / "frontier.svg").read_text()
     assert svg.startswith("<svg") and rec["winner"] in svg
     html = (tmp_path / "run" / "report.html").read_text()
