@@ -85,6 +85,8 @@ def shippable(cls, clf, record, train, validation, options: ClassifierOptions, p
         entry = try_int8(clf, c.name, train_paths, cls.modality, record.max_flash, record.max_ram)
         attempts.append(entry)
         if entry["refused"] is None:
+            progress.log(f"budget: the int8 file of {c.name} passes: flash {human(entry['flash_bytes'])}, RAM "
+                         f"{human(entry['ram_bytes'])} ({entry['ram_source']})")
             c.note = "; ".join(filter(None, [c.note, "int8 file kept" + (f" (try {i + 1})" if i else "")]))
             if i:
                 record.winner = c.name
