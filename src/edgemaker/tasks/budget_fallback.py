@@ -12,6 +12,7 @@ int8 file that fits when another candidate gives one. Every check reads train an
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 
 from ..errors import EdgemakerError
@@ -79,10 +80,12 @@ def shippable(cls, clf, record, train, validation, options: ClassifierOptions, p
     first = order[0]
     train_paths = [s.path for s in train]
     for i, c in enumerate(order):
+        t0 = time.perf_counter()
         if i:
             progress.log(f"budget: trying the next candidate, {c.name}")
             clf = build(cls, c, train, validation, options, progress, cache, refit_on_val)
         entry = try_int8(clf, c.name, train_paths, cls.modality, record.max_flash, record.max_ram)
+        entry["seconds"] = round(time.perf_counter() - t0, 1)  # the head refit (after the first), int8 file, check
         attempts.append(entry)
         if entry["refused"] is None:
             progress.log(f"budget: the int8 file of {c.name} passes: flash {human(entry['flash_bytes'])}, RAM "
