@@ -99,7 +99,9 @@ def shippable(cls, clf, record, train, validation, options: ClassifierOptions, p
             return clf
         c.note = "; ".join(filter(None, [c.note, entry["short"]]))
         progress.log(f"budget: {c.name} {entry['short']}")
+    limits = " ".join(f"--max-{what} {human(n)}" for what, n in (("flash", record.max_flash), ("ram", record.max_ram))
+                      if n is not None)
     raise EdgemakerError(
-        f"no int8 file passed within --max-flash {human(record.max_flash)} --max-ram {human(record.max_ram)}: "
+        f"no int8 file passed within {limits}: "
         + "; ".join(f"{a['candidate']} ({a['short']})" for a in attempts)
         + "; try a larger budget, or train without one and use the fp32 file")
