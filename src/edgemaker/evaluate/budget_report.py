@@ -106,7 +106,7 @@ def report_section(record: dict) -> list[str]:
     tried = record.get("int8_attempts") or []
     if len(tried) > 1 or any(a["refused"] for a in tried):
         out.append("<p>Int8 files tried before export, in the search's ranking: " + "; ".join(
-            f"{escape(a['candidate'])}: " + (f"refused ({escape(a['refused'])})" if a["refused"] else
+            f"{escape(a['candidate'])}: " + (f"refused ({escape(a.get('short') or a['refused'])})" if a["refused"] else
                                              f"kept ({human(a['flash_bytes'])} flash, {human(a['ram_bytes'])} RAM)")
             for a in tried) + ".</p>")
     ft = record.get("fine_tune")
