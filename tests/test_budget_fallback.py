@@ -82,7 +82,8 @@ def test_a_refused_winner_passes_the_choice_to_the_next_candidate(searched, monk
     tried = record.int8_attempts
     assert [a["candidate"] for a in tried] == [order[0].name, order[1].name]
     assert tried[0]["refused"] and "int8" in tried[0]["refused"] and tried[0]["flash_bytes"] is None
-    assert tried[1]["refused"] is None and 0 < tried[1]["flash_bytes"] <= MAX_FLASH and 0 < tried[1]["ram_bytes"] <= MAX_RAM
+    assert tried[1]["refused"] is None
+    assert 0 < tried[1]["flash_bytes"] <= MAX_FLASH and 0 < tried[1]["ram_bytes"] <= MAX_RAM
     assert record.winner == order[1].name != first and clf.spec.name == order[1].backbone
     assert checked == [order[0].backbone, order[1].backbone]
     assert f"the int8 file of {first} was refused" in record.why and "test split was not used" in record.why
