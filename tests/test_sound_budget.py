@@ -94,13 +94,13 @@ def test_sound_budget_search_picks_a_fitting_trunk_confirmed_by_tflm(folder, sma
 
 
 def test_a_budget_only_small_cnn_mel_fits_trains_it_from_scratch(folder, tmp_path):
-    """Under 60 kB of flash no frozen trunk fits: the search trains small_cnn_mel (the largest fitting
+    """Under 40 kB of flash no frozen trunk fits: the search trains small_cnn_mel (the largest fitting
     width) on the clips, and TFLite Micro confirms the real int8 file against the prediction."""
     pytest.importorskip("litert_torch")
     from edgemaker.pipeline import train_run
 
     options = ClassifierOptions(hparams=HParams(epochs=12, learning_rate=3e-3), augmentation=AugmentationOptions(views=1))
-    m = train_run(folder, tmp_path / "run", options, formats=["tflite-int8"], max_flash=60_000, max_ram=64_000)
+    m = train_run(folder, tmp_path / "run", options, formats=["tflite-int8"], max_flash=40_000, max_ram=64_000)
     rec = m["budget_search"]
     fitting = [c["name"] for c in rec["candidates"] if c["fits"]]
     assert fitting == ["small_cnn_mel_w8"] and rec["winner"] == "small_cnn_mel_w8", rec["candidates"]

@@ -103,6 +103,16 @@ def report_section(record: dict) -> list[str]:
                    f"(predicted {human(conf['predicted']['flash_bytes'])}), RAM {human(conf['ram_bytes'] or 0)} "
                    f"(predicted {human(conf['predicted']['ram_bytes'])}), {(conf['macs'] or 0) / 1e6:.1f} M MACs; "
                    f"{'fits' if conf['fits'] else 'does NOT fit'} the budget.</p>")
+    tried = record.get("int8_attempts") or []
+
+    def attempt(a: dict) -> str:
+        if a["refused"]:
+            return f"{escape(a['candidate'])}: refused ({escape(a.get('short') or a['refused'])})"
+        return f"{escape(a['candidate'])}: kept ({human(a['flash_bytes'])} flash, {human(a['ram_bytes'])} RAM)"
+
+    if len(tried) > 1 or any(a["refused"] for a in tried):
+        out.append("<p>Int8 files tried before export, in the search's ranking: "
+                   + "; ".join(attempt(a) for a in tried) + ".</p>")
     ft = record.get("fine_tune")
     if ft and ft["finalists"]:
         out.append("<p>Finalists fine-tuned (kept only if validation improves): " + "; ".join(

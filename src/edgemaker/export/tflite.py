@@ -272,7 +272,8 @@ class TFLiteExporter(Exporter):
     def quantize(self, source: Path, target: Path, quantization: Quantization, calibration: Sequence[np.ndarray],
                  metadata: dict) -> Path:
         quantize(source, target, quantization, calibration)
-        _finish(target, with_embedding_scale(metadata, (read_metadata(source) or {}).get("embedding_scale")))
+        _finish(target, with_embedding_scale(metadata, (read_metadata(source) or {}).get("embedding_scale")),
+                short_names=True)  # a quantized file is deployed, never calibrated on: its names cost flash only
         return target
 
     def int8_backbone(self, int8_file: Path, metadata: dict, threads: int | None) -> TFLiteInt8Backbone:
@@ -387,10 +388,10 @@ class TFLiteInt8Backbone:
         return np.stack(rows) if self._rescale is None else np.stack(rows) * self._rescale
 
 
-def _finish(path: Path, metadata: dict) -> None:
+def _finish(path: Path, metadata: dict, short_names: bool = False) -> None:
     from .flatbuffer import inline_buffers
 
-    inline_buffers(path)  # weights inside the flatbuffer: TFLite Micro misreads offset buffers
+    inline_buffers(path, short_names)  # weights inside the flatbuffer: TFLite Micro misreads offset buffers
     quant = io_quantization(path)
     metadata = {**metadata, "tflite": quant}
     metadata["input"] = {**metadata["input"], "tflite_dtype": quant["input"]["dtype"],

@@ -46,17 +46,21 @@ class AutoStrategy:
 
 
 class BudgetStrategy:
-    """The most accurate model that fits --max-flash/--max-ram (tasks/budget_search.py), confirmed on
-    the real int8 file after export."""
+    """The most accurate model that fits --max-flash/--max-ram (tasks/budget_search.py) whose int8
+    file passes (tasks/budget_fallback.py), confirmed on the real int8 file after export."""
 
     name = "budget"
 
     def fit(self, splits, config, ctx: FitContext):
+        from ..tasks.budget_fallback import shippable
         from ..tasks.budget_search import search
 
         budget = config.search.budget
+        refit = not config.search.distill
         clf, record = search(ctx.classifier, splits.train, splits.val, config.options, ctx.progress, ctx.cache,
-                             budget.max_flash, budget.max_ram, refit_on_val=not config.search.distill)
+                             budget.max_flash, budget.max_ram, refit_on_val=refit)
+        clf = shippable(ctx.classifier, clf, record, splits.train, splits.val, config.options, ctx.progress,
+                        ctx.cache, refit)  # an int8 file refused or over budget: the next candidate
         ctx.options = replace(clf.options, hparams=config.options.hparams)
         if not {"tflite-int8", "c-array"} & set(ctx.formats):  # the budget is confirmed on the real int8 file
             ctx.formats = (*ctx.formats, "tflite-int8")

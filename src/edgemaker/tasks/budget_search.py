@@ -16,8 +16,9 @@ train + val unless something compares on validation afterwards. The test split i
 With --fine-tune, the best fitting truncated image candidate then gets
 its last blocks fine-tuned (tasks/budget_finetune.py), kept only when validation improves (off by
 default: on caltech-dev10 it cost ~15 minutes and did not raise test accuracy). The pipeline exports the
-model and confirms the budget on the real int8 file (export/device.py). Nothing fitting is one
-error naming the candidate that came closest.
+model and confirms the budget on the real int8 file (export/device.py); before that, an int8 file
+refused or measured over the budget passes the choice to the next candidate in the ranking
+(tasks/budget_fallback.py). Nothing fitting is one error naming the candidate that came closest.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class BudgetRecord:
     seconds: float = 0.0
     confirmed: dict | None = None  # the real int8 file's budget, filled by the pipeline
     fine_tune: dict | None = None  # the finalists' trunks fine-tuned (tasks/budget_finetune.py)
+    int8_attempts: list[dict] = field(default_factory=list)  # int8 files tried in order (tasks/budget_fallback.py)
 
     def ladder(self) -> list[dict]:
         """For common budgets: the best validated candidate that would fit (among those trained here)."""
@@ -98,7 +100,7 @@ class BudgetRecord:
     def to_dict(self) -> dict:
         return {"max_flash_bytes": self.max_flash, "max_ram_bytes": self.max_ram, "winner": self.winner,
                 "why": self.why, "seconds": round(self.seconds, 2), "confirmed": self.confirmed,
-                "fine_tune": self.fine_tune,
+                "fine_tune": self.fine_tune, "int8_attempts": self.int8_attempts,
                 "candidates": [c.to_dict() for c in self.candidates], "ladder": self.ladder()}
 
 
@@ -311,9 +313,7 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     if best[1] is not None:
         clf = best[1]
     else:  # the winner again with the full head-settings selection (its features are cached)
-        clf = cls.create(train, validation, replace(
-            options, model=replace(options.model, backbone=winner.backbone, input_size=winner.size),
-            hparams=replace(options.hparams, refit_on_val=refit_on_val and not finalists)), progress, cache)
+        clf = build(cls, winner, train, validation, options, progress, cache, refit_on_val and not finalists)
     if finalists:  # accuracy for no bytes: the finalists' trunks trained on this data
         clf, record.fine_tune = budget_finetune.improve(cls, record, clf, train, validation, options, progress,
                                                         cache, finalists)
@@ -324,6 +324,16 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
             progress.log(f"budget: kept {record.winner} with its trunk fine-tuned")
     record.seconds = time.perf_counter() - start
     return clf, record
+
+
+def build(cls, c: Candidate, train, validation, options: ClassifierOptions, progress: Progress, cache,
+          refit_on_val: bool):
+    """A frozen candidate's Classifier with the full head-settings selection (its features are cached)."""
+    from .options import FineTuneOptions
+
+    return cls.create(train, validation, replace(
+        options, model=replace(options.model, backbone=c.backbone, input_size=c.size), fine_tune=FineTuneOptions(),
+        hparams=replace(options.hparams, refit_on_val=refit_on_val)), progress, cache)
 
 
 def worth_embedding(fitting: Sequence[Candidate]) -> list[str]:
