@@ -265,3 +265,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.real_data)
         if any(call in source for call in HEAVY_CALLS) or item.nodeid.split("[")[0] in MEASURED_SLOW:
             item.add_marker(pytest.mark.slow)
+
+
+def lite0_64_budget_search(root: Path, seed: int, epochs: int, max_flash: int, max_ram: int, patches: dict = (),
+                           **search_kwargs):
+    """One budget search on generated images with only EfficientNet-Lite0 cuts at 64 px (no small_cnn, no
+    MobileNetV1): (classifier, record, splits, options, cache). `patches`: more module attributes set
+    for the search only, {(module, name): value}."""
+    from edgemaker.data.splits import SplitOptions, make_splits
+    from edgemaker.data.validate import validate_folder
+    from edgemaker.progress import SilentProgress
+    from edgemaker.tasks import budget_search
+    from edgemaker.tasks.classifier import ImageClassifier
+    from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
+
+    folder = make_image_folder(root / "data", per_class=8, seed=seed)
+    splits = make_splits(validate_folder(folder), SplitOptions(seed=0))
+    options = ClassifierOptions(hparams=HParams(epochs=epochs), augmentation=AugmentationOptions(views=1),
+                                cache_dir=root / "cache")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(budget_search, "SIZES", (64,))
+    mp.setattr(budget_search, "SMALL_CNN", ())
+    mp.setattr(budget_search, "MOBILENET_V1_SIZES", ())
+    for (module, name), value in dict(patches).items():
+        mp.setattr(module, name, value)
+    try:
+        cache = ImageClassifier.open_cache(options)
+        clf, record = budget_search.search(ImageClassifier, splits.train, splits.val, options, SilentProgress(), cache,
+                                           max_flash, max_ram, **search_kwargs)
+    finally:
+        mp.undo()
+    return clf, record, splits, options, cache

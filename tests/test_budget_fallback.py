@@ -7,14 +7,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import make_image_folder
+from conftest import lite0_64_budget_search
 
-from edgemaker.data.splits import SplitOptions, make_splits
-from edgemaker.data.validate import validate_folder
 from edgemaker.errors import EdgemakerError
 from edgemaker.export import int8, session as session_module
-from edgemaker.tasks import budget_fallback, budget_search
-from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
+from edgemaker.tasks import budget_fallback
 
 MAX_FLASH, MAX_RAM = 80_000, 140_000  # a few Lite0 cuts at 64 px fit
 
@@ -24,25 +21,8 @@ pytest.importorskip("litert_torch")
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """One budget search on generated images (Lite0 cuts at 64 px only)."""
-    from edgemaker.progress import SilentProgress
-    from edgemaker.tasks.classifier import ImageClassifier
-
-    root = tmp_path_factory.mktemp("budget_fallback")
-    folder = make_image_folder(root / "data", per_class=8, seed=5)
-    splits = make_splits(validate_folder(folder), SplitOptions(seed=0))
-    options = ClassifierOptions(hparams=HParams(epochs=6), augmentation=AugmentationOptions(views=1),
-                                cache_dir=root / "cache")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(budget_search, "SIZES", (64,))
-    mp.setattr(budget_search, "SMALL_CNN", ())
-    mp.setattr(budget_search, "MOBILENET_V1_SIZES", ())
-    try:
-        cache = ImageClassifier.open_cache(options)
-        clf, record = budget_search.search(ImageClassifier, splits.train, splits.val, options, SilentProgress(), cache,
-                                           MAX_FLASH, MAX_RAM, refit_on_val=True)
-    finally:
-        mp.undo()
-    return clf, record, splits, options, cache
+    return lite0_64_budget_search(tmp_path_factory.mktemp("budget_fallback"), 5, 6, MAX_FLASH, MAX_RAM,
+                                  refit_on_val=True)
 
 
 def _refuse_every_int8_file(m) -> None:

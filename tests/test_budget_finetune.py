@@ -9,12 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import lite0_64_budget_search
 
-from edgemaker.data.splits import SplitOptions, make_splits
-from edgemaker.data.validate import validate_folder
-from edgemaker.tasks import budget_finetune, budget_search
-from edgemaker.tasks.options import AugmentationOptions, ClassifierOptions, HParams
+from edgemaker.tasks import budget_finetune
+from edgemaker.tasks.options import ClassifierOptions
 
 MAX_FLASH, MAX_RAM = 30_000, 140_000  # Lite0 cut after blocks 1 and 2 at 64 px fit (predicted 8.5 and 20.3 kB)
 
@@ -22,26 +20,8 @@ MAX_FLASH, MAX_RAM = 30_000, 140_000  # Lite0 cut after blocks 1 and 2 at 64 px 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """One budget search on generated images (64 px only, no small_cnn), finalists fine-tuned."""
-    from edgemaker.progress import SilentProgress
-    from edgemaker.tasks.classifier import ImageClassifier
-
-    root = tmp_path_factory.mktemp("budget_ft")
-    folder = make_image_folder(root / "data", per_class=8, seed=3)
-    splits = make_splits(validate_folder(folder), SplitOptions(seed=0))
-    options = ClassifierOptions(hparams=HParams(epochs=8), augmentation=AugmentationOptions(views=1),
-                                cache_dir=root / "cache")
-    mp = pytest.MonkeyPatch()
-    mp.setattr(budget_search, "SIZES", (64,))
-    mp.setattr(budget_search, "SMALL_CNN", ())
-    mp.setattr(budget_search, "MOBILENET_V1_SIZES", ())
-    mp.setattr(budget_finetune, "EPOCHS", 4)
-    try:
-        cache = ImageClassifier.open_cache(options)
-        clf, record = budget_search.search(ImageClassifier, splits.train, splits.val, options, SilentProgress(), cache,
-                                           MAX_FLASH, MAX_RAM, finalists=2)
-    finally:
-        mp.undo()
-    return clf, record, splits, options, cache
+    return lite0_64_budget_search(tmp_path_factory.mktemp("budget_ft"), 3, 8, MAX_FLASH, MAX_RAM,
+                                  {(budget_finetune, "EPOCHS"): 4}, finalists=2)
 
 
 def test_finalists_are_fine_tuned_within_the_budget(searched):
