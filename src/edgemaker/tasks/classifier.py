@@ -315,8 +315,8 @@ class Classifier:
 
     def refit_head_on_val(self) -> bool:
         """Fit the cross-validated head again on train + val, as `edgemaker train` ships a head-only model,
-        where it was fitted on train to keep validation for a comparison that ended up not needing it
-        (the paired fine-tune, judged by folds). -> whether it was refitted."""
+        where it was fitted on train to keep validation for a comparison that is over (a declined
+        --fine-tune). -> whether it was refitted."""
         sel = self.head_selection
         if not (isinstance(sel, CVSelection) and self.train_samples and self.val_samples) or sel.refit_on_val:
             return False
