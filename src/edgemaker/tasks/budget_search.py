@@ -32,7 +32,7 @@ from ..errors import EdgemakerError
 from ..progress import Progress
 from ..evaluate.budget_report import human
 from .budget_finetune import rank
-from .options import ClassifierOptions
+from .options import ClassifierOptions, FineTuneOptions
 
 VARIANT = "lite0"  # Lite1/2 cost more per image and are larger at every depth: not searched
 # 48/56: under a 128 KB arena no depth past block 1 runs at 64 px (the stem's 32-channel output and the
@@ -234,7 +234,6 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
     plain path does) when nothing compares models on validation afterwards (no fine-tuning here)."""
     from ..features.depths import extract_all_depths
     from . import budget_finetune
-    from .options import FineTuneOptions
 
     start = time.perf_counter()
     if finalists is None:  # --fine-tune with a budget target: the finalist's trunk, not the full backbone's
@@ -329,8 +328,6 @@ def search(cls, train: Sequence[Sample], validation: Sequence[Sample], options: 
 def build(cls, c: Candidate, train, validation, options: ClassifierOptions, progress: Progress, cache,
           refit_on_val: bool):
     """A frozen candidate's Classifier with the full head-settings selection (its features are cached)."""
-    from .options import FineTuneOptions
-
     return cls.create(train, validation, replace(
         options, model=replace(options.model, backbone=c.backbone, input_size=c.size), fine_tune=FineTuneOptions(),
         hparams=replace(options.hparams, refit_on_val=refit_on_val)), progress, cache)
