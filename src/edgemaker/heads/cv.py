@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..features.extract import Embeddings
+from .softmax import one_blas_thread
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (training sample indices, held-out sample indices)
 RULE = ("one-standard-error: the simplest candidate whose mean fold accuracy is within one standard error "
@@ -88,43 +89,88 @@ class CVResult:
 
 
 def cross_validate_head(make_head: Callable[[], object], emb: Embeddings, labels: Sequence[str], folds: Folds,
-                        views: str = "clean", mirror: Embeddings | None = None) -> CVResult:
+                        views: str = "clean", mirror: Embeddings | None = None, workers: int = 1) -> CVResult:
     """k-fold CV of a head on cached embeddings. `make_head()`: an unfitted head (SoftmaxHead,
     ProbeHead: `fit(X, y, validation=...)`, `predict_proba`, `classes_`, `best_epoch_`); `emb`: the
     samples' rows (views > 0 are augmented); `labels`: one per sample. Each fold trains on its
     training samples' rows (their augmented views too when `views` is "augmented"), early-stops on
     the held-out samples' clean rows (a SoftmaxHead; the epoch count is recorded) and scores them
     at sample level (a clip is the mean of its windows). `mirror`: the samples' mirrored clean rows;
-    the same fits are then also scored with flip averaging (`CVResult.mirrored`)."""
-    start = time.perf_counter()
+    the same fits are then also scored with flip averaging (`CVResult.mirrored`). `workers`: threads
+    the folds are fitted on (see `cross_validate_heads`)."""
+    return cross_validate_heads([(make_head, views)], emb, labels, folds, mirror, workers)[0]
+
+
+def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: Embeddings, labels: Sequence[str],
+                         folds: Folds, mirror: Embeddings | None = None, workers: int = 1) -> list[CVResult]:
+    """`cross_validate_head` for several (make_head, views) at once, one CVResult each, with every
+    (head, fold) fit on a pool of `workers` threads. Why threads: a head's fit is numpy on small
+    matrices (BLAS held to one thread), which releases the GIL for its arithmetic, so two fits run
+    side by side on two cores. Each fit is seeded by its head alone, so the results do not depend
+    on `workers` or on the order the fits finish in."""
+    from concurrent.futures import ThreadPoolExecutor
+
     labels = np.asarray(labels)
     classes = np.array(sorted(set(labels.tolist())))
-    column = {c: i for i, c in enumerate(classes.tolist())}
-    oof = np.zeros((len(labels), len(classes)), np.float32)
-    oof_mirrored = np.zeros_like(oof)
-    accuracies, losses, epochs = [], [], []
-    for train_idx, test_idx in folds:
-        fit_rows = _rows(emb, train_idx, views != "augmented")
-        test_rows = _rows(emb, test_idx, True)
-        head = make_head()
-        x_test, y_test = emb.vectors[test_rows], labels[emb.owner[test_rows]]
-        y_fit = labels[emb.owner[fit_rows]]
-        seen = np.isin(y_test, y_fit)  # a class all of whose groups are held out cannot be early-stopped on
-        head.fit(emb.vectors[fit_rows], y_fit, validation=(x_test[seen], y_test[seen]))
-        held = Embeddings(x_test, emb.owner[test_rows], emb.view[test_rows], len(labels))
-        cols = [column[c] for c in np.asarray(head.classes_).tolist()]
-        oof[test_idx[:, None], cols] = held.aggregate(head.predict_proba(x_test))[test_idx]
+    tasks = [(j, f) for j in range(len(jobs)) for f in range(len(folds))]
+
+    def fit(task: tuple[int, int]):
+        j, f = task
+        make_head, views = jobs[j]
+        t0 = time.perf_counter()
+        out = _fit_fold(make_head(), emb, labels, classes, folds[f], views, mirror)
+        return out, time.perf_counter() - t0
+
+    with one_blas_thread():  # held across the pool: the fits' own entries then leave the limit alone
+        if workers > 1 and len(tasks) > 1:
+            with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+                done = list(pool.map(fit, tasks))
+        else:
+            done = [fit(t) for t in tasks]
+    results = []
+    for j in range(len(jobs)):
+        oof = np.zeros((len(labels), len(classes)), np.float32)
+        oof_mirrored = np.zeros_like(oof)
+        epochs, seconds = [], 0.0
+        for (jj, f), ((probs, mirrored, epoch), took) in zip(tasks, done):
+            if jj != j:
+                continue
+            test_idx = folds[f][1]
+            oof[test_idx] = probs
+            if mirrored is not None:
+                oof_mirrored[test_idx] = mirrored
+            epochs.append(epoch)
+            seconds += took
+        result = CVResult(*_fold_scores(oof, labels, classes, folds), oof, epochs, seconds)
         if mirror is not None:
-            m_rows = np.isin(mirror.owner, test_idx)
-            m_held = Embeddings(mirror.vectors[m_rows], mirror.owner[m_rows], mirror.view[m_rows], len(labels))
-            both = (oof[test_idx][:, cols] + m_held.aggregate(head.predict_proba(m_held.vectors))[test_idx]) / 2
-            oof_mirrored[test_idx[:, None], cols] = both
-        epochs.append(int(head.best_epoch_))
-    accuracies, losses = _fold_scores(oof, labels, classes, folds)
-    result = CVResult(accuracies, losses, oof, epochs, time.perf_counter() - start)
+            result.mirrored = CVResult(*_fold_scores(oof_mirrored, labels, classes, folds), oof_mirrored, epochs, 0.0)
+        results.append(result)
+    return results
+
+
+def _fit_fold(head, emb: Embeddings, labels: np.ndarray, classes: np.ndarray, fold: tuple[np.ndarray, np.ndarray],
+              views: str, mirror: Embeddings | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """One fold's fit: the held-out samples' probabilities (rows in the fold's held-out order, columns
+    in `classes` order), the same with flip averaging (or None) and the head's best epoch."""
+    train_idx, test_idx = fold
+    column = {c: i for i, c in enumerate(classes.tolist())}
+    fit_rows = _rows(emb, train_idx, views != "augmented")
+    test_rows = _rows(emb, test_idx, True)
+    x_test, y_test = emb.vectors[test_rows], labels[emb.owner[test_rows]]
+    y_fit = labels[emb.owner[fit_rows]]
+    seen = np.isin(y_test, y_fit)  # a class all of whose groups are held out cannot be early-stopped on
+    head.fit(emb.vectors[fit_rows], y_fit, validation=(x_test[seen], y_test[seen]))
+    held = Embeddings(x_test, emb.owner[test_rows], emb.view[test_rows], len(labels))
+    cols = [column[c] for c in np.asarray(head.classes_).tolist()]
+    probs = np.zeros((len(test_idx), len(classes)), np.float32)
+    probs[:, cols] = held.aggregate(head.predict_proba(x_test))[test_idx]
+    mirrored = None
     if mirror is not None:
-        result.mirrored = CVResult(*_fold_scores(oof_mirrored, labels, classes, folds), oof_mirrored, epochs, 0.0)
-    return result
+        m_rows = np.isin(mirror.owner, test_idx)
+        m_held = Embeddings(mirror.vectors[m_rows], mirror.owner[m_rows], mirror.view[m_rows], len(labels))
+        mirrored = np.zeros_like(probs)
+        mirrored[:, cols] = (probs[:, cols] + m_held.aggregate(head.predict_proba(m_held.vectors))[test_idx]) / 2
+    return probs, mirrored, int(head.best_epoch_)
 
 
 def _fold_scores(oof: np.ndarray, labels: np.ndarray, classes: np.ndarray, folds: Folds) -> tuple[list, list]:

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..data.validate import Sample
 from ..features.extract import Embeddings
-from ..heads.cv import Candidate, CVSelection, cross_validate_head, make_folds, merge
+from ..backbones.runtime import default_threads
+from ..heads.cv import Candidate, CVSelection, cross_validate_heads, make_folds, merge
 from ..heads.probe import C_GRID, ProbeHead
 from ..heads.selection import DEFAULTS, STAGES
 from ..heads.softmax import SoftmaxHead
@@ -107,34 +108,42 @@ def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb
     each also scored with flip averaging (the same fits, so it costs no training)."""
     tried: dict[tuple, tuple[dict, object]] = {}
     only_flip = options.hparams.flip_average == "on"
+    workers = options.threads or default_threads()
 
-    def run(settings: dict):
-        key = tuple(sorted(settings.items()))
-        if key not in tried:
-            result = cross_validate_head(lambda: head_for(options, settings), emb, labels, folds, settings["views"],
-                                         mirror)
+    def run(*candidates: dict) -> list:
+        """Cross-validate the candidates not tried yet, all their folds on one pool; each one's
+        (settings, result), in the order given."""
+        new = list({tuple(sorted(c.items())): c for c in candidates
+                    if tuple(sorted(c.items())) not in tried}.values())
+        jobs = [((lambda c=c: head_for(options, c)), c["views"]) for c in new]
+        for settings, result in zip(new, cross_validate_heads(jobs, emb, labels, folds, mirror, workers)):
             if not only_flip:
                 plain = {**settings, "flip_average": False} if mirror is not None else dict(settings)
                 selection.candidates.append(Candidate(plain, result))
             if mirror is not None:
                 selection.candidates.append(Candidate({**settings, "flip_average": True}, result.mirrored))
-            tried[key] = (settings, result.mirrored if only_flip else result)
-        return tried[key]
+            tried[tuple(sorted(settings.items()))] = (settings, result.mirrored if only_flip else result)
+        return [tried[tuple(sorted(c.items()))] for c in candidates]
 
     head = given.get("head")
+    stages = [(name, values) for name, values in STAGES if name not in given]
+    # Every candidate of a stage is the best so far with one setting changed, so a stage's candidates
+    # are known before any of them is scored: each stage is one pool. The first stage's candidates do
+    # not depend on anything scored, so they share a pool with the probe's grid (softmax fits first,
+    # being the long ones, so the short probe fits fill in beside them).
+    softmax = {"head": "softmax", **{k: v for k, v in {**DEFAULTS, **given}.items() if k in DEFAULTS}}
+    first = []
+    if head in (None, "softmax"):
+        first += [softmax] + ([{**softmax, stages[0][0]: v} for v in stages[0][1]] if stages else [])
     if head in (None, "probe"):
         views = given.get("views", "clean")
         c_values = [given["C"]] if "C" in given else C_GRID
-        for c in c_values:
-            run({"head": "probe", "views": views, "C": float(c)})
+        first += [{"head": "probe", "views": views, "C": float(c)} for c in c_values]
+    run(*first)
     if head in (None, "softmax"):
-        settings = {"head": "softmax", **{k: v for k, v in {**DEFAULTS, **given}.items() if k in DEFAULTS}}
-        best = run(settings)
-        for name, values in STAGES:
-            if name in given:
-                continue
-            for value in values:
-                candidate = run({**best[0], name: value})
+        best = run(softmax)[0]
+        for name, values in stages:
+            for candidate in run(*[{**best[0], name: value} for value in values]):
                 if candidate[1].mean > best[1].mean:
                     best = candidate
 
