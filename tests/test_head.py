@@ -53,9 +53,26 @@ def test_early_stopping_restores_the_best_epoch():
     head = SoftmaxHead(epochs=200, patience=5, random_state=0).fit(X, y, validation=(Xv, yv))
     hist = head.history_
     assert len(hist) < 200  # it stopped
-    best = max(hist, key=lambda h: (h.val_accuracy, -h.val_loss))
+    best = hist[0]  # the first epoch no later one beats: higher accuracy, or equal with a loss lower by > tol
+    for h in hist[1:]:
+        if h.val_accuracy > best.val_accuracy or (h.val_accuracy == best.val_accuracy
+                                                  and h.val_loss < best.val_loss - head.tol):
+            best = h
     assert head.best_epoch_ == best.epoch
     assert head.score(Xv, yv) == pytest.approx(best.val_accuracy, abs=1e-6)
+
+
+def test_a_loss_creeping_down_at_a_saturated_accuracy_stops_the_fit():
+    """Separable classes: validation accuracy reaches 1.0 within a few epochs and the loss then keeps
+    falling by tiny steps. Without a tolerance every epoch counts as better and all 300 run; with
+    the default tol the fit stops, at the same accuracy."""
+    X, y = blobs(n=120, sep=4.0, seed=5)
+    X, y, Xv, yv = X[::2], y[::2], X[1::2], y[1::2]
+    settings = {"epochs": 300, "patience": 10, "label_smoothing": 0.0, "learning_rate": 1e-2, "random_state": 0}
+    exact = SoftmaxHead(tol=0.0, **settings).fit(X, y, validation=(Xv, yv))
+    default = SoftmaxHead(**settings).fit(X, y, validation=(Xv, yv))
+    assert len(exact.history_) == 300 and exact.score(Xv, yv) == 1.0
+    assert len(default.history_) < 100 and default.score(Xv, yv) == 1.0
 
 
 def test_views_axis_and_class_weights():
@@ -67,7 +84,8 @@ def test_views_axis_and_class_weights():
     assert SoftmaxHead(epochs=5, class_weight=None).fit(X3, y[keep]).class_weights_ is None
 
 
-@pytest.mark.parametrize("params", [{"epochs": 0}, {"learning_rate": 0}, {"dropout": 1.0}, {"class_weight": "x"}])
+@pytest.mark.parametrize("params", [{"epochs": 0}, {"learning_rate": 0}, {"dropout": 1.0}, {"class_weight": "x"},
+                                    {"tol": -1.0}])
 def test_bad_hyperparameters_fail_at_fit(params):
     X, y = blobs()
     with pytest.raises(ValueError):

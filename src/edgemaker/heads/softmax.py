@@ -18,7 +18,7 @@ from ..training.loop import EpochRecord, train_epochs
 
 
 class SoftmaxHead:
-    VERSION = 2  # bump when training changes what a fit returns (remembered head searches are keyed on it)
+    VERSION = 3  # bump when training changes what a fit returns (remembered head searches are keyed on it)
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class SoftmaxHead:
         class_weight: str | None = "auto",
         patience: int = 15,
         random_state: int = 0,
+        tol: float = 1e-3,
     ) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
@@ -41,6 +42,7 @@ class SoftmaxHead:
         self.class_weight = class_weight
         self.patience = patience
         self.random_state = random_state
+        self.tol = tol  # early stopping: at equal accuracy, a validation loss must drop by more than this
 
     def _validate_params(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -51,11 +53,13 @@ class SoftmaxHead:
             raise ValueError("dropout and label_smoothing must be within [0, 1)")
         if self.class_weight not in (None, "auto", "balanced"):
             raise ValueError("class_weight must be None, 'auto' or 'balanced'")
+        if not self.tol >= 0:
+            raise ValueError("tol must be at least 0")
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in (
             "epochs", "batch_size", "learning_rate", "dropout", "label_smoothing",
-            "weight_decay", "class_weight", "patience", "random_state")}
+            "weight_decay", "class_weight", "patience", "random_state", "tol")}
 
     def _sample_weights(self, y_idx: np.ndarray, n_classes: int) -> np.ndarray | None:
         counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
@@ -159,7 +163,7 @@ class SoftmaxHead:
                 callback(record)
 
         fit = train_epochs(self.epochs, train_epoch, validate if validation is not None else None, self.patience,
-                           lambda: (W.copy(), b.copy()), restore, on_epoch)
+                           lambda: (W.copy(), b.copy()), restore, on_epoch, min_delta=self.tol)
         self.history_, self.best_epoch_ = fit.history, fit.best_epoch
         w = W.T.astype(np.float64)  # the best epoch's weights (restored) or, without validation, the last
         bias = b.astype(np.float64)

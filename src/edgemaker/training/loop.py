@@ -46,6 +46,7 @@ def train_epochs(
     restore: Callable[[Any], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     score_start: bool = False,
+    min_delta: float = 0.0,
 ) -> Fit:
     """Run `train_epoch(epoch)` (-> (train loss, train accuracy) or None) for epochs 1..`epochs`.
 
@@ -69,7 +70,7 @@ def train_epochs(
         if validate is not None:
             record.val_accuracy, record.val_loss = validate()
             score = (record.val_accuracy, -record.val_loss)
-            if score > best_score:
+            if _better(score, best_score, min_delta):
                 best_score, fit.best_epoch, waited = score, epoch, 0
                 best_state = snapshot() if snapshot is not None else None
             else:
@@ -87,6 +88,13 @@ def train_epochs(
     if best_state is not None and restore is not None:
         restore(best_state)
     return fit
+
+
+def _better(score: tuple[float, float], best: tuple[float, float], min_delta: float) -> bool:
+    """(accuracy, -loss) beats the best: a higher accuracy, or the same with a loss lower by more than min_delta."""
+    if score[0] != best[0]:
+        return score[0] > best[0]
+    return score[1] > best[1] + min_delta
 
 
 def seeded(seed: int, with_torch: bool = False) -> np.random.Generator:
