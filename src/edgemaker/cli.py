@@ -130,7 +130,7 @@ def _engine(options):
               help="Audio: 10 ms frames quieter than this (dBFS) are removed before windowing.")
 @click.option("--keep-silence", is_flag=True, help="Audio: do not remove quiet frames.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Where embeddings are cached.")
-@click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
+@click.option("--threads", type=int, default=None, help="Inference threads, and threads fitting cross-validation heads side by side (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 @_engine_flags

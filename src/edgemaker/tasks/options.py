@@ -233,7 +233,7 @@ class ClassifierOptions:
     silence: SilenceOptions = field(default_factory=SilenceOptions)  # audio only
     fine_tune: FineTuneOptions = field(default_factory=FineTuneOptions)
     cache_dir: Path | None = None  # default: the user cache directory
-    threads: int | None = None  # ONNX Runtime threads; default: all cores
+    threads: int | None = None  # ONNX Runtime threads and cross-validation fits side by side; default: all cores
     engine: EngineOptions = field(default_factory=EngineOptions)  # where validation and extraction run
 
     def to_dict(self) -> dict:
