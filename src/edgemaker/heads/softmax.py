@@ -217,8 +217,8 @@ def one_blas_thread():
 
 def _keep_mask(rng: np.random.Generator, shape: tuple, level: int) -> np.ndarray:
     """Dropout's keep mask: each unit kept with probability level / 65536. Four 16-bit draws come
-    from every raw 64-bit word, about 4x faster than one float per unit (the mask was two thirds of
-    a head's training time)."""
+    from every raw 64-bit word, about 4x faster than one float per unit (the float mask was a third
+    of a training step's time)."""
     n = int(np.prod(shape))
     words = rng.bit_generator.random_raw((n + 3) // 4)
     return (words.view(np.uint16)[:n] < level).reshape(shape)
