@@ -90,6 +90,31 @@ def test_two_processes_share_one_cache_without_corruption(tmp_path):
     assert len(cache.get_many(keys, 16)) == 1000
 
 
+def test_a_cache_locked_by_another_process_at_open_is_waited_for_not_set_aside(tmp_path, monkeypatch):
+    """Another run opening or writing the same file can make opening fail with "database is locked";
+    that is not damage: the open is retried and the rows already there stay."""
+    import sqlite3
+
+    from edgemaker.features import cache as cache_module
+
+    path = tmp_path / "f.sqlite"
+    first = FeatureCache(path)
+    first.put_many({("a", "b", 0): np.ones(4, np.float32)})
+    first.close()
+    real, failures = cache_module.connect, []
+
+    def busy_twice(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "connect", busy_twice)
+    cache = FeatureCache(path)
+    assert len(failures) == 2 and not list(tmp_path.glob("f.sqlite.corrupt-*"))
+    assert np.array_equal(cache.get_many([("a", "b", 0)], 4)[("a", "b", 0)], np.ones((1, 4)))
+
+
 def test_a_damaged_cache_file_is_set_aside_and_rebuilt(tmp_path):
     path = tmp_path / "f.sqlite"
     path.write_bytes(b"garbage, not sqlite" * 100)

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS media (
 """
 
 Key = tuple[str, str, int]  # (content sha256, backbone cache id, view)
+_OPEN_TRIES = 40  # about 40 s of backing off while another process holds the file
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -51,6 +57,8 @@ class FeatureCache:
         self._lock = threading.Lock()
         try:
             self._db = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked past every retry, or unopenable: not damage, so the file must not be moved aside
         except sqlite3.DatabaseError as exc:
             # A damaged cache only costs recomputation: move it aside and start afresh.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
@@ -59,9 +67,19 @@ class FeatureCache:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = connect(self.path, _SCHEMA)
-        db.execute("SELECT count(*) FROM media").fetchone()
-        return db
+        """Connected and readable. "database is locked" while another process opens or writes the same
+        file (switching it to WAL takes a lock that the busy timeout does not wait for) is retried:
+        taking it for damage once moved a second run's cache aside, losing the first run's rows."""
+        for attempt in range(_OPEN_TRIES):
+            try:
+                db = connect(self.path, _SCHEMA)
+                db.execute("SELECT count(*) FROM media").fetchone()
+                return db
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or attempt == _OPEN_TRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._db.close()
