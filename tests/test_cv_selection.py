@@ -15,7 +15,7 @@ from edgemaker.features.extract import Embeddings
 from edgemaker.heads.cv import cross_validate_head, make_folds, one_standard_error, simplicity
 from edgemaker.heads.probe import ProbeHead
 from edgemaker.tasks.classifier import choose_head
-from edgemaker.tasks.head_choice import source_groups
+from edgemaker.tasks.head_choice import REFIT_SEEDS, head_for, source_groups
 from edgemaker.tasks.options import ClassifierOptions, HParams
 
 
@@ -118,6 +118,19 @@ def test_cv_chooses_on_train_plus_val_and_exposes_out_of_fold_probabilities(tmp_
     head, sel = choose_head(given, train, val, x_train, x_val)
     assert {c.settings["head"] for c in sel.candidates} == {"softmax"}
     assert "refitted on train for" in sel.refit and len(head.history_) == sel.epochs
+    # The softmax refit is the mean of REFIT_SEEDS fits' weights (seeds random_state + 1000 i): one
+    # linear layer whose logits are the fits' mean logits.
+    assert f"the mean of {REFIT_SEEDS} seeds' weights" in sel.refit and REFIT_SEEDS > 1
+    rows = Embeddings(x_train.vectors, x_train.owner, x_train.view, n_train)
+    y = np.array([train[i].label for i in rows.owner])
+    fits = []
+    for i in range(REFIT_SEEDS):
+        one = head_for(given, sel.chosen, sel.epochs)
+        one.random_state += 1000 * i
+        fits.append(one.fit(rows.vectors, y))
+    np.testing.assert_allclose(head.coef_, np.mean([f.coef_ for f in fits], axis=0), atol=1e-6)
+    np.testing.assert_allclose(head.intercept_, np.mean([f.intercept_ for f in fits], axis=0), atol=1e-6)
+    assert not np.allclose(fits[0].coef_, fits[1].coef_)  # the seeds give different fits
 
 
 def test_the_probe_folds_its_standardisation_into_one_linear_layer():

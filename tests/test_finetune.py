@@ -32,9 +32,11 @@ SIZE = 64
 def _options(cache: Path, **ft) -> ClassifierOptions:
     # No label smoothing: on data the head already separates, fine-tuning then wins on validation loss.
     # cv_folds=0: the head (and the use of the augmented views) chosen on the validation split, as the
-    # fine-tuned candidates are compared there; these tests rely on the views being used (2 views + clean).
+    # fine-tuned candidates are compared there; these tests rely on the views being used (2 views + clean),
+    # so the views are given (on 3 validation images their choice is a coin flip on the loss).
     return ClassifierOptions(model=ModelOptions(input_size=SIZE), hparams=HParams(label_smoothing=0.0, cv_folds=0),
-                             threads=2, cache_dir=cache, fine_tune=FineTuneOptions(**{"epochs": 2, **ft}))
+                             augmentation=AugmentationOptions(enabled=True), threads=2, cache_dir=cache,
+                             fine_tune=FineTuneOptions(**{"epochs": 2, **ft}))
 
 
 @pytest.fixture(scope="module")

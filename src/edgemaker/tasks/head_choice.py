@@ -178,6 +178,12 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
     return head, selection
 
 
+# A softmax head's refit: the weights of this many fits from different seeds (dropout masks, order,
+# initialisation) averaged. The head is linear, so the mean of the weights gives the mean of the
+# fits' logits: one matrix multiply still, with less of one seed's luck in it.
+REFIT_SEEDS = 3
+
+
 def refit_chosen(options: ClassifierOptions, selection: CVSelection, samples: Sequence[Sample], emb: Embeddings,
                  on_val: bool):
     """The chosen head fitted on `samples` (train, or train + val when `on_val`; `emb` their embeddings,
@@ -185,12 +191,24 @@ def refit_chosen(options: ClassifierOptions, selection: CVSelection, samples: Se
     `selection` records what it was refitted on."""
     chosen = selection.chosen
     rows = emb if chosen.get("views") == "augmented" else emb.clean()
-    head = head_for(options, {k: v for k, v in chosen.items() if k != "flip_average"}, selection.epochs)
+    settings = {k: v for k, v in chosen.items() if k != "flip_average"}
+    head = head_for(options, settings, selection.epochs)
     head.fit(rows.vectors, _labels(samples, rows))
+    seeds = 1
+    if isinstance(head, SoftmaxHead) and REFIT_SEEDS > 1:
+        heads = [head]
+        for i in range(1, REFIT_SEEDS):
+            other = head_for(options, settings, selection.epochs)
+            other.random_state = head.random_state + 1000 * i
+            heads.append(other.fit(rows.vectors, _labels(samples, rows)))
+        head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
+        head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
+        seeds = REFIT_SEEDS
     selection.refit_on_val = on_val
     selection.refit = (f"refitted on {'train + val' if on_val else 'train'}"
                        + (f" for {selection.epochs} epochs (median of the folds' best), no early stopping"
-                          if selection.epochs else ""))
+                          if selection.epochs else "")
+                       + (f", the mean of {seeds} seeds' weights" if seeds > 1 else ""))
     return head
 
 
