@@ -184,6 +184,22 @@ def cv_select_head(options: ClassifierOptions, train: Sequence[Sample], validati
 REFIT_SEEDS = 3
 
 
+def fit_chosen(options: ClassifierOptions, chosen: dict, epochs: int | None, X: np.ndarray, y) -> object:
+    """The chosen head fitted on (X, y) for `epochs` (no early stopping); a softmax head as the mean of
+    REFIT_SEEDS fits' weights (seeds random_state + 1000 i), the first fit carrying the result."""
+    settings = {k: v for k, v in chosen.items() if k != "flip_average"}
+    head = head_for(options, settings, epochs).fit(X, y)
+    if isinstance(head, SoftmaxHead) and REFIT_SEEDS > 1:
+        heads = [head]
+        for i in range(1, REFIT_SEEDS):
+            other = head_for(options, settings, epochs)
+            other.random_state = head.random_state + 1000 * i
+            heads.append(other.fit(X, y))
+        head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
+        head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
+    return head
+
+
 def refit_chosen(options: ClassifierOptions, selection: CVSelection, samples: Sequence[Sample], emb: Embeddings,
                  on_val: bool):
     """The chosen head fitted on `samples` (train, or train + val when `on_val`; `emb` their embeddings,
@@ -191,19 +207,8 @@ def refit_chosen(options: ClassifierOptions, selection: CVSelection, samples: Se
     `selection` records what it was refitted on."""
     chosen = selection.chosen
     rows = emb if chosen.get("views") == "augmented" else emb.clean()
-    settings = {k: v for k, v in chosen.items() if k != "flip_average"}
-    head = head_for(options, settings, selection.epochs)
-    head.fit(rows.vectors, _labels(samples, rows))
-    seeds = 1
-    if isinstance(head, SoftmaxHead) and REFIT_SEEDS > 1:
-        heads = [head]
-        for i in range(1, REFIT_SEEDS):
-            other = head_for(options, settings, selection.epochs)
-            other.random_state = head.random_state + 1000 * i
-            heads.append(other.fit(rows.vectors, _labels(samples, rows)))
-        head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
-        head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
-        seeds = REFIT_SEEDS
+    head = fit_chosen(options, chosen, selection.epochs, rows.vectors, _labels(samples, rows))
+    seeds = REFIT_SEEDS if isinstance(head, SoftmaxHead) else 1
     selection.refit_on_val = on_val
     selection.refit = (f"refitted on {'train + val' if on_val else 'train'}"
                        + (f" for {selection.epochs} epochs (median of the folds' best), no early stopping"
