@@ -30,6 +30,7 @@ def cross_validate(embed, train: Sequence[Sample], validation: Sequence[Sample],
                    k: int) -> dict:
     """{folds, mean, std, mean_loss, fold_accuracies, seconds} of the screening head over train + val in
     `k` folds ({} when the data is too small). `embed(samples, views, desc)`: the candidate's cached Embeddings."""
+    from ..backbones.runtime import default_threads
     from ..heads.cv import cross_validate_head, make_folds, merge
     from .head_choice import head_for, source_groups
 
@@ -42,7 +43,7 @@ def cross_validate(embed, train: Sequence[Sample], validation: Sequence[Sample],
     if not folds:
         return {}
     result = cross_validate_head(lambda: head_for(screen), emb, labels, folds,
-                                 "augmented" if views else "clean")
+                                 "augmented" if views else "clean", workers=screen.threads or default_threads())
     return {"folds": len(folds), "mean": round(result.mean, 4), "std": round(result.std, 4),
             "mean_loss": round(float(np.mean(result.losses)), 4),
             "fold_accuracies": [round(a, 4) for a in result.accuracies], "seconds": round(result.seconds, 2)}
