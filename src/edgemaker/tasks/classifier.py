@@ -33,7 +33,7 @@ from ..heads.cv import CVSelection, merge, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .head_choice import cv_select_head, fit_chosen, head_for, refit_chosen, resolved_hparams
+from .head_choice import cv_select_head, head_for, refit_chosen, resolved_hparams
 from .options import ClassifierOptions, augmentation_for
 
 
@@ -338,7 +338,7 @@ class Classifier:
         views = self.options.augmentation.active_views if chosen.get("views") == "augmented" else 0
         rows = self._embed(self.train_samples, views, "extract train (int8 check head)")
         rows = rows if views else rows.clean()
-        head = fit_chosen(self.options, chosen, sel.epochs, rows.vectors, label_indices(self.train_samples, rows))
+        head = head_for(self.options, chosen, sel.epochs).fit(rows.vectors, label_indices(self.train_samples, rows))
         if [str(c) for c in head.classes_] != self.classes:
             return None  # a class missing from train: no comparable head
         val = self.embed(self.val_samples, "extract val (int8 check head)")
