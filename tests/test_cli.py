@@ -116,6 +116,11 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
                           "unknown export format")
     assert_one_line_error(edgemaker("train", str(data), "--out", str(tmp_path / "o"), "--epochs", "0"),
                           "invalid option")
+    for command in (("train", str(data)), ("compare", str(data), "--backbones", "efficientnet_lite0")):
+        assert_one_line_error(edgemaker(*command, "--out", str(tmp_path / "o"), "--threads", "-2"),
+                              "invalid option", "--threads")  # was a LiteRT traceback at export
+    assert_one_line_error(edgemaker("train", str(data), "--out", str(tmp_path / "o"), "--threads", "-2"),
+                          "invalid option", "--threads")  # was a LiteRT traceback at export
     wrong = make_image_folder(tmp_path / "wrong", classes=("stripes", "zebras"), per_class=3)
     assert_one_line_error(edgemaker("evaluate", str(out / "model_int8.onnx"), str(wrong)),
                           "class 'zebras' is not one of the model's labels")

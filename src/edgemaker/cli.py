@@ -47,6 +47,17 @@ def _engine_options(engine: str, ray_address: str | None, ray_actors: int | None
         raise EdgemakerError(f"invalid option: {exc}") from None
 
 
+def _threads(threads: int | None) -> int | None:
+    """--threads as ClassifierOptions checks it, as the one-line error `train` gives."""
+    from .tasks.options import ClassifierOptions
+
+    try:
+        ClassifierOptions(threads=threads)
+    except ValueError as exc:
+        raise EdgemakerError(f"invalid option: {exc}") from None
+    return threads
+
+
 def _engine(options):
     """The engine object for validate_folder (None: the local default); a missing Ray is said here."""
     if options.kind == "local":
@@ -494,7 +505,8 @@ def compare(data: Path, backbones: str, out: Path, repeats: int, seed: int, task
     """Train every backbone on one split of DATA and compare size, speed and accuracy (int8 file included)."""
     from .experiments.compare import run_compare
 
-    result = run_compare(data, backbones, out, repeats, seed, task, cache_dir, threads, _progress(quiet, as_json))
+    result = run_compare(data, backbones, out, repeats, seed, task, cache_dir, _threads(threads),
+                         _progress(quiet, as_json))
     _experiment_done(result, out, as_json, quiet)
 
 
@@ -509,7 +521,8 @@ def curve(data: Path, per_class: str, backbone: str | None, out: Path, repeats: 
     """Test accuracy by examples per class, with transfer learning and with small_cnn from scratch."""
     from .experiments.curve import run_curve
 
-    result = run_curve(data, per_class, out, repeats, seed, task, backbone, cache_dir, threads, _progress(quiet, as_json))
+    result = run_curve(data, per_class, out, repeats, seed, task, backbone, cache_dir, _threads(threads),
+                       _progress(quiet, as_json))
     _experiment_done(result, out, as_json, quiet)
 # --- end of experiments -----------------------------------------------------------------------------
 

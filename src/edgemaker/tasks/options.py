@@ -236,6 +236,10 @@ class ClassifierOptions:
     threads: int | None = None  # ONNX Runtime threads and cross-validation fits side by side; default: all cores
     engine: EngineOptions = field(default_factory=EngineOptions)  # where validation and extraction run
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1 (got {self.threads}); leave it out to use all cores")
+
     def to_dict(self) -> dict:
         return to_dict(self)
 
