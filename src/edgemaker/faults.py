@@ -18,6 +18,12 @@ import threading
 ENV = "EDGEMAKER_TEST_KILL_AT"
 _lock = threading.Lock()
 _seen = 0
+_with: list[int] = []  # processes that die with this one (a forked worker's parent: the run itself)
+
+
+def also_kill(pid: int) -> None:
+    """A point reached in this (forked worker) process kills `pid` too, as `kill -9` of the run would."""
+    _with.append(pid)
 
 
 def point(name: str) -> None:
@@ -31,4 +37,6 @@ def point(name: str) -> None:
     with _lock:
         _seen += 1
         if _seen >= int(nth or 1):
+            for pid in _with:
+                os.kill(pid, signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)

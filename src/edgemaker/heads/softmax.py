@@ -8,6 +8,7 @@ deployed layer is one plain matrix multiply.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 
@@ -188,6 +189,15 @@ class SoftmaxHead:
 
 _blas = {"depth": 0, "limiter": None}
 _blas_lock = threading.Lock()
+
+
+def _fresh_lock_after_fork() -> None:  # a forked worker must not inherit the lock held by another thread
+    global _blas_lock
+    _blas_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 @contextmanager
