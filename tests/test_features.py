@@ -92,27 +92,41 @@ def test_two_processes_share_one_cache_without_corruption(tmp_path):
 
 def test_a_cache_locked_by_another_process_at_open_is_waited_for_not_set_aside(tmp_path, monkeypatch):
     """Another run opening or writing the same file can make opening fail with "database is locked";
-    that is not damage: the open is retried and the rows already there stay."""
+    that is not damage: every store in the cache file (embeddings, activations) retries the open, and
+    the rows already there stay."""
     import sqlite3
 
-    from edgemaker.features import cache as cache_module
+    from edgemaker.features.activations import ActivationStore
 
     path = tmp_path / "f.sqlite"
     first = FeatureCache(path)
     first.put_many({("a", "b", 0): np.ones(4, np.float32)})
     first.close()
-    real, failures = cache_module.connect, []
+    real, failures = sqlite3.connect, []
 
     def busy_twice(*args, **kwargs):
+        db = real(*args, **kwargs)
         if len(failures) < 2:
             failures.append(1)
+            db.close()
             raise sqlite3.OperationalError("database is locked")
-        return real(*args, **kwargs)
+        return db
 
-    monkeypatch.setattr(cache_module, "connect", busy_twice)
+    monkeypatch.setattr(sqlite3, "connect", busy_twice)
     cache = FeatureCache(path)
     assert len(failures) == 2 and not list(tmp_path.glob("f.sqlite.corrupt-*"))
     assert np.array_equal(cache.get_many([("a", "b", 0)], 4)[("a", "b", 0)], np.ones((1, 4)))
+    failures.clear()
+    ActivationStore(path).close()
+    assert len(failures) == 2
+
+    def failing(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(sqlite3, "connect", failing)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):  # not a lock: raised at once, nothing moved
+        FeatureCache(path)
+    assert not list(tmp_path.glob("f.sqlite.corrupt-*"))
 
 
 def test_a_damaged_cache_file_is_set_aside_and_rebuilt(tmp_path):

@@ -40,14 +40,30 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
+def connect(path: Path, schema: str, probe: str | None = None) -> sqlite3.Connection:
     """The cache database as every store in it opens it: WAL (readers never block the one writer,
-    concurrent runs share it), autocommit (each batch commits in its own transaction), `schema` applied."""
-    db = sqlite3.connect(path, timeout=120, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(schema)
-    return db
+    concurrent runs share it), autocommit (each batch commits in its own transaction), `schema` applied,
+    then `probe` (a query) read to check the file is readable. "database is locked" while another
+    process opens or writes the same file (switching it to WAL takes a lock that the busy timeout does
+    not wait for) is retried, for about 40 s: it is not damage (taking it for damage once moved a
+    second run's cache aside, losing the first run's rows)."""
+    for attempt in range(_OPEN_TRIES):
+        db = None
+        try:
+            db = sqlite3.connect(path, timeout=120, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(schema)
+            if probe:
+                db.execute(probe).fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            if db is not None:
+                db.close()
+            if not _busy(exc) or attempt == _OPEN_TRIES - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class FeatureCache:
@@ -67,19 +83,7 @@ class FeatureCache:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        """Connected and readable. "database is locked" while another process opens or writes the same
-        file (switching it to WAL takes a lock that the busy timeout does not wait for) is retried:
-        taking it for damage once moved a second run's cache aside, losing the first run's rows."""
-        for attempt in range(_OPEN_TRIES):
-            try:
-                db = connect(self.path, _SCHEMA)
-                db.execute("SELECT count(*) FROM media").fetchone()
-                return db
-            except sqlite3.OperationalError as exc:
-                if not _busy(exc) or attempt == _OPEN_TRIES - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return connect(self.path, _SCHEMA, probe="SELECT count(*) FROM media")
 
     def close(self) -> None:
         self._db.close()

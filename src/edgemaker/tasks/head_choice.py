@@ -101,6 +101,10 @@ def _remember(path: Path, selection: CVSelection) -> None:
         pass  # a read-only cache only costs the next retrain its folds
 
 
+def _key(settings: dict) -> tuple:
+    return tuple(sorted(settings.items()))
+
+
 def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray,
             folds, mirror: Embeddings | None) -> None:
     """The candidates: the softmax head's settings staged as heads/selection.py does (one setting at a
@@ -113,8 +117,7 @@ def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb
     def run(*candidates: dict) -> list:
         """Cross-validate the candidates not tried yet, all their folds on one pool; each one's
         (settings, result), in the order given."""
-        new = list({tuple(sorted(c.items())): c for c in candidates
-                    if tuple(sorted(c.items())) not in tried}.values())
+        new = list({_key(c): c for c in candidates if _key(c) not in tried}.values())
         jobs = [((lambda c=c: head_for(options, c)), c["views"]) for c in new]
         for settings, result in zip(new, cross_validate_heads(jobs, emb, labels, folds, mirror, workers)):
             if not only_flip:
@@ -122,8 +125,8 @@ def _search(selection: CVSelection, options: ClassifierOptions, given: dict, emb
                 selection.candidates.append(Candidate(plain, result))
             if mirror is not None:
                 selection.candidates.append(Candidate({**settings, "flip_average": True}, result.mirrored))
-            tried[tuple(sorted(settings.items()))] = (settings, result.mirrored if only_flip else result)
-        return [tried[tuple(sorted(c.items()))] for c in candidates]
+            tried[_key(settings)] = (settings, result.mirrored if only_flip else result)
+        return [tried[_key(c)] for c in candidates]
 
     head = given.get("head")
     stages = [(name, values) for name, values in STAGES if name not in given]
