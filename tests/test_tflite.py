@@ -95,6 +95,18 @@ def test_c_array_compiles_and_holds_exactly_the_tflite_bytes(exported, tmp_path)
         write_c_array(exported["fp32"], tmp_path, read_metadata(exported["fp32"]))
 
 
+def activation_scales(path) -> dict[int, float]:
+    """Each int8 activation tensor's scale (one scale: not a per-channel weight), by tensor index."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = {}
+    for t in Interpreter(model_path=str(path)).get_tensor_details():
+        scales = t["quantization_parameters"]["scales"]
+        if t["dtype"] == np.int8 and len(scales) == 1 and scales[0] > 0:
+            out[t["index"]] = float(scales[0])
+    return out
+
+
 def test_tflite_calibration_ranges_minmax_and_mean(trained, exported, tmp_path):
     from edgemaker.export.inputs import calibration_inputs
     from edgemaker.export.tflite import TFLiteExporter, io_quantization
@@ -102,18 +114,26 @@ def test_tflite_calibration_ranges_minmax_and_mean(trained, exported, tmp_path):
     _, clf, out = trained
     calib = outlier_calibration_set(tmp_path / "calib")
     meta = clf.metadata("int8")
-    scales = {}
+    scales, inner = {}, {}
     for ranges in ("minmax", "mean"):  # the float file converted for the fixture, quantized both ways
         q = Quantization.for_int8(calib, ranges=ranges)
         path = TFLiteExporter().quantize(out / "model_fp32.tflite", tmp_path / f"{ranges}.tflite", q,
                                          calibration_inputs(q, clf.metadata()), meta)
         scales[ranges] = io_quantization(path)["input"]["scale"]
-    # The input is float pixels (>= 0; the int8 range always holds 0): minmax spans 0..the brightest
-    # pixel of any image, mean spans 0..the mean of each image's brightest pixel.
+        inner[ranges] = activation_scales(path)
+    # The input is float pixels (>= 0; the int8 range always holds 0). It is data, never clipped: both
+    # rules span 0..the brightest pixel of any image (the mean of each image's brightest pixel would
+    # clip the outliers' pixels before the network saw them).
     brightest = [float(x.max()) for x in calibration_inputs(Quantization.for_int8(calib), clf.metadata())]
     assert scales["minmax"] == pytest.approx(max(brightest) / 255, rel=0.02)
-    assert scales["mean"] == pytest.approx(np.mean(brightest) / 255, rel=0.02)
-    assert scales["mean"] < 0.8 * scales["minmax"], scales
+    assert scales["mean"] == pytest.approx(scales["minmax"], rel=1e-6)
+    assert np.mean(brightest) < 0.8 * max(brightest)  # the outliers would have made a difference
+    # Inside the network, mean averages each sample's range: no activation's grid is wider than with
+    # the extremes, and the outliers no longer stretch many of them.
+    assert inner["mean"].keys() == inner["minmax"].keys() and len(inner["mean"]) > 10
+    assert all(inner["mean"][i] <= inner["minmax"][i] * 1.001 for i in inner["mean"])
+    narrower = [i for i in inner["mean"] if inner["mean"][i] < 0.9 * inner["minmax"][i]]
+    assert len(narrower) > len(inner["mean"]) / 4, (len(narrower), len(inner["mean"]))
 
 
 def test_budget_counts_flash_ram_and_macs(exported):

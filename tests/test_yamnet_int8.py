@@ -13,7 +13,8 @@ from edgemaker.backbones import get_spec, yamnet  # noqa: E402
 from edgemaker.backbones.frontends import YAMNET_LOGMEL  # noqa: E402
 from edgemaker.backbones.weights import resolve_weights  # noqa: E402
 from edgemaker.export.base import FloatModel  # noqa: E402
-from edgemaker.export.tflite import TFLiteExporter, TFLiteModel, read_metadata, torch_classifier  # noqa: E402
+from edgemaker.export.tflite import (  # noqa: E402
+    TFLiteExporter, TFLiteModel, io_quantization, read_metadata, torch_classifier)
 from edgemaker.export.quantization import Quantization  # noqa: E402
 from edgemaker.heads.probe import ProbeHead  # noqa: E402
 
@@ -46,8 +47,14 @@ def test_yamnet_full_int8_tflite_agrees_with_float(tmp_path):
     assert module.embedding_scale is not None and len(module.embedding_scale) == 1024
     exporter, meta = TFLiteExporter(), model.metadata("int8", frontend=False)
     fp32 = exporter.convert(model, False, tmp_path / "model_fp32_nofrontend.tflite")
-    int8 = exporter.quantize(fp32, tmp_path / "model_int8.tflite", Quantization.for_int8([fp32], max_samples=24),
-                             list(mel[train]), meta)
+    # Calibrated as sounds are (quantization_for: ranges averaged over the windows), except the input:
+    # the log-mel keeps the extremes of the calibration windows, so no value of them is clipped.
+    quantization = Quantization.for_int8([fp32], max_samples=24, ranges="mean")
+    int8 = exporter.quantize(fp32, tmp_path / "model_int8.tflite", quantization, list(mel[train]), meta)
+    q = io_quantization(int8)["input"]
+    lowest, highest = (-128 - q["zero_point"]) * q["scale"], (127 - q["zero_point"]) * q["scale"]
+    assert lowest <= mel[train].min() + q["scale"] and highest >= mel[train].max() - q["scale"], (lowest, highest)
+    assert np.mean([w.max() for w in mel[train]]) < highest - 3 * q["scale"]  # not the mean of the windows' ranges
     assert read_metadata(int8)["embedding_scale"] == pytest.approx(module.embedding_scale)
     with torch.no_grad():
         float_proba = module(torch.from_numpy(mel[test])).numpy()
