@@ -63,7 +63,12 @@ def forked_map(fn, items: list, workers: int) -> list:
                 # JAX (imported by the TFLite converter) warns at every fork of a process it has started
                 # threads in; the children run only `fn` (numpy here) and never touch JAX.
                 warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:
+                    os.close(r)
+                    os.close(w)
+                    raise
             if pid == 0:  # the child: never returns
                 code = 1
                 try:
