@@ -204,6 +204,7 @@ def test_audio_cli_end_to_end(tmp_path):
     assert tree_digest(data) == before
     html = (out / "report.html").read_text()
     assert "Sound classifier report" in html and "CV accuracy (mean)" in html  # the backbones' cross-validation table
+    _int8_entry_spans_the_calibration_extremes(out, data)
     assert all("cv_mean" in v for v in metrics["backbone"]["selection"].values())
 
     long_clip = tmp_path / "long.wav"
@@ -233,3 +234,31 @@ def test_esc10_dev9_defaults_reach_90_percent_and_int8_loses_at_most_one_clip(tm
     assert exports["tflite-int8"]["input"] == "logmel" and exports["tflite-fp32"]["input"] == "waveform"
     assert exports["tflite-int8"]["size_bytes"] <= 0.3 * exports["tflite-fp32"]["size_bytes"]
     assert exports["tflite-fp32"]["test_accuracy"] - exports["tflite-int8"]["test_accuracy"] <= 1 / 72 + 1e-3
+
+
+def _int8_entry_spans_the_calibration_extremes(out: Path, data: Path) -> None:
+    """Sounds calibrate with each tensor's range averaged over the windows, but the tensor where the
+    data enters the int8 network (the log-mel, after the float front end) keeps the extremes of the
+    calibration windows: a value clipped there is lost before the first layer."""
+    import onnx
+
+    from edgemaker.backbones.runtime import make_session
+    from edgemaker.export.exporters import exporter_for
+    from edgemaker.export.inputs import calibration_inputs
+    from edgemaker.export.stage import quantization_for
+
+    int8 = onnx.load(str(out / "model_int8.onnx"))
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
+    (entry,) = [n for n in int8.graph.node if n.op_type == "QuantizeLinear"]
+    scale, zero = float(init[entry.input[1]]), int(init[entry.input[2]])
+    low, high = (0 - zero) * scale, (255 - zero) * scale  # uint8 activations
+    meta = exporter_for("onnx").load(out / "model_fp32.onnx").metadata
+    split = json.loads((out / "split.json").read_text())
+    train = [data / f["path"] for f in split["files"] if f["split"] == "train"]
+    windows = calibration_inputs(quantization_for("onnx-int8", train, "audio"), meta)
+    fp32 = onnx.load(str(out / "model_fp32.onnx"))
+    fp32.graph.output.append(onnx.helper.make_empty_tensor_value_info(entry.input[0]))
+    values = make_session(fp32.SerializeToString()).run([entry.input[0]], {meta["input"]["name"]: np.stack(windows)})[0]
+    assert low == pytest.approx(min(float(values.min()), 0.0), abs=scale)
+    assert high == pytest.approx(max(float(values.max()), 0.0), abs=scale)
+

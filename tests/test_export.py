@@ -111,14 +111,29 @@ def _input_scale(path) -> float:
     return float(init[node.input[1]])
 
 
+def _conv_output_scales(path) -> list[float]:
+    """The output scale of every QLinearConv: the int8 grids inside the network."""
+    model = onnx.load(str(path))
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [float(init[n.input[6]]) for n in model.graph.node if n.op_type == "QLinearConv"]
+
+
 def test_calibration_ranges_mean_resists_an_outlier_sample(trained, tmp_path):
     _, clf = trained
     calib = outlier_calibration_set(tmp_path / "calib")
-    scales = {}
+    scales, inner = {}, {}
     for ranges in ("minmax", "mean"):
         path = clf.export(tmp_path / ranges, Quantization.for_int8(calib, ranges=ranges), int8_aware_head=False)
         scales[ranges] = _input_scale(path)
-    assert scales["mean"] < 0.5 * scales["minmax"], scales
+        inner[ranges] = np.array(_conv_output_scales(path))
+    # The input is data: under both rules its grid spans the extremes of the calibration images (the
+    # outliers' pixels would otherwise be clipped before the network saw them) ...
+    assert scales["mean"] == pytest.approx(scales["minmax"], rel=1e-6), scales
+    # ... while inside the network the mean of the per-sample ranges keeps the outliers from
+    # stretching the grids: none is wider, and many are narrower (a ReLU6 output's grid is fixed at 0..6).
+    assert len(inner["mean"]) == len(inner["minmax"]) > 10
+    assert (inner["mean"] <= inner["minmax"] * 1.001).all()
+    assert (inner["mean"] < 0.9 * inner["minmax"]).mean() > 0.25, inner["mean"] / inner["minmax"]
 
 
 def _int8_setup(trained, tmp_path, runtime):

@@ -107,9 +107,10 @@ def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: 
     """`cross_validate_head` for several (make_head, views) at once, one CVResult each, with every
     (head, fold) fit on `workers` forked processes (Linux; threads elsewhere). Why processes: a
     head's fit is thousands of small numpy calls on small matrices (BLAS held to one thread) and
-    holds the GIL between them, so two threads gained about 10% on 2 cores and two processes about
-    40% (caltech-hard40's search: 12.7 -> 9.2 s). Each fit is seeded by its head alone, so the
-    results do not depend on `workers` or on the order the fits finish in."""
+    holds the GIL between them: on 2 cores two threads cut the wall time by about 10%, two
+    processes by about a quarter (a fresh choice on cached caltech-hard40: 13.0 -> 9.6-10.2 s of
+    training). Each fit is seeded by its head alone, so the results do not depend on `workers` or
+    on the order the fits finish in."""
     from concurrent.futures import ThreadPoolExecutor
 
     labels = np.asarray(labels)
