@@ -52,9 +52,11 @@ def test_a_child_that_dies_fails_the_call_with_one_clear_error():
         forked_map(fn, [0, 1, 2], workers=2)
 
 
-def test_cross_validation_on_processes_equals_it_on_one_thread():
+def test_cross_validation_on_processes_equals_it_on_one_thread(monkeypatch):
     from test_cv_selection import clip_set
 
+    from edgemaker import parallel
+    from edgemaker.heads import cv
     from edgemaker.heads.cv import cross_validate_heads, make_folds
     from edgemaker.heads.probe import ProbeHead
     from edgemaker.heads.softmax import SoftmaxHead
@@ -64,7 +66,16 @@ def test_cross_validation_on_processes_equals_it_on_one_thread():
     folds, _ = make_folds(labels, [str(s.path) for s in samples], 3, seed=0)
     jobs = [(lambda: SoftmaxHead(epochs=20, patience=5), "clean"), (lambda: ProbeHead(C=0.1), "clean")]
     serial = cross_validate_heads(jobs, emb, labels, folds, workers=1)
+    calls = []
+    monkeypatch.setattr(cv, "forked_map", lambda *a: calls.append(1) or parallel.forked_map(*a))
+    assert len(emb.vectors) * 6 < cv.FORK_MIN_ROW_FITS  # so small a search stays on threads ...
+    threaded = cross_validate_heads(jobs, emb, labels, folds, workers=2)
+    assert not calls
+    monkeypatch.setattr(cv, "FORK_MIN_ROW_FITS", 0)  # ... unless told otherwise
     forked = cross_validate_heads(jobs, emb, labels, folds, workers=2)
+    assert calls == [1]
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a.oof, b.oof)
     for a, b in zip(serial, forked):
         assert a.accuracies == b.accuracies and a.best_epochs == b.best_epochs
         np.testing.assert_array_equal(a.oof, b.oof)

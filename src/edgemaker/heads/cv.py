@@ -30,6 +30,9 @@ from ..parallel import can_fork, forked_map
 from .softmax import one_blas_thread
 
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (training sample indices, held-out sample indices)
+# Forking two workers costs 0.05-0.2 s (more for a larger parent process); a fit costs about 0.1 ms a
+# row. Below this many rows x fits, a call runs on threads: the forks would cost more than they save.
+FORK_MIN_ROW_FITS = 10_000
 RULE = ("one-standard-error: the simplest candidate whose mean fold accuracy is within one standard error "
         "(std / sqrt(folds)) of the best mean; simplest = without flip averaging, then probe < softmax head on "
         "clean views < on augmented views; within one kind the best mean, then the lowest log loss")
@@ -125,7 +128,7 @@ def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: 
         return out, time.perf_counter() - t0
 
     with one_blas_thread():  # held across the pool: the fits' own entries then leave the limit alone
-        if workers > 1 and len(tasks) > 1 and can_fork():
+        if workers > 1 and len(tasks) > 1 and can_fork() and len(emb.vectors) * len(tasks) >= FORK_MIN_ROW_FITS:
             import sklearn.linear_model  # noqa: F401 - imported once here, not once in every child
 
             done = forked_map(fit, tasks, workers)
