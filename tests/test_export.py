@@ -292,3 +292,41 @@ def test_the_int8_route_is_chosen_on_validation(trained, tmp_path):
     assert ops["float"].count("Conv") == 0 and ops["rolled"].count("Conv") == 1
     assert ops["rolled"].count("QLinearConv") == ops["float"].count("QLinearConv") - 1
 
+
+
+def test_entry_extremes_run_only_the_front_end_and_are_measured_once(tmp_path):
+    """The int8 network's entry (the front end's output, through a normalising op) takes the extremes of
+    the calibration inputs; only the nodes it depends on run, and a second variant reads the cache."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgemaker.export.onnx_model import _entry_extremes, _entry_tensors, _keep_only_what_computes
+
+    nodes = [helper.make_node("Mul", ["x", "two"], ["mel"], name="/frontend/scale"),
+             helper.make_node("Sub", ["mel", "mean"], ["centred"], name="normalise"),
+             helper.make_node("MatMul", ["centred", "w"], ["y"], name="network")]
+    inits = [numpy_helper.from_array(np.float32(2), "two"), numpy_helper.from_array(np.float32(1), "mean"),
+             numpy_helper.from_array(np.ones((4, 3), np.float32), "w")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert sorted(_entry_tensors(model)) == ["centred", "mel"]
+
+    cut = onnx.load(str(path))
+    _keep_only_what_computes(cut, ["mel", "centred"])
+    assert [n.name for n in cut.graph.node] == ["/frontend/scale", "normalise"]
+    assert sorted(i.name for i in cut.graph.initializer) == ["mean", "two"]
+
+    rng = np.random.default_rng(0)
+    calibration = [rng.normal(size=4).astype(np.float32) for _ in range(20)]
+    cache = tmp_path / "ranges.entry.json"
+    overrides = _entry_extremes(path, "x", calibration, cache)
+    x = np.stack(calibration)
+    assert overrides["mel"][0]["rmin"] == pytest.approx(2 * x.min()) and overrides["mel"][0]["rmax"] == pytest.approx(2 * x.max())
+    assert overrides["centred"][0]["rmax"] == pytest.approx(2 * x.max() - 1)
+    assert cache.is_file()
+    again = _entry_extremes(path, "x", [c * 10 for c in calibration], cache)  # the cache, not a second pass
+    assert again == overrides
+    fresh = _entry_extremes(path, "x", [c * 10 for c in calibration])
+    assert fresh["mel"][0]["rmax"] == pytest.approx(20 * x.max())

@@ -114,6 +114,11 @@ def _float_nodes(model_path: Path, keep_float: Sequence[str] = ()) -> list[str]:
     return names
 
 
+# Ops that only cast, normalise, move or pad a tensor: the int8 part of the graph may start after them.
+_MOVES = ("Pad", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Cast", "Sub", "Mul", "Div",
+          "Add")
+
+
 def _entry_tensors(model) -> list[str]:
     """Where the data enters the int8 network: each front-end output (nodes named /frontend/, kept in
     float) that the network reads, or the graph's input when there is no front end, followed through
@@ -135,33 +140,56 @@ def _entry_tensors(model) -> list[str]:
     return entries
 
 
-_MOVES = ("Pad", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Cast", "Sub", "Mul", "Div",
-          "Add")
-
-
-def _entry_extremes(prepared: Path, input_name: str, calibration: Sequence[np.ndarray]) -> dict:
+def _entry_extremes(prepared: Path, input_name: str, calibration: Sequence[np.ndarray], cache: Path | None = None) -> dict:
     """TensorQuantOverrides that give each entry tensor (`_entry_tensors`) the extremes it takes over
     the calibration inputs. Why: with ranges averaged over the samples (sounds), the log-mel entering
     the network got -4.8 to 3.0 on ESC-10 where it spans -6.9 to about 4.7, clipping up to a third of
-    a quiet clip's values before the first layer; inside the network the mean rule stays."""
+    a quiet clip's values before the first layer; inside the network the mean rule stays.
+
+    Only the nodes the entry tensors depend on run (the front end, not the network), and with `cache`
+    (a JSON file beside the calibration ranges) the extremes are measured once for every variant."""
     import onnx
 
     from ..backbones.runtime import make_session
 
-    model = onnx.load(str(prepared))
-    entries = _entry_tensors(model)
-    outputs = {o.name for o in model.graph.output}
-    for t in entries:
-        if t not in outputs:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-    session = make_session(model.SerializeToString(), None)
-    lo = {t: np.inf for t in entries}
-    hi = {t: -np.inf for t in entries}
-    for i in range(0, len(calibration), 16):
-        values = session.run(entries, {input_name: np.stack(calibration[i : i + 16])})
-        for t, v in zip(entries, values):
-            lo[t], hi[t] = min(lo[t], float(v.min())), max(hi[t], float(v.max()))
-    return {t: [{"rmin": np.float32(lo[t]), "rmax": np.float32(hi[t])}] for t in entries}
+    if cache is not None and cache.is_file():
+        extremes = json.loads(cache.read_text())
+    else:
+        model = onnx.load(str(prepared))
+        entries = _entry_tensors(model)
+        _keep_only_what_computes(model, entries)
+        session = make_session(model.SerializeToString(), None)
+        lo = {t: np.inf for t in entries}
+        hi = {t: -np.inf for t in entries}
+        for i in range(0, len(calibration), 16):
+            values = session.run(entries, {input_name: np.stack(calibration[i : i + 16])})
+            for t, v in zip(entries, values):
+                lo[t], hi[t] = min(lo[t], float(v.min())), max(hi[t], float(v.max()))
+        extremes = {t: [lo[t], hi[t]] for t in entries}
+        if cache is not None:
+            cache.write_text(json.dumps(extremes))
+    return {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in extremes.items()}
+
+
+def _keep_only_what_computes(model, outputs: list[str]) -> None:
+    """Cut `model` in place down to the nodes and initializers that `outputs` depend on, which become
+    its outputs."""
+    import onnx
+
+    graph = model.graph
+    needed, keep = set(outputs), set()
+    for i in reversed(range(len(graph.node))):
+        if needed.intersection(graph.node[i].output):
+            keep.add(i)
+            needed.update(graph.node[i].input)
+    kept = [n for i, n in enumerate(graph.node) if i in keep]
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    del graph.output[:]
+    graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in outputs)
 
 
 # How int8 ONNX files are quantized, chosen by measurement (docs/benchmarks.md, "Int8").
@@ -239,7 +267,8 @@ def quantize(fp32_path: Path, target: Path, quantization: Quantization, metadata
             try:
                 q.shape_inference.quant_pre_process(str(fp32_path), str(prepared))
                 if method == "minmax" and quantization.ranges == "mean":
-                    extra["TensorQuantOverrides"] = _entry_extremes(prepared, name, calibration)
+                    entry_cache = ranges_cache.with_name(ranges_cache.stem + ".entry.json") if ranges_cache else None
+                    extra["TensorQuantOverrides"] = _entry_extremes(prepared, name, calibration, entry_cache)
                 q.quantize_static(
                     str(prepared), str(tmp), reader,
                     quant_format=q.QuantFormat.QOperator if route["format"] == "QOperator" else q.QuantFormat.QDQ,
