@@ -66,6 +66,20 @@ def test_a_warm_retrain_reuses_every_embedding(run, tmp_path):
     assert not (tmp_path / "again" / "model_int8.onnx").exists()
 
 
+def test_a_class_too_small_to_measure_is_named_in_a_warning(run, tmp_path):
+    data, _, metrics = run
+    assert not [w for w in metrics["warnings"] if "rests on too few" in w]  # 12 a class: none flagged
+    small = make_image_folder(tmp_path / "small", per_class=12)
+    for extra in sorted((small / "checks").iterdir())[4:]:
+        extra.unlink()
+    result = CliRunner().invoke(cli, ["train", str(small), "--out", str(tmp_path / "run"), "--formats", "onnx-fp32",
+                                      "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [warning] = [w for w in json.loads(result.stdout)["warnings"] if "rests on too few" in w]
+    assert warning.startswith("class 'checks' has only 4 images (") and "add at least 10 images" in warning
+    assert warning in (tmp_path / "run" / "report.html").read_text().replace("&#x27;", "'")
+
+
 def test_predict_gives_top_k_from_the_model_file_alone(run, tmp_path):
     data, out, _ = run
     model = tmp_path / "elsewhere.onnx"

@@ -64,6 +64,9 @@ def _run(config: RunConfig, progress: Progress) -> dict:
         splits = make_splits(report, config.split)
         for line in report.summary_lines():
             progress.log(line)
+        data_warnings = splits.tiny_class_warnings(report.modality)
+        for w in data_warnings:
+            progress.log(f"WARNING: {w}")
         t_validate = time.perf_counter() - start
         ctx = FitContext(report.modality, classifier_for(report.modality), progress, cache, _engine(options), start,
                          len(splits.test), options, parse_formats(formats, report.modality))
@@ -90,6 +93,7 @@ def _run(config: RunConfig, progress: Progress) -> dict:
     warnings = export_warnings(result, test_eval, report.modality)
     for w in warnings:
         progress.log(f"WARNING: {w}")
+    warnings = data_warnings + warnings
     timings = {"validate_s": t_validate, "extract_s": clf.timings["extract_s"], "train_s": clf.timings["train_s"],
                **({"fine_tune_s": clf.timings["fine_tune_s"]} if "fine_tune_s" in clf.timings else {}),
                "evaluate_s": t_eval, "gradcam_s": explanations.seconds,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ..errors import DataError
 from .validate import Sample, ValidationReport
 
+TINY_CLASS = 10  # a class with fewer files than this is flagged (data inspect, and a warning in every run)
+
 
 @dataclass(frozen=True)
 class SplitOptions:
@@ -46,6 +48,23 @@ class Splits:
 
     def sizes(self) -> dict[str, int]:
         return {name: len(samples) for name, samples in self.items()}
+
+    def tiny_class_warnings(self, modality: str) -> list[str]:
+        """One line per class with fewer than TINY_CLASS files: the run goes on, but what it measures
+        on that class rests on a file or two."""
+        what = "sound files" if modality == "audio" else "images"
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: {"train": 0, "val": 0, "test": 0})
+        for name, samples in self.items():
+            for s in samples:
+                counts[s.label][name] += 1
+        out = []
+        for label in self.classes:
+            c = counts[label]
+            if sum(c.values()) < TINY_CLASS:
+                out.append(f"class {label!r} has only {sum(c.values())} {what} ({c['train']} train, {c['val']} "
+                           f"validation, {c['test']} test): its accuracy rests on too few to measure; add at least "
+                           f"{TINY_CLASS} {what} to it")
+        return out
 
 
 def _carve(samples: list[Sample], fraction: float, rng: random.Random) -> tuple[list[Sample], list[Sample]]:

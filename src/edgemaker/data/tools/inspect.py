@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...progress import Progress, SilentProgress
 from ..folders import SPLITS
+from ..splits import TINY_CLASS
 from .common import load, rel
 from .fingerprint import SOUND_BITS, close_pairs, image_fingerprint, sound_fingerprint, to_matrix
 
@@ -24,7 +25,6 @@ from .fingerprint import SOUND_BITS, close_pairs, image_fingerprint, sound_finge
 # bits (gain-changed or re-encoded copies differ by 0-2 of 976, distinct ESC-10 clips by > 200).
 IMAGE_NEAR_BITS = 16
 SOUND_NEAR_FRACTION = 0.10
-TINY_CLASS = 10
 
 
 def _fingerprint(modality: str, path: Path) -> dict | str:
