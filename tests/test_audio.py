@@ -170,6 +170,10 @@ def test_bad_sound_files_are_skipped_with_reasons(tmp_path):
     assert any(p.name == "silent.wav" and "silent" in n for p, n in report.notes)
     assert report.counts() == {"hum": 4, "knock": 4, "whistle": 5}
 
+    (root / "knock" / "hum_copy.wav").write_bytes((root / "hum" / "hum_000.wav").read_bytes())
+    why = {p.parent.name + "/" + p.name: r for p, r in validate_folder(root).skipped}
+    assert why["knock/hum_copy.wav"] == why["hum/hum_000.wav"] == "same sound file in classes hum, knock"
+
 
 def test_mixing_images_and_sounds_is_an_error_unless_a_task_is_given(tmp_path):
     root = tmp_path / "mixed"

@@ -229,7 +229,8 @@ def validate_folder(
         if len(labels) > 1:
             report.conflicts.append((labels, [f.path for f in copies]))
             for f in copies:
-                report.skipped.append((f.path, f"same image in classes {', '.join(labels)}"))
+                what = "image" if report.modality == "image" else "sound file"
+                report.skipped.append((f.path, f"same {what} in classes {', '.join(labels)}"))
             continue
         copies.sort(key=lambda f: (order[f.split], str(f.path)))
         kept = copies[0]
