@@ -135,6 +135,10 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
                               "invalid option", "--threads")  # was a LiteRT traceback at export
     assert_one_line_error(edgemaker("train", str(data), "--out", str(tmp_path / "o"), "--threads", "-2"),
                           "invalid option", "--threads")  # was a LiteRT traceback at export
+    for command in (("train", str(data)), ("compare", str(data), "--backbones", "efficientnet_lite0"),
+                    ("data", "split", str(data))):  # numpy's generators take 0 .. 2**32 - 1: was a traceback
+        assert_one_line_error(edgemaker(*command, "--out", str(tmp_path / "o"), "--seed", "-1"),
+                              "invalid option", "--seed must be within 0..4294967295 (got -1)")
     wrong = make_image_folder(tmp_path / "wrong", classes=("stripes", "zebras"), per_class=3)
     assert_one_line_error(edgemaker("evaluate", str(out / "model_int8.onnx"), str(wrong)),
                           "class 'zebras' is not one of the model's labels")

@@ -24,6 +24,8 @@ class SplitOptions:
     def __post_init__(self) -> None:
         if min(self.train, self.val, self.test) <= 0 or abs(self.train + self.val + self.test - 1) > 1e-6:
             raise ValueError("split fractions must be positive and sum to 1 (e.g. 0.8/0.1/0.1)")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be within 0..{2**32 - 1} (got {self.seed})")
 
     @classmethod
     def parse(cls, text: str, seed: int = 0) -> SplitOptions:

@@ -120,6 +120,8 @@ class HParams:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size and patience must be at least 1")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be within 0..{2**32 - 1} (got {self.seed})")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.dropout < 1 or not 0 <= (self.label_smoothing or 0) < 1:
