@@ -76,6 +76,9 @@ def test_nested_folders_spaces_and_non_ascii_names(tmp_path):
     (lambda root: make_image_folder(root, classes=("only",), per_class=5), "only one class"),
     (lambda root: make_image_folder(root, per_class=2), "needs at least 3"),
     (lambda root: (make_image_folder(root), (root / "empty_class").mkdir()), "has no usable files"),
+    # one class's folder given instead of the folder of classes: the fix names the folder above
+    (lambda root: [f.rename(root / f.name) for f in list(make_image_folder(root, classes=("cat",), per_class=4).glob(
+        "cat/*"))], r"its 4 files are not in class folders; pass the folder .* \(if 'data' is one class, that is "),
 ])
 def test_hard_errors_name_the_folder_and_the_fix(tmp_path, setup, message):
     root = tmp_path / "data"

@@ -256,6 +256,9 @@ def require_usable(report: ValidationReport, declared: set[str], min_classes: in
     if not report.samples:
         example = root / "cats" / "001.jpg" if report.modality == "image" else root / "dog" / "bark1.wav"
         hint = f"put {'images' if report.modality == 'image' else 'sound files'} in one folder per class, e.g. {example}"
+        if report.skipped and all(why == "not inside a class folder" for _, why in report.skipped):
+            raise DataError(f"{root}: its {len(report.skipped)} files are not in class folders; pass the folder that "
+                            f"holds one subfolder per class (if '{root.name}' is one class, that is {root.parent})")
         if report.skipped:
             hint = f"all {len(report.skipped)} files were skipped (first: {report.skipped[0][0]}: {report.skipped[0][1]})"
         noun = "images" if report.modality == "image" else "sound files"
