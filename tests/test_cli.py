@@ -130,6 +130,9 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
                           "unknown export format")
     assert_one_line_error(edgemaker("train", str(data), "--out", str(tmp_path / "o"), "--epochs", "0"),
                           "invalid option")
+    for option, value in (("--learning-rate", "inf"), ("--split", "1/1/nan")):  # trained, and a traceback
+        assert_one_line_error(edgemaker("train", str(data), "--out", str(tmp_path / "o"), option, value),
+                              "invalid option", "positive")
     for command in (("train", str(data)), ("compare", str(data), "--backbones", "efficientnet_lite0")):
         assert_one_line_error(edgemaker(*command, "--out", str(tmp_path / "o"), "--threads", "-2"),
                               "invalid option", "--threads")  # was a LiteRT traceback at export

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ class SplitOptions:
     def parse(cls, text: str, seed: int = 0) -> SplitOptions:
         """'80/10/10' or '0.8,0.1,0.1' -> SplitOptions."""
         parts = [float(p) for p in text.replace(",", "/").split("/")]
-        if len(parts) != 3:
-            raise ValueError("give three numbers: train/val/test, e.g. 80/10/10")
+        if len(parts) != 3 or not all(0 < p < math.inf for p in parts):
+            raise ValueError(f"--split {text!r}: give three positive numbers: train/val/test, e.g. 80/10/10")
         total = sum(parts)
         return cls(*(p / total for p in parts), seed=seed)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,20 +124,20 @@ class HParams:
             raise ValueError("epochs, batch_size and patience must be at least 1")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be within 0..{2**32 - 1} (got {self.seed})")
-        if not self.learning_rate > 0:
-            raise ValueError("learning_rate must be positive")
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError("learning_rate must be a positive finite number")
         if not 0 <= self.dropout < 1 or not 0 <= (self.label_smoothing or 0) < 1:
             raise ValueError("dropout and label_smoothing must be within [0, 1)")
-        if self.weight_decay is not None and not self.weight_decay >= 0:
-            raise ValueError("weight_decay must be at least 0")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ValueError("weight_decay must be a finite number, at least 0")
         if self.class_weights not in (None, "auto", "balanced"):
             raise ValueError("class_weights must be auto, balanced or none")
         if self.head not in (None, "softmax", "probe"):
             raise ValueError("head must be softmax, probe or auto")
         if self.flip_average not in ("off", "auto", "on"):
             raise ValueError("flip averaging must be off, auto or on")
-        if self.probe_c is not None and not self.probe_c > 0:
-            raise ValueError("the probe's C must be positive")
+        if self.probe_c is not None and not 0 < self.probe_c < math.inf:
+            raise ValueError("the probe's C must be a positive finite number")
         if self.cv_folds is not None and not 0 <= self.cv_folds <= 20:
             raise ValueError("cv folds must be within 0..20 (below 2: choose on the validation split)")
         if self.cv_group_by is not None:
@@ -195,8 +197,8 @@ class FineTuneOptions:
             raise ValueError("fine-tune candidates must be non-negative block counts")
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ValueError("fine-tune epochs, patience and batch_size must be at least 1")
-        if not self.learning_rate > 0:
-            raise ValueError("fine-tune learning_rate must be positive")
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError("fine-tune learning_rate must be a positive finite number")
 
     @property
     def active(self) -> bool:
