@@ -13,8 +13,8 @@ from .errors import EdgemakerError
 from .progress import ConsoleProgress, Progress, SilentProgress
 
 
-def _seed(value: int | None) -> int | None:
-    """--seed as numpy's and Python's generators take it, else one line (not click's usage text)."""
+def _seed(_ctx, _param, value: int | None) -> int | None:
+    """--seed's check: what numpy's and Python's generators take, else one line (not click's usage text)."""
     if value is not None and not 0 <= value < 2**32:
         raise EdgemakerError(f"invalid option: --seed must be within 0..{2**32 - 1} (got {value})")
     return value
@@ -90,7 +90,8 @@ def _engine(options):
 @click.option("--label-smoothing", type=float, default=None)
 @click.option("--class-weights", type=click.Choice(["auto", "balanced", "none"]), default=None,
               help="auto: balanced weights when classes are imbalanced.")
-@click.option("--seed", type=int, callback=lambda _c, _p, v: _seed(v), default=0, show_default=True, help="Seeds the split, augmentation and training.")
+@click.option("--seed", type=int, callback=_seed, default=0, show_default=True,
+              help="Seeds the split, augmentation and training.")
 @click.option("--head", type=click.Choice(["auto", "softmax", "probe"]), default=None,
               help="The trained softmax head or a logistic-regression probe; auto (default): chosen by cross-validation.")
 @click.option("--cv-folds", type=int, default=None,
@@ -419,7 +420,7 @@ def data_inspect(folder: Path, out: Path | None, tiny: int, near_bits: int | Non
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--per-class", type=int, required=True, help="Files to take from every class.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New folder to write.")
-@click.option("--seed", type=int, callback=lambda _c, _p, v: _seed(v), default=0, show_default=True)
+@click.option("--seed", type=int, callback=_seed, default=0, show_default=True)
 @_link_option
 @_task_option
 @click.option("--json", "as_json", is_flag=True)
@@ -438,7 +439,7 @@ def data_sample(folder: Path, per_class: int, out: Path, seed: int, link: bool, 
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="New folder to write.")
 @click.option("--val", type=float, default=0.1, show_default=True, help="Fraction of each class for val.")
 @click.option("--test", type=float, default=0.1, show_default=True, help="Fraction of each class for test.")
-@click.option("--seed", type=int, callback=lambda _c, _p, v: _seed(v), default=0, show_default=True)
+@click.option("--seed", type=int, callback=_seed, default=0, show_default=True)
 @click.option("--group-by", default=None,
               help="Regex on the file name; its first group (or whole match) is a group kept on one side, "
                    "e.g. '^(\\d+-\\d+)' for ESC-50 source ids.")
@@ -483,7 +484,7 @@ def _experiment_options(fn):
         click.option("--out", "out", type=click.Path(path_type=Path), required=True,
                      help="Folder for results.json, table.txt, table.md, plot.svg and index.html."),
         click.option("--repeats", type=int, default=3, show_default=True, help="Training seeds per setting."),
-        click.option("--seed", type=int, callback=lambda _c, _p, v: _seed(v), default=0, show_default=True,
+        click.option("--seed", type=int, callback=_seed, default=0, show_default=True,
                      help="Seeds the one split; repeat r trains with seed + r."),
         click.option("--task", type=click.Choice(["image", "audio"]), default=None, help="Default: detected from the files."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Where embeddings are cached."),

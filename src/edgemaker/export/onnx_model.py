@@ -140,7 +140,8 @@ def _entry_tensors(model) -> list[str]:
     return entries
 
 
-def _entry_extremes(prepared: Path, input_name: str, calibration: Sequence[np.ndarray], cache: Path | None = None) -> dict:
+def _entry_extremes(prepared: Path, input_name: str, calibration: Sequence[np.ndarray],
+                    cache: Path | None = None) -> dict:
     """TensorQuantOverrides that give each entry tensor (`_entry_tensors`) the extremes it takes over
     the calibration inputs. Why: with ranges averaged over the samples (sounds), the log-mel entering
     the network got -4.8 to 3.0 on ESC-10 where it spans -6.9 to about 4.7, clipping up to a third of
