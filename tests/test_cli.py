@@ -170,3 +170,29 @@ def test_backbones_lists_the_registry():
 def test_validate_command_summarises_without_training(run):
     result = CliRunner().invoke(cli, ["validate", str(run[0])])
     assert result.exit_code == 0 and "36 usable images in 3 classes" in result.output
+
+
+def test_the_training_line_says_what_was_fitted():
+    """A probe has no epochs; a softmax head stopped early says so; a refit for fixed epochs gives its count."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from edgemaker.heads.probe import ProbeHead
+    from edgemaker.heads.softmax import SoftmaxHead
+    from edgemaker.pipeline import _log_training
+
+    class Lines(list):
+        def log(self, message: str) -> None:
+            self.append(message)
+
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = np.array(["a", "b"] * 20)
+    fitted = [ProbeHead(C=0.5).fit(x, y), SoftmaxHead(epochs=6, patience=2).fit(x, y, validation=(x, y[::-1])),
+              SoftmaxHead(epochs=6).fit(x, y)]
+    lines = Lines()
+    for head in fitted:
+        _log_training(SimpleNamespace(selection=None, head=head), lines)
+    assert lines[0] == "trained: logistic-regression probe, C 0.5 (one convex fit, no epochs)"
+    assert lines[1].startswith("trained: best epoch ") and lines[1].endswith("run (early stopping)")
+    assert lines[2] == "trained: 6 epochs"

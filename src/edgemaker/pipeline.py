@@ -23,6 +23,7 @@ from .evaluate.metrics import Evaluation
 from .export.stage import (AUDIO_ONLY, DEFAULT_FORMATS, FORMATS, check_budgets, evaluate_files, export_stage,
                            export_warnings, parse_formats)
 from .heads.cv import CVSelection
+from .heads.probe import ProbeHead
 from .heads.selection import HeadSelection
 from .progress import Progress, SilentProgress
 from .strategies import FitContext, get_refiner, get_strategy
@@ -140,7 +141,13 @@ def _log_training(clf, progress: Progress) -> None:
         progress.log(f"backbones by {'cross-validated' if by_cv else 'validation'} accuracy: " + ", ".join(
             f"{name} {v['cv_mean' if by_cv else 'val_accuracy']:.3f}" for name, v in clf.selection.items())
             + f"; chose {clf.spec.name}")
-    progress.log(f"trained: best epoch {clf.head.best_epoch_} of {len(clf.head.history_)} run")
+    head = clf.head
+    if isinstance(head, ProbeHead):
+        progress.log(f"trained: logistic-regression probe, C {head.C:g} (one convex fit, no epochs)")
+    elif head.best_epoch_ < len(head.history_):
+        progress.log(f"trained: best epoch {head.best_epoch_} of {len(head.history_)} run (early stopping)")
+    else:
+        progress.log(f"trained: {len(head.history_)} epochs")
 
 
 def _engine(options):
