@@ -79,3 +79,28 @@ def test_cross_validation_on_processes_equals_it_on_one_thread(monkeypatch):
     for a, b in zip(serial, forked):
         assert a.accuracies == b.accuracies and a.best_epochs == b.best_epochs
         np.testing.assert_array_equal(a.oof, b.oof)
+
+
+def test_the_refit_seeds_on_processes_give_the_same_head(monkeypatch):
+    from test_cv_selection import clip_set
+
+    from edgemaker import parallel
+    from edgemaker.heads import cv
+    from edgemaker.tasks import head_choice
+    from edgemaker.tasks.options import ClassifierOptions, HParams
+
+    samples, emb = clip_set(seed=4, per_class=12)
+    y = np.array([samples[i].label for i in emb.owner])
+    chosen = {"head": "softmax", "views": "clean", "weight_decay": 1e-4, "label_smoothing": 0.1}
+    one = ClassifierOptions(hparams=HParams(), threads=1)
+    two = ClassifierOptions(hparams=HParams(), threads=2)
+    calls = []
+    monkeypatch.setattr(head_choice, "forked_map", lambda *a: calls.append(1) or parallel.forked_map(*a))
+    serial = head_choice.fit_chosen(one, chosen, 8, emb.vectors, y)
+    assert not calls
+    monkeypatch.setattr(cv, "FORK_MIN_ROW_FITS", 0)  # a set this small would stay in the process
+    forked = head_choice.fit_chosen(two, chosen, 8, emb.vectors, y)
+    assert calls == [1]
+    np.testing.assert_array_equal(serial.coef_, forked.coef_)
+    np.testing.assert_array_equal(serial.intercept_, forked.intercept_)
+    assert len(forked.history_) == len(serial.history_) == 8

@@ -28,6 +28,8 @@ import numpy as np
 from ..data.validate import Sample
 from ..features.extract import Embeddings
 from ..backbones.runtime import default_threads
+from ..parallel import can_fork, forked_map
+from ..heads import cv
 from ..heads.cv import Candidate, CVSelection, cross_validate_heads, make_folds, merge
 from ..heads.probe import C_GRID, ProbeHead
 from ..heads.selection import DEFAULTS, STAGES
@@ -189,17 +191,27 @@ REFIT_SEEDS = 3
 
 def fit_chosen(options: ClassifierOptions, chosen: dict, epochs: int | None, X: np.ndarray, y) -> object:
     """The chosen head fitted on (X, y) for `epochs` (no early stopping); a softmax head as the mean of
-    REFIT_SEEDS fits' weights (seeds random_state + 1000 i), the first fit carrying the result."""
+    REFIT_SEEDS fits' weights (seeds random_state + 1000 i), the first fit carrying the result. The
+    seeds' fits run side by side on forked processes where cross-validation's would (heads/cv.py):
+    each is seeded by itself, so the result is the same either way."""
     settings = {k: v for k, v in chosen.items() if k != "flip_average"}
-    head = head_for(options, settings, epochs).fit(X, y)
-    if isinstance(head, SoftmaxHead) and REFIT_SEEDS > 1:
-        heads = [head]
-        for i in range(1, REFIT_SEEDS):
-            other = head_for(options, settings, epochs)
-            other.random_state = head.random_state + 1000 * i
-            heads.append(other.fit(X, y))
-        head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
-        head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
+    head = head_for(options, settings, epochs)
+    if not isinstance(head, SoftmaxHead) or REFIT_SEEDS < 2:
+        return head.fit(X, y)
+
+    def fit_seed(i: int) -> SoftmaxHead:
+        one = head_for(options, settings, epochs)
+        one.random_state = head.random_state + 1000 * i
+        return one.fit(X, y)
+
+    workers = min(options.threads or default_threads(), REFIT_SEEDS)
+    if workers > 1 and can_fork() and len(X) * REFIT_SEEDS >= cv.FORK_MIN_ROW_FITS:
+        heads = forked_map(fit_seed, list(range(REFIT_SEEDS)), workers)
+    else:
+        heads = [fit_seed(i) for i in range(REFIT_SEEDS)]
+    head = heads[0]
+    head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
+    head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
     return head
 
 
