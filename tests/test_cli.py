@@ -142,6 +142,8 @@ def test_bad_inputs_give_one_clear_line(tmp_path, run):
                     ("data", "split", str(data))):  # numpy's generators take 0 .. 2**32 - 1: was a traceback
         assert_one_line_error(edgemaker(*command, "--out", str(tmp_path / "o"), "--seed", "-1"),
                               "invalid option", "--seed must be within 0..4294967295 (got -1)")
+    assert_one_line_error(edgemaker("compare", str(data), "--backbones", "efficientnet_lite0", "--out", str(tmp_path / "o"),
+                                    "--seed", "4294967295", "--repeats", "2"), "invalid option", "use --seed 4294967294")
     wrong = make_image_folder(tmp_path / "wrong", classes=("stripes", "zebras"), per_class=3)
     assert_one_line_error(edgemaker("evaluate", str(out / "model_int8.onnx"), str(wrong)),
                           "class 'zebras' is not one of the model's labels")

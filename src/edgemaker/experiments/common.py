@@ -50,6 +50,9 @@ def parse_backbones(text: str, modality: str | None = None) -> list[str]:
 def seeds(seed: int, repeats: int) -> list[int]:
     if repeats < 1:
         raise EdgemakerError(f"--repeats {repeats}: give at least 1")
+    if seed + repeats - 1 >= 2**32:  # repeat r trains with seed + r; the generators take 0 .. 2**32 - 1
+        raise EdgemakerError(f"invalid option: --seed {seed} with --repeats {repeats} runs past {2**32 - 1}; "
+                             f"use --seed {2**32 - repeats} or lower")
     return [seed + r for r in range(repeats)]
 
 
