@@ -95,7 +95,7 @@ def test_the_refit_seeds_on_processes_give_the_same_head(monkeypatch):
     one = ClassifierOptions(hparams=HParams(), threads=1)
     two = ClassifierOptions(hparams=HParams(), threads=2)
     calls = []
-    monkeypatch.setattr(head_choice, "forked_map", lambda *a: calls.append(1) or parallel.forked_map(*a))
+    monkeypatch.setattr(cv, "forked_map", lambda *a: calls.append(1) or parallel.forked_map(*a))
     serial = head_choice.fit_chosen(one, chosen, 8, emb.vectors, y)
     assert not calls
     monkeypatch.setattr(cv, "FORK_MIN_ROW_FITS", 0)  # a set this small would stay in the process

@@ -114,8 +114,6 @@ def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: 
     processes by about a quarter (a fresh choice on cached caltech-hard40: 13.0 -> 9.6-10.2 s of
     training). Each fit is seeded by its head alone, so the results do not depend on `workers` or
     on the order the fits finish in."""
-    from concurrent.futures import ThreadPoolExecutor
-
     labels = np.asarray(labels)
     classes = np.array(sorted(set(labels.tolist())))
     tasks = [(j, f) for j in range(len(jobs)) for f in range(len(folds))]
@@ -127,16 +125,7 @@ def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: 
         out = _fit_fold(make_head(), emb, labels, classes, folds[f], views, mirror)
         return out, time.perf_counter() - t0
 
-    with one_blas_thread():  # held across the pool: the fits' own entries then leave the limit alone
-        if workers > 1 and len(tasks) > 1 and can_fork() and len(emb.vectors) * len(tasks) >= FORK_MIN_ROW_FITS:
-            import sklearn.linear_model  # noqa: F401 - imported once here, not once in every child
-
-            done = forked_map(fit, tasks, workers)
-        elif workers > 1 and len(tasks) > 1:  # threads overlap only the fits' arithmetic
-            with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-                done = list(pool.map(fit, tasks))
-        else:
-            done = [fit(t) for t in tasks]
+    done = map_fits(fit, tasks, len(emb.vectors), workers)
     results = []
     for j in range(len(jobs)):
         oof = np.zeros((len(labels), len(classes)), np.float32)
@@ -156,6 +145,25 @@ def cross_validate_heads(jobs: Sequence[tuple[Callable[[], object], str]], emb: 
             result.mirrored = CVResult(*_fold_scores(oof_mirrored, labels, classes, folds), oof_mirrored, epochs, 0.0)
         results.append(result)
     return results
+
+
+def map_fits(fn: Callable, items: Sequence, rows: int, workers: int) -> list:
+    """[fn(item) for item in items], where each item is a head's fit on `rows` rows: on `workers`
+    forked processes when there is enough work (rows x fits >= FORK_MIN_ROW_FITS; Linux), else on
+    threads (which overlap only the fits' arithmetic), else in turn. BLAS stays on one thread. Each fit
+    must be seeded by itself, so the results do not depend on where it ran."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    with one_blas_thread():  # held across the pool: the fits' own entries then leave the limit alone
+        if workers > 1 and len(items) > 1 and can_fork() and rows * len(items) >= FORK_MIN_ROW_FITS:
+            import sklearn.linear_model  # noqa: F401 - imported once here, not once in every child
+
+            return forked_map(fn, items, workers)
+        if workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+                return list(pool.map(fn, items))
+        return [fn(item) for item in items]
 
 
 def _fit_fold(head, emb: Embeddings, labels: np.ndarray, classes: np.ndarray, fold: tuple[np.ndarray, np.ndarray],

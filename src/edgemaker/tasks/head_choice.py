@@ -28,9 +28,7 @@ import numpy as np
 from ..data.validate import Sample
 from ..features.extract import Embeddings
 from ..backbones.runtime import default_threads
-from ..parallel import can_fork, forked_map
-from ..heads import cv
-from ..heads.cv import Candidate, CVSelection, cross_validate_heads, make_folds, merge
+from ..heads.cv import Candidate, CVSelection, cross_validate_heads, make_folds, map_fits, merge
 from ..heads.probe import C_GRID, ProbeHead
 from ..heads.selection import DEFAULTS, STAGES
 from ..heads.softmax import SoftmaxHead
@@ -192,8 +190,8 @@ REFIT_SEEDS = 3
 def fit_chosen(options: ClassifierOptions, chosen: dict, epochs: int | None, X: np.ndarray, y) -> object:
     """The chosen head fitted on (X, y) for `epochs` (no early stopping); a softmax head as the mean of
     REFIT_SEEDS fits' weights (seeds random_state + 1000 i), the first fit carrying the result. The
-    seeds' fits run side by side on forked processes where cross-validation's would (heads/cv.py):
-    each is seeded by itself, so the result is the same either way."""
+    seeds' fits run side by side as cross-validation's do (heads/cv.map_fits): each is seeded by
+    itself, so the result is the same either way."""
     settings = {k: v for k, v in chosen.items() if k != "flip_average"}
     head = head_for(options, settings, epochs)
     if not isinstance(head, SoftmaxHead) or REFIT_SEEDS < 2:
@@ -204,11 +202,7 @@ def fit_chosen(options: ClassifierOptions, chosen: dict, epochs: int | None, X: 
         one.random_state = head.random_state + 1000 * i
         return one.fit(X, y)
 
-    workers = min(options.threads or default_threads(), REFIT_SEEDS)
-    if workers > 1 and can_fork() and len(X) * REFIT_SEEDS >= cv.FORK_MIN_ROW_FITS:
-        heads = forked_map(fit_seed, list(range(REFIT_SEEDS)), workers)
-    else:
-        heads = [fit_seed(i) for i in range(REFIT_SEEDS)]
+    heads = map_fits(fit_seed, range(REFIT_SEEDS), len(X), options.threads or default_threads())
     head = heads[0]
     head.coef_ = np.mean([h.coef_ for h in heads], axis=0).astype(np.float32)
     head.intercept_ = np.mean([h.intercept_ for h in heads], axis=0).astype(np.float32)
