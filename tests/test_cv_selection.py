@@ -4,6 +4,7 @@ the record in metrics.json and the report, and the logistic-regression probe exp
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,53 @@ def test_large_sets_use_three_folds_unless_the_user_says():
         HParams(cv_folds=-1)
     with pytest.raises(ValueError, match="regular expression"):
         HParams(cv_group_by="(")
+
+
+def test_patience_is_counted_in_passes_over_the_samples():
+    """On augmented views an epoch passes over every sample 1 + views times (its clean row and each
+    view's, every one a row of its own), so the head waits that many times fewer epochs: the same
+    passes as a head on clean rows."""
+    from edgemaker.tasks.head_choice import passes_per_epoch
+    from edgemaker.tasks.options import AugmentationOptions
+
+    options = ClassifierOptions(hparams=HParams(patience=15))
+    assert options.augmentation.views == 2
+    assert passes_per_epoch(options, "clean") == 1 and passes_per_epoch(options, "augmented") == 3
+    four = replace(options, augmentation=AugmentationOptions(views=4))
+    off = replace(options, augmentation=AugmentationOptions(enabled=False))
+    assert passes_per_epoch(four, "augmented") == 5 and passes_per_epoch(off, "augmented") == 1
+    assert head_for(options, {"views": "clean"}).patience == 15
+    assert head_for(four, {"views": "augmented"}, passes=5).patience == 3
+    augmented = head_for(options, {"views": "augmented"}, passes=passes_per_epoch(options, "augmented"))
+    assert augmented.patience == 5
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 8)).astype(np.float32), np.repeat(["a", "b", "c"], 20)
+    augmented.fit(x, y, validation=(x[:30], rng.permutation(y)[:30]))  # noise: the best epoch comes early
+    assert len(augmented.history_) == augmented.best_epoch_ + 5 < augmented.epochs
+
+
+def test_the_cv_search_waits_the_same_passes_on_clean_and_augmented_rows(tmp_path, monkeypatch):
+    import edgemaker.tasks.head_choice as head_choice
+
+    samples, emb = clip_set(seed=2, per_class=15)
+    n_train = 36
+    keep = emb.owner < n_train
+    rows, owner = emb.vectors[keep], emb.owner[keep]
+    noise = np.random.default_rng(0).normal(0, 0.3, (2, *rows.shape)).astype(np.float32)
+    x_train = Embeddings(np.concatenate([rows, rows + noise[0], rows + noise[1]]), np.tile(owner, 3),
+                         np.repeat([0, 1, 2], len(rows)), n_train)  # each clip's windows, then 2 noisy views
+    x_val = Embeddings(emb.vectors[~keep], emb.owner[~keep] - n_train, emb.view[~keep], len(samples) - n_train)
+    made = []
+
+    class Recording(head_choice.SoftmaxHead):
+        def fit(self, X, y, validation=None, **kw):
+            if validation is not None:  # a fold's fit (the refit has no early stopping)
+                made.append((len(X), self.patience))
+            return super().fit(X, y, validation=validation, **kw)
+
+    monkeypatch.setattr(head_choice, "SoftmaxHead", Recording)
+    options = ClassifierOptions(hparams=HParams(epochs=30, patience=6, cv_folds=3, head="softmax"), cache_dir=tmp_path)
+    choose_head(options, samples[:n_train], samples[n_train:], x_train, x_val)
+    # Fold fits on clean rows wait 6 epochs; on the augmented rows (3 per window) 2.
+    assert {p for _, p in made} == {6, 2}
+    assert min(n for n, p in made if p == 2) > 2 * max(n for n, p in made if p == 6)

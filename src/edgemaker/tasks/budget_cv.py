@@ -42,7 +42,7 @@ def cross_validate(embed, train: Sequence[Sample], validation: Sequence[Sample],
                           k, screen.hparams.seed)
     if not folds:
         return {}
-    result = cross_validate_head(lambda: head_for(screen), emb, labels, folds,
+    result = cross_validate_head(lambda: head_for(screen, passes=1 + views), emb, labels, folds,
                                  "augmented" if views else "clean", workers=screen.threads or default_threads())
     return {"folds": len(folds), "mean": round(result.mean, 4), "std": round(result.std, 4),
             "mean_loss": round(float(np.mean(result.losses)), 4),

@@ -33,13 +33,14 @@ from ..heads.cv import CVSelection, merge, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .head_choice import cv_select_head, head_for, refit_chosen, resolved_hparams
+from .head_choice import cv_select_head, head_for, passes_per_epoch, refit_chosen, resolved_hparams
 from .options import ClassifierOptions, augmentation_for
 
 
-def make_head(options: ClassifierOptions, settings: dict | None = None):
-    """The head for `options`; `settings` (from head selection) fill what the options leave open."""
-    return head_for(options, settings)
+def make_head(options: ClassifierOptions, settings: dict | None = None, passes: int = 1):
+    """The head for `options`; `settings` (from head selection) fill what the options leave open;
+    `passes`: how often an epoch passes over each training sample (head_choice.passes_per_epoch)."""
+    return head_for(options, settings, passes=passes)
 
 
 def choose_head(options: ClassifierOptions, train: Sequence[Sample], validation: Sequence[Sample],
@@ -59,8 +60,8 @@ def choose_head(options: ClassifierOptions, train: Sequence[Sample], validation:
 
     def fit(settings: dict) -> SoftmaxHead:
         rows = x_train if settings["views"] == "augmented" else x_train.clean()
-        return make_head(options, settings).fit(rows.vectors, label_indices(train, rows),
-                                            validation=(x_val.vectors, y_val) if len(validation) else None)
+        return make_head(options, settings, passes_per_epoch(options, settings["views"])).fit(
+            rows.vectors, label_indices(train, rows), validation=(x_val.vectors, y_val) if len(validation) else None)
 
     def score(head: SoftmaxHead) -> tuple[float, float]:
         if not len(validation):
@@ -82,7 +83,8 @@ def _selection_memo(options: ClassifierOptions) -> SelectionMemo:
 def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embeddings, np.ndarray | None]) -> str:
     """Digest of every input of the head search: embeddings (rows, owners, views), labels, the head
     options (seed, epochs, ...), the given settings, the grid and the head's code version."""
-    h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, sorted(given.items()), options.hparams)).encode())
+    h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, sorted(given.items()), options.hparams,
+                             "patience in passes")).encode())
     for emb, labels in parts:
         for a in (emb.vectors, emb.owner, emb.view, labels if labels is not None else np.zeros(0)):
             h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
@@ -388,8 +390,9 @@ def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], op
     """A head fitted on `backbone`'s embeddings (any object with `spec` and `embed`), as in create()."""
     x_train = embed_samples(backbone, train, options.augmentation.active_views, options, cache, progress, f"extract train ({tag})")
     x_val = embed_samples(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
-    return make_head(options).fit(x_train.vectors, label_indices(train, x_train),
-                              validation=(x_val.vectors, label_indices(validation, x_val)) if len(validation) else None)
+    return make_head(options, passes=1 + options.augmentation.active_views).fit(
+        x_train.vectors, label_indices(train, x_train),
+        validation=(x_val.vectors, label_indices(validation, x_val)) if len(validation) else None)
 
 
 def embed_samples(backbone: Backbone, samples, views: int, options: ClassifierOptions, cache, progress, desc) -> Embeddings:

@@ -107,8 +107,9 @@ def distill(cls, twin, splits, options: ClassifierOptions, progress: Progress, c
     validation = (x_val.vectors, label_indices(val, x_val))
     soft_head = replace(twin.options, hparams=replace(twin.options.hparams, head="softmax"))  # learns soft targets
     if backbone.spec.audio is not None:  # a clip has many windows: one row each, with its clip and view's targets
-        head = make_head(soft_head).fit(x_train.vectors, label_indices(train, x_train), validation=validation,
-                                       soft_targets=soft[x_train.owner, x_train.view][:, None])
+        head = make_head(soft_head, passes=1 + views).fit(x_train.vectors, label_indices(train, x_train),
+                                                          validation=validation,
+                                                          soft_targets=soft[x_train.owner, x_train.view][:, None])
     else:
         dim = x_train.vectors.shape[1]
         X = np.zeros((len(train), 1 + views, dim), np.float32)
