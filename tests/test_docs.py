@@ -84,7 +84,8 @@ def test_every_command_shown_in_the_docs_is_real():
 
 
 NOT_EDGEMAKER_OPTIONS = {"--no-deps": "pip", "--strict": "mkdocs", "--limit": "bench/int8_routes.py",
-                         "--methods": "bench/quality.py", "--sets": "bench/quality.py"}
+                         "--methods": "bench/quality.py", "--sets": "bench/quality.py",
+                         "--data-root": "bench/quality.py"}
 
 
 def test_every_option_named_in_the_prose_exists():
