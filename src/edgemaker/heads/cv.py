@@ -12,8 +12,9 @@ Hastie, Tibshirani & Friedman 7.10), the simplest wins: the logistic-regression 
 trained softmax head, clean views before augmented ones. A difference smaller than the folds' own
 spread is no evidence for the more complex candidate. Within one kind (the probe's C, the softmax
 head's weight decay and smoothing) the best mean wins, then the lower log loss: over 30 splits of
-three photo sets and seven seeded few-shot subsets of them, preferring the strongest regularisation within one standard error, or the lowest
-log loss, chose probes that scored lower on test (docs/benchmarks.md).
+three photo sets and seven seeded few-shot subsets of them, preferring the strongest
+regularisation within one standard error, or the lowest log loss, chose probes that scored lower
+on test (docs/benchmarks.md).
 
 For other modules: `cross_validate_head` runs k-fold CV of any head on cached embeddings and
 returns the out-of-fold probabilities (one row per sample, in the samples' order); `CVSelection`

@@ -101,7 +101,9 @@ class HParams:
     label_smoothing: float | None = None
     weight_decay: float | None = None
     class_weights: str | None = "auto"  # "auto": balanced weights when classes are imbalanced
-    patience: int = 15  # early stopping on validation accuracy, best epoch restored
+    # Early stopping on validation accuracy, best epoch restored; the softmax head counts it in passes
+    # over the training samples (on a sample's clean row and 2 augmented views: 15 / 3 = 5 epochs).
+    patience: int = 15
     seed: int = 0
     # The head and its settings are chosen by k-fold cross-validation over train + val (tasks/head_choice.py);
     # cv_folds None: 5, or 3 from LARGE_FOR_CV samples (a fold of 333+ samples resolves the candidates, and
