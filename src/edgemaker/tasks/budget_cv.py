@@ -32,7 +32,7 @@ def cross_validate(embed, train: Sequence[Sample], validation: Sequence[Sample],
     `k` folds ({} when the data is too small). `embed(samples, views, desc)`: the candidate's cached Embeddings."""
     from ..backbones.runtime import default_threads
     from ..heads.cv import cross_validate_head, make_folds, merge
-    from .head_choice import head_for, source_groups
+    from .head_choice import head_for, passes_per_epoch, source_groups
 
     samples = [*train, *validation]
     views = screen.augmentation.active_views
@@ -42,8 +42,9 @@ def cross_validate(embed, train: Sequence[Sample], validation: Sequence[Sample],
                           k, screen.hparams.seed)
     if not folds:
         return {}
-    result = cross_validate_head(lambda: head_for(screen, passes=1 + views), emb, labels, folds,
-                                 "augmented" if views else "clean", workers=screen.threads or default_threads())
+    rows = "augmented" if views else "clean"
+    result = cross_validate_head(lambda: head_for(screen, passes=passes_per_epoch(screen, rows)), emb, labels, folds,
+                                 rows, workers=screen.threads or default_threads())
     return {"folds": len(folds), "mean": round(result.mean, 4), "std": round(result.std, 4),
             "mean_loss": round(float(np.mean(result.losses)), 4),
             "fold_accuracies": [round(a, 4) for a in result.accuracies], "seconds": round(result.seconds, 2)}

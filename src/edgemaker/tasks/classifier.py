@@ -33,7 +33,8 @@ from ..heads.cv import CVSelection, merge, one_standard_error
 from ..heads.selection import DEFAULTS, STAGES, HeadSelection, SelectionMemo, select_head
 from ..heads.softmax import SoftmaxHead
 from ..progress import Progress, SilentProgress
-from .head_choice import cv_select_head, head_for, passes_per_epoch, refit_chosen, resolved_hparams
+from .head_choice import (SEARCH_VERSION, cv_select_head, head_for, passes_per_epoch, refit_chosen,
+                          resolved_hparams)
 from .options import ClassifierOptions, augmentation_for
 
 
@@ -83,8 +84,8 @@ def _selection_memo(options: ClassifierOptions) -> SelectionMemo:
 def _selection_key(options: ClassifierOptions, given: dict, *parts: tuple[Embeddings, np.ndarray | None]) -> str:
     """Digest of every input of the head search: embeddings (rows, owners, views), labels, the head
     options (seed, epochs, ...), the given settings, the grid and the head's code version."""
-    h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, sorted(given.items()), options.hparams,
-                             "patience in passes")).encode())
+    h = hashlib.sha256(repr((SoftmaxHead.VERSION, SEARCH_VERSION, STAGES, sorted(given.items()),
+                             options.hparams)).encode())
     for emb, labels in parts:
         for a in (emb.vectors, emb.owner, emb.view, labels if labels is not None else np.zeros(0)):
             h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
@@ -390,7 +391,7 @@ def fit_head(backbone, train: Sequence[Sample], validation: Sequence[Sample], op
     """A head fitted on `backbone`'s embeddings (any object with `spec` and `embed`), as in create()."""
     x_train = embed_samples(backbone, train, options.augmentation.active_views, options, cache, progress, f"extract train ({tag})")
     x_val = embed_samples(backbone, validation, 0, options, cache, progress, f"extract val ({tag})")
-    return make_head(options, passes=1 + options.augmentation.active_views).fit(
+    return make_head(options, passes=passes_per_epoch(options, "augmented")).fit(
         x_train.vectors, label_indices(train, x_train),
         validation=(x_val.vectors, label_indices(validation, x_val)) if len(validation) else None)
 

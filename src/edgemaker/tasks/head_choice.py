@@ -35,6 +35,11 @@ from ..heads.softmax import SoftmaxHead
 from .options import LARGE_FOR_CV, ClassifierOptions
 
 
+# Part of every remembered head search's key (here and tasks/classifier.py): bump when the search's
+# result changes outside SoftmaxHead (SoftmaxHead.VERSION covers its own fit). 2: patience in passes.
+SEARCH_VERSION = 2
+
+
 def head_for(options: ClassifierOptions, settings: dict | None = None, epochs: int | None = None, passes: int = 1):
     """The unfitted head for `options`; `settings` (chosen) fill what the options leave open. `passes`:
     how many times one epoch of its fit passes over each training sample (see passes_per_epoch)."""
@@ -77,7 +82,7 @@ def _labels(samples: Sequence[Sample], emb: Embeddings) -> np.ndarray:
 def _memo_key(options: ClassifierOptions, given: dict, emb: Embeddings, labels: np.ndarray, groups: list[str],
               mirror: Embeddings | None) -> str:
     h = hashlib.sha256(repr((SoftmaxHead.VERSION, STAGES, C_GRID, sorted(given.items()), options.hparams,
-                             options.fine_tune.active, "cv-2")).encode())
+                             options.fine_tune.active, "cv", SEARCH_VERSION)).encode())
     extra = (mirror.vectors, mirror.owner) if mirror is not None else ()
     for a in (emb.vectors, emb.owner, emb.view, labels, *extra):
         h.update(str(a.shape).encode() + np.ascontiguousarray(a).tobytes())
